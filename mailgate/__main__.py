@@ -1,0 +1,5 @@
+"""Allow ``python -m mailgate`` so tests and venvs need no console script on PATH."""
+
+from mailgate.cli import main
+
+raise SystemExit(main())

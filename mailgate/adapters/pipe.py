@@ -1,0 +1,70 @@
+"""Pipe intake for MTA aliases and batch imports: a file, stdin, an mbox or a Maildir.
+
+Each message is stored by the same ``ingest`` as the listener. Exit codes
+are chosen in ``cli.py``; this module only reports what happened to each.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailgate.domain import Envelope, Outcome
+from mailgate.errors import Rejected, TempFail
+from mailgate.pipeline.ingest import Context, ingest
+
+
+@dataclass(frozen=True)
+class PipeResult:
+    source: str
+    outcome: Outcome | None
+    error: Rejected | TempFail | None
+
+
+def _messages(name: str) -> Iterator[tuple[str, bytes]]:
+    if name == "-":
+        yield "stdin", sys.stdin.buffer.read()
+        return
+    path = Path(name)
+    if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
+        box = mailbox.Maildir(path, factory=None, create=False)
+        for key in sorted(box.keys()):
+            with box.get_file(key) as fh:
+                yield f"{path}/{key}", fh.read()
+        return
+    with path.open("rb") as fh:
+        head = fh.read(5)
+    if head == b"From ":
+        for i, msg in enumerate(mailbox.mbox(path, create=False), 1):
+            yield f"{path}#{i}", msg.as_bytes(unixfrom=False)
+        return
+    yield str(path), path.read_bytes()
+
+
+def run(names: list[str], ctx: Context, *, sender: str | None = None, recipient: str | None = None) -> list[PipeResult]:
+    """Store every message; one failure does not stop the rest of an mbox."""
+    mail_from = sender if sender is not None else os.environ.get("SENDER", "")
+    rcpt = recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
+    results = []
+    limit = ctx.config.main.intake.smtp.max_message_size if ctx.config.main.intake.smtp else None
+    for name in names or ["-"]:
+        try:
+            items = list(_messages(name))
+        except OSError as exc:
+            results.append(PipeResult(name, None, TempFail(f"{name}: {exc.strerror or exc}")))
+            continue
+        for label, raw in items:
+            if limit is not None and len(raw) > limit:
+                results.append(PipeResult(label, None, Rejected(f"message too large ({len(raw)} > {limit} bytes)")))
+                continue
+            env = Envelope(mail_from=mail_from, rcpt_tos=(rcpt,) if rcpt else (), source="pipe",
+                           received_at=ctx.clock.now())
+            try:
+                results.append(PipeResult(label, ingest(raw, env, ctx), None))
+            except (Rejected, TempFail) as exc:
+                results.append(PipeResult(label, None, exc))
+    return results

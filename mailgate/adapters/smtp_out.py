@@ -1,0 +1,86 @@
+"""Outbound transports: an SMTP relay (STARTTLS/TLS, auth) or a Maildir for demos and development.
+
+Each send ends in one of three typed results; the outbox decides retry or
+give-up from the type alone, so transports never touch the database.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Sent:
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TempFailure:
+    reason: str
+
+
+@dataclass(frozen=True)
+class PermFailure:
+    reason: str
+
+
+SendResult = Sent | TempFailure | PermFailure
+
+
+class Transport(Protocol):
+    def send(self, mail_from: str, recipients: list[str], data: bytes) -> SendResult: ...
+
+
+class MaildirTransport:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def send(self, mail_from: str, recipients: list[str], data: bytes) -> SendResult:
+        try:
+            box = mailbox.Maildir(self.path, create=True)
+            key = box.add(data)
+        except OSError as exc:
+            return TempFailure(f"maildir {self.path}: {exc}")
+        return Sent(f"maildir {key}")
+
+
+class SmtpTransport:
+    def __init__(
+        self, host: str, port: int, *, starttls: bool = False, tls: bool = False, username: str | None = None,
+        password: str | None = None, timeout: float = 30.0, context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.starttls, self.tls = host, port, starttls, tls
+        self.username, self.password, self.timeout = username, password, timeout
+        self.context = context or ssl.create_default_context()
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.context)
+        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.starttls:
+            client.starttls(context=self.context)
+        return client
+
+    def send(self, mail_from: str, recipients: list[str], data: bytes) -> SendResult:
+        try:
+            with self._connect() as client:
+                if self.username:
+                    client.login(self.username, self.password or "")
+                refused = client.sendmail(mail_from, recipients, data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            text = "; ".join(f"{r}: {c} {m!r}" for r, (c, m) in exc.recipients.items())
+            return PermFailure(text) if all(c >= 500 for c in codes) else TempFailure(text)
+        except smtplib.SMTPResponseException as exc:
+            text = f"{exc.smtp_code} {exc.smtp_error!r}"
+            return PermFailure(text) if exc.smtp_code >= 500 else TempFailure(text)
+        except (OSError, smtplib.SMTPException) as exc:
+            return TempFailure(f"{type(exc).__name__}: {exc}")
+        if refused:
+            return PermFailure(f"refused: {refused}")
+        return Sent(f"relayed via {self.host}:{self.port}")

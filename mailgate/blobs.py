@@ -1,0 +1,39 @@
+"""Content-addressed attachment files under ``state_dir/attachments``.
+
+Files are written before the transaction commits and are never the only
+copy: the raw mail stays in the database, so a file lost in a crash can be
+re-derived. That is why no fsync is paid per attachment on the ingest path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class BlobStore:
+    def __init__(self, root: Path, *, dry_run: bool = False) -> None:
+        self.root = root
+        self.dry_run = dry_run  # `rules test` runs the real pipeline but must leave no files
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def put(self, sha256: str, data: bytes) -> Path:
+        target = self.path(sha256)
+        if self.dry_run or target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def get(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()

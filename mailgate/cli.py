@@ -1,0 +1,246 @@
+"""Command line: parse arguments, call one function, map exceptions to exit codes. No business logic.
+
+Exit codes: 0 done; 1 configuration or usage problem; 65 (EX_DATAERR)
+rejected by policy; 75 (EX_TEMPFAIL) could not store now, try later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailgate import __version__
+from mailgate.config import load_config
+from mailgate.errors import ConfigError, MailgateError, Rejected, TempFail
+
+EX_OK, EX_CONFIG, EX_DATAERR, EX_TEMPFAIL = 0, 1, 65, 75
+DEFAULT_CONFIG = "config/mailgate.yaml"
+
+
+def _ctx(args: argparse.Namespace, *, migrate: bool = True) -> Any:
+    from mailgate.service import build_context
+
+    ctx = build_context(load_config(args.config))
+    if migrate:
+        ctx.db.upgrade()
+    return ctx
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailgate.service import serve
+
+    logging.getLogger().setLevel(logging.INFO)
+    for noisy in ("mail.log", "apscheduler", "alembic"):  # one line per event of ours, not per SMTP verb
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return asyncio.run(serve(Path(args.config)))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from mailgate.adapters import pipe
+
+    results = pipe.run(args.files, _ctx(args), sender=args.sender, recipient=args.recipient)
+    code = EX_OK
+    for result in results:
+        if isinstance(result.error, TempFail):
+            print(f"{result.source}: temporary failure: {result.error}", file=sys.stderr)
+            code = EX_TEMPFAIL
+        elif isinstance(result.error, Rejected):
+            print(f"{result.source}: rejected: {result.error.reason}", file=sys.stderr)
+            code = code if code == EX_TEMPFAIL else EX_DATAERR
+        elif result.outcome is not None and not args.quiet:
+            o = result.outcome
+            detail = f" ticket {o.number}" if o.number else ""
+            reason = f" ({o.reason})" if o.reason and o.status != "accepted" else ""
+            print(f"{result.source}: {o.status}{detail}{reason}", file=sys.stderr)
+    return code
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from mailgate.service import build_context
+
+    config = load_config(args.config)
+    build_context(config)  # templates rendered against a sample, secret readable
+    print(f"{config.path}: OK")
+    return EX_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    _ctx(args)
+    print("database is at the latest schema")
+    return EX_OK
+
+
+def cmd_tickets(args: argparse.Namespace) -> int:
+    from mailgate.reports import ticket_json, ticket_text
+    from mailgate.store import Store
+
+    ctx = _ctx(args)
+    with ctx.db.reader() as session:
+        store = Store(session)
+        if args.tickets_command == "list":
+            tickets = store.tickets(status=args.status)
+            if args.json:
+                _print_json([ticket_json(t, store, messages=False) for t in tickets])
+            else:
+                for t in tickets:
+                    print(f"{t.number}  {t.status:<15} {t.priority:<9} {t.requester_email:<30} {t.subject}")
+            return EX_OK
+        ticket = store.ticket_by_number(args.number)
+        if ticket is None:
+            print(f"no ticket {args.number}", file=sys.stderr)
+            return EX_CONFIG
+        if args.json:
+            _print_json(ticket_json(ticket, store, messages=True))
+        else:
+            print(ticket_text(ticket, store))
+    return EX_OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from mailgate import quarantine
+
+    ctx = _ctx(args)
+    if args.quarantine_command == "list":
+        rows = quarantine.listing(ctx)
+        if args.json:
+            _print_json(rows)
+        for row in [] if args.json else rows:
+            print(f"#{row['id']:<6} {row['received_at']}  {row['mail_from'] or '-':<30} {row['reason']}")
+        return EX_OK
+    if args.quarantine_command == "show":
+        raw = quarantine.raw(ctx, args.id)
+        sys.stdout.buffer.write(raw)
+        return EX_OK
+    outcomes = quarantine.reprocess(ctx, args.ids)
+    for inbound_id, outcome in outcomes:
+        print(f"#{inbound_id}: {outcome.status}" + (f" ticket {outcome.number}" if outcome.number else "")
+              + (f" ({outcome.reason})" if outcome.reason else ""))
+    return EX_OK
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from mailgate.reports import outbox_json
+    from mailgate.store import Store
+
+    ctx = _ctx(args)
+    if args.outbox_command == "list":
+        with ctx.db.reader() as session:
+            rows = [outbox_json(r) for r in Store(session).outbox_rows(status=args.status)]
+        if args.json:
+            _print_json(rows)
+        for r in [] if args.json else rows:
+            print(f"#{r['id']:<6} {r['status']:<8} {r['attempts']:>3}  {','.join(r['to']):<30} {r['subject']}"
+                  + (f"  [{r['last_error']}]" if r["last_error"] else ""))
+        return EX_OK
+    with ctx.db.transaction() as session:
+        count = Store(session).requeue_outbox(args.ids, ctx.clock.now())
+    print(f"{count} message(s) queued for delivery")
+    return EX_OK
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from mailgate.dryrun import explain, render_text
+
+    report = explain(_ctx(args), Path(args.file).read_bytes(), args.to)
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_text(report))
+    return EX_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help=f"config file (default ${{MAILGATE_CONFIG}} or {DEFAULT_CONFIG})")
+    parser = argparse.ArgumentParser(prog="mailgate", parents=[common],
+                                     description="Email-driven help-desk daemon.")
+    parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    add("serve", cmd_serve, "run listeners, pollers, scheduler and sender")
+    p = add("ingest", cmd_ingest, "store RFC 5322 messages from files, stdin (-), an mbox or a Maildir")
+    p.add_argument("files", nargs="*", default=["-"])
+    p.add_argument("--sender", help="envelope sender (default $SENDER)")
+    p.add_argument("--recipient", help="envelope recipient (default $ORIGINAL_RECIPIENT or $RECIPIENT)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    add("check-config", cmd_check_config, "validate the configuration; exit 1 with file:line messages")
+    db = add("db", lambda a: EX_CONFIG, "database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    tickets = add("tickets", cmd_tickets, "look at tickets")
+    t_sub = tickets.add_subparsers(dest="tickets_command", required=True)
+    p = t_sub.add_parser("list", parents=[common], help="list tickets")
+    p.add_argument("--status")
+    p.add_argument("--json", action="store_true")
+    p = t_sub.add_parser("show", parents=[common], help="show one ticket")
+    p.add_argument("number")
+    p.add_argument("--json", action="store_true")
+
+    quarantine = add("quarantine", cmd_quarantine, "look at and replay mail that could not be processed")
+    q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    q_sub.add_parser("list", parents=[common]).add_argument("--json", action="store_true")
+    q_sub.add_parser("show", parents=[common]).add_argument("id", type=int)
+    q_sub.add_parser("reprocess", parents=[common]).add_argument("ids", type=int, nargs="*")
+
+    out = add("outbox", cmd_outbox, "look at and re-queue outgoing mail")
+    o_sub = out.add_subparsers(dest="outbox_command", required=True)
+    p = o_sub.add_parser("list", parents=[common])
+    p.add_argument("--status", choices=["pending", "sending", "sent", "failed"])
+    p.add_argument("--json", action="store_true")
+    o_sub.add_parser("retry", parents=[common]).add_argument("ids", type=int, nargs="*")
+
+    rules = add("rules", lambda a: EX_CONFIG, "routing rules")
+    r_sub = rules.add_subparsers(dest="rules_command", required=True)
+    p = r_sub.add_parser("test", parents=[common], help="dry-run a mail through the pipeline and explain it")
+    p.set_defaults(func=cmd_rules_test)
+    p.add_argument("file")
+    p.add_argument("--to", help="envelope recipient to assume")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = os.environ.get("MAILGATE_CONFIG", DEFAULT_CONFIG)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except TempFail as exc:
+        print(f"temporary failure: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except Rejected as exc:
+        print(f"rejected: {exc.reason}", file=sys.stderr)
+        return EX_DATAERR
+    except MailgateError as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    except FileNotFoundError as exc:
+        print(f"{exc.filename}: not found", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,37 @@
+"""Turn an outbox row into RFC 5322 bytes at send time.
+
+Header values are stripped of CR/LF before they reach ``email``, so no
+customer-controlled text (subject, display name) can smuggle in a header.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+
+from mailgate.model import Outbox
+
+LOOP_HEADER = "X-Mailgate-Loop"
+
+
+def _clean(value: str) -> str:
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def compose(row: Outbox, loop_value: str, now: datetime) -> bytes:
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _clean(row.mail_from)
+    msg["To"] = ", ".join(_clean(r) for r in row.recipients)
+    msg["Subject"] = _clean(row.subject)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = _clean(row.message_id)
+    for name, value in row.headers.items():
+        msg[name] = _clean(value)
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg[LOOP_HEADER] = loop_value
+    msg.set_content(row.text)
+    if row.html:
+        msg.add_alternative(row.html, subtype="html")
+    return msg.as_bytes()

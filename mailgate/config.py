@@ -1,0 +1,398 @@
+"""mailgate.yaml and the files it names, validated once into typed objects.
+
+Every problem is reported at once as ``file:line: message``; paths are
+resolved relative to the file that names them, so a config directory can be
+moved as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from mailgate.errors import ConfigError
+from mailgate.rules.schema import RulesFile
+from mailgate.yamlfile import YamlDoc, load_yaml, raise_if, validation_problems
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def parse_duration(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 8h, 3d)")
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    return value
+
+
+def parse_size(value: Any) -> Any:
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if not m:
+            raise ValueError(f"not a size: {value!r} (use e.g. 25MiB)")
+        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    return value
+
+
+def _email(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if not _EMAIL.match(value):
+            raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Email = Annotated[str, BeforeValidator(_email)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SmtpIntake(_Strict):
+    listen: str = "127.0.0.1:2525"
+    lmtp: bool = False
+    max_message_size: Size = 25 * 2**20
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"listen must be HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ImapMailbox(_Strict):
+    name: str
+    host: str
+    port: int = 993
+    security: Literal["tls", "starttls", "plain"] = "tls"
+    username: str
+    password: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    oauth2_token_command: str | None = None
+    oauth2_token_file: Path | None = None
+    cafile: Path | None = None
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    quarantine_folder: str | None = None
+    help_topic: str | None = None
+    idle: bool = True
+    poll_interval: Duration = timedelta(seconds=60)
+    idle_timeout: Duration = timedelta(minutes=25)
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+class Intake(_Strict):
+    addresses: list[Email] = Field(min_length=1)
+    notes_address: Email | None = None
+    smtp: SmtpIntake | None = SmtpIntake()
+    imap: list[ImapMailbox] = []
+
+
+class OutboundSmtp(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    tls: bool = False
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    timeout: Duration = timedelta(seconds=30)
+
+
+class Retry(_Strict):
+    first: Duration = timedelta(seconds=30)
+    maximum: Duration = timedelta(hours=1)
+    give_up_after: Duration = timedelta(days=2)
+
+
+class Outbound(_Strict):
+    from_: str = Field(alias="from")
+    transport: Literal["maildir", "smtp"] = "maildir"
+    maildir: Path | None = None
+    smtp: OutboundSmtp = OutboundSmtp()
+    retry: Retry = Retry()
+    domain: str | None = None  # for Message-IDs; defaults to the From domain
+
+
+class Tickets(_Strict):
+    number_format: str = "######"
+    subject_tag: str = "[#{number}]"
+
+    @field_validator("number_format")
+    @classmethod
+    def _digits(cls, value: str) -> str:
+        if value.count("#") < 4:
+            raise ValueError("number_format needs at least four '#' digit places")
+        return value
+
+    @field_validator("subject_tag")
+    @classmethod
+    def _has_number(cls, value: str) -> str:
+        if value.count("{number}") != 1:
+            raise ValueError("subject_tag must contain {number} exactly once")
+        return value
+
+
+class Database(_Strict):
+    url: str
+    echo: bool = False
+
+
+class Scheduler(_Strict):
+    outbox_interval: Duration = timedelta(seconds=5)
+    batch_size: int = 50
+
+
+class Security(_Strict):
+    secret_file: Path | None = None
+
+
+class Agent(_Strict):
+    name: str
+    email: Email
+
+
+class Department(_Strict):
+    name: str
+    manager: Email | None = None
+    members: list[Email] = []
+    email: Email | None = None
+
+
+class Team(_Strict):
+    name: str
+    members: list[Email] = []
+
+
+class AgentsFile(_Strict):
+    agents: list[Agent] = []
+    departments: list[Department] = []
+    teams: list[Team] = []
+
+
+class SlaPlan(_Strict):
+    first_response: Duration | None = None
+    resolution: Duration | None = None
+    schedule: str = "24x7"
+    pause_on: list[str] = []
+    escalations: list[dict[str, Any]] = []
+
+
+class SlaFile(_Strict):
+    schedules: dict[str, dict[str, Any]] = {}
+    sla_plans: dict[str, SlaPlan] = {}
+
+
+class MainFile(_Strict):
+    state_dir: Path = Path("../var")
+    database: Database | None = None
+    intake: Intake
+    outbound: Outbound
+    tickets: Tickets = Tickets()
+    rules: Path | None = None
+    agents: Path | None = None
+    sla: Path | None = None
+    templates: Path = Path("../templates")
+    scheduler: Scheduler = Scheduler()
+    security: Security = Security()
+    admin_email: Email | None = None
+
+
+class Config(_Strict):
+    """Everything loaded and cross-checked; the only config object the code sees."""
+
+    path: Path
+    main: MainFile
+    rules: RulesFile
+    agents: AgentsFile
+    sla: SlaFile
+
+    @property
+    def database_url(self) -> str:
+        assert self.main.database is not None
+        return self.main.database.url
+
+    @property
+    def state_dir(self) -> Path:
+        return self.main.state_dir
+
+
+def _resolve(base: Path, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    value = Path(os.path.expandvars(str(value))).expanduser()
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _sqlite_url(base: Path, url: str) -> str:
+    """Make ``sqlite:///relative.db`` relative to the config folder, not the cwd."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url
+
+
+def _validate(doc: YamlDoc, model: type[BaseModel], problems: list[str]) -> Any:
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        problems.extend(validation_problems(doc, exc))
+        return None
+
+
+def _load_side(path: Path | None, model: type[BaseModel], problems: list[str]) -> tuple[Any, YamlDoc | None]:
+    if path is None:
+        return model(), None
+    try:
+        doc = load_yaml(path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None, None
+    return _validate(doc, model, problems), doc
+
+
+def _resolve_main(base: Path, main: MainFile) -> MainFile:
+    state_dir = _resolve(base, main.state_dir)
+    assert state_dir is not None
+    db = main.database or Database(url=f"sqlite:///{state_dir / 'mailgate.db'}")
+    out = main.outbound
+    mailboxes = [
+        mb.model_copy(
+            update={
+                "password_file": _resolve(base, mb.password_file),
+                "oauth2_token_file": _resolve(base, mb.oauth2_token_file),
+                "cafile": _resolve(base, mb.cafile),
+            }
+        )
+        for mb in main.intake.imap
+    ]
+    return main.model_copy(
+        update={
+            "state_dir": state_dir,
+            "database": db.model_copy(update={"url": _sqlite_url(base, db.url)}),
+            "rules": _resolve(base, main.rules),
+            "agents": _resolve(base, main.agents),
+            "sla": _resolve(base, main.sla),
+            "templates": _resolve(base, main.templates),
+            "intake": main.intake.model_copy(update={"imap": mailboxes}),
+            "outbound": out.model_copy(
+                update={
+                    "maildir": _resolve(base, out.maildir) or state_dir / "outgoing",
+                    "smtp": out.smtp.model_copy(update={"password_file": _resolve(base, out.smtp.password_file)}),
+                }
+            ),
+            "security": Security(secret_file=_resolve(base, main.security.secret_file)),
+        }
+    )
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path).resolve()
+    problems: list[str] = []
+    doc = load_yaml(path)
+    main = _validate(doc, MainFile, problems)
+    if main is None:
+        raise ConfigError(problems)
+    main = _resolve_main(path.parent, main)
+    rules, rules_doc = _load_side(main.rules, RulesFile, problems)
+    agents, agents_doc = _load_side(main.agents, AgentsFile, problems)
+    sla, sla_doc = _load_side(main.sla, SlaFile, problems)
+    raise_if(problems)
+    config = Config(path=path, main=main, rules=rules, agents=agents, sla=sla)
+    problems.extend(cross_check(config, doc, rules_doc, agents_doc, sla_doc))
+    raise_if(problems)
+    return config
+
+
+def _where(doc: YamlDoc | None, fallback: Path | None, loc: tuple[str | int, ...]) -> str:
+    return doc.where(loc) if doc else f"{fallback}:1"
+
+
+def cross_check(
+    config: Config, main_doc: YamlDoc, rules_doc: YamlDoc | None, agents_doc: YamlDoc | None, sla_doc: YamlDoc | None
+) -> list[str]:
+    """References between files must resolve, or routing would fail on live mail."""
+    problems: list[str] = []
+    topics = {t.name for t in config.rules.help_topics}
+    departments = {d.name for d in config.agents.departments}
+    agents = {a.email for a in config.agents.agents}
+    plans = set(config.sla.sla_plans)
+    rules_path = config.main.rules
+
+    def check(ok: bool, doc: YamlDoc | None, path: Path | None, loc: tuple[str | int, ...], msg: str) -> None:
+        if not ok:
+            problems.append(f"{_where(doc, path, loc)}: {msg}")
+
+    r = config.rules
+    if r.default_help_topic is not None:
+        check(r.default_help_topic in topics, rules_doc, rules_path, ("default_help_topic",),
+              f"unknown help topic '{r.default_help_topic}'")
+    seen: set[str] = set()
+    for i, topic in enumerate(r.help_topics):
+        check(topic.name not in seen, rules_doc, rules_path, ("help_topics", i, "name"),
+              f"duplicate help topic '{topic.name}'")
+        seen.add(topic.name)
+        if topic.department:
+            check(topic.department in departments, rules_doc, rules_path, ("help_topics", i, "department"),
+                  f"unknown department '{topic.department}'")
+        if topic.sla:
+            check(topic.sla in plans, rules_doc, rules_path, ("help_topics", i, "sla"),
+                  f"unknown SLA plan '{topic.sla}'")
+    for i, mb in enumerate(config.main.intake.imap):
+        if mb.help_topic:
+            check(mb.help_topic in topics, main_doc, config.path, ("intake", "imap", i, "help_topic"),
+                  f"unknown help topic '{mb.help_topic}'")
+    names: set[str] = set()
+    for i, rule in enumerate(r.rules):
+        check(rule.name not in names, rules_doc, rules_path, ("rules", i, "name"), f"duplicate rule name '{rule.name}'")
+        names.add(rule.name)
+        then = rule.then
+        refs: list[tuple[str, str | None, set[str], str]] = [
+            ("help_topic", then.help_topic, topics, "help topic"),
+            ("department", then.department, departments, "department"),
+            ("sla", then.sla, plans, "SLA plan"),
+            ("assignee", then.assignee.lower() if then.assignee else None, agents, "agent"),
+        ]
+        for key, value, known, label in refs:
+            if value is not None:
+                check(value in known, rules_doc, rules_path, ("rules", i, "then", key), f"unknown {label} '{value}'")
+    for i, dept in enumerate(config.agents.departments):
+        for j, member in enumerate([dept.manager, *dept.members]):
+            if member is not None:
+                loc = ("departments", i, "manager") if j == 0 else ("departments", i, "members", j - 1)
+                check(member in agents, agents_doc, config.main.agents, loc, f"unknown agent '{member}'")
+    for name, plan in config.sla.sla_plans.items():
+        if plan.schedule != "24x7":
+            check(plan.schedule in config.sla.schedules, sla_doc, config.main.sla, ("sla_plans", name, "schedule"),
+                  f"unknown schedule '{plan.schedule}'")
+    return problems
+
+
+Loader = Callable[[Path | str], Config]

@@ -1,0 +1,107 @@
+"""Engine, sessions and migrations. ``Database.transaction()`` is the only way to write.
+
+SQLite: WAL with ``synchronous=FULL`` (a 250 means the row is on disk) and
+``BEGIN IMMEDIATE`` so two writers never interleave a read-then-write
+(SQLAlchemy's documented recipe for pysqlite). PostgreSQL: a small pool.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailgate.errors import TempFail
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def migrations_dir() -> Path:
+    """Top-level ``migrations/`` in a checkout, or the copy the wheel ships."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "migrations", here / "_data" / "migrations"):
+        if (candidate / "env.py").exists():
+            return candidate
+    raise FileNotFoundError("mailgate migrations not found (broken install?)")
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database trouble worth retrying (locked, gone, restarting) rather than a bug of ours."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 5})
+            _sqlite_pragmas(self.engine)
+        else:
+            self.engine = create_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrated = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work; database trouble becomes ``TempFail`` so sources keep their mail."""
+        with self._transient_as_tempfail(), self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _transient_as_tempfail(self) -> Iterator[None]:
+        try:
+            yield
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            raise TempFail(f"database unavailable: {exc.orig or exc}") from exc
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        with self.sessions() as session:
+            yield session
+
+    def upgrade(self) -> None:
+        """Apply Alembic migrations up to head (idempotent)."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        with self._migrated, self._transient_as_tempfail():
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+            with self.engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if conn.in_transaction():
+                    conn.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,207 @@
+"""Values passed between pipeline stages: enums and frozen dataclasses, no ORM.
+
+Keeping these immutable means a stage can only influence the next one through
+its return value, so the flow in ``pipeline/ingest.py`` is the whole story.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    AWAITING_REPLY = "awaiting_reply"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    EMERGENCY = "emergency"
+
+
+class Kind(StrEnum):
+    """What a mail is, judged from the mail alone (``classify``)."""
+
+    NEW = "new"
+    REPLY = "reply"
+    BOUNCE = "bounce"
+    AUTO_REPLY = "auto_reply"
+    LOOP = "loop"
+
+
+class Role(StrEnum):
+    REQUESTER = "requester"
+    COLLABORATOR = "collaborator"
+    AGENT = "agent"
+    STRANGER = "stranger"
+
+
+class MessageKind(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    NOTE = "note"
+    SYSTEM = "system"
+
+
+class InboundStatus(StrEnum):
+    """What became of one received mail; every spooled row ends in one of these."""
+
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+    REPROCESSED = "reprocessed"
+
+
+Source = Literal["smtp", "lmtp", "imap", "pipe", "reprocess"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    source: Source
+    received_at: datetime
+    peer: str = ""
+    mailbox: str | None = None  # IMAP account name, for its default help topic
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str  # lower-cased addr-spec
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+    sha256: str
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMail:
+    message_id: str | None
+    sha256: str  # of the content without transport headers: same mail via two routes hashes alike
+    subject: str
+    from_addr: Address | None
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    date: datetime | None
+    text: str
+    html: str | None  # sanitised; never active content
+    new_text: str  # the text above any quoted history
+    attachments: tuple[Attachment, ...]
+    auto_headers: tuple[tuple[str, str], ...]  # headers that matter for loop/auto-reply detection
+    content_type: str = "text/plain"
+    defects: tuple[str, ...] = ()
+    loop_token: str | None = None  # X-Mailgate-Loop as received (already stripped from headers)
+    raw_headers: tuple[tuple[str, str], ...] = ()  # undecoded, for header:<Name> rule conditions
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    kind: Kind
+    reason: str
+    bounced: frozenset[str] = frozenset()
+
+    @property
+    def automatic(self) -> bool:
+        """Machine-sent mail: stored, but never answered automatically."""
+        return self.kind in (Kind.BOUNCE, Kind.AUTO_REPLY, Kind.LOOP)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadMatch:
+    ticket_id: int | None
+    via: Literal["tag", "in_reply_to", "references", "none"]
+    number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    address: str
+    role: Role
+    agent_id: int | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    arg: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    name: str
+    matched: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    help_topic: str | None
+    department: str | None
+    priority: Priority
+    sla_plan: str | None
+    assignee: str | None
+    no_autoreply: bool = False
+    help_topic_via: str = "none"
+    trace: tuple[RuleTrace, ...] = ()
+    reject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    ticket_id: int
+    number: str
+    created: bool
+    reopened: bool
+    message_kind: MessageKind
+    message_row_id: int
+    events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    kind: str
+    to: tuple[str, ...]
+    ticket_id: int
+    dedupe_key: str
+    subject: str
+    text: str
+    html: str | None
+    message_id: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    auto_submitted: str  # RFC 3834 value: auto-replied | auto-generated
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Literal["accepted", "duplicate", "quarantined", "rejected"]
+    number: str | None = None
+    reason: str | None = None
+    inbound_id: int | None = None
+    trace: tuple[RuleTrace, ...] = ()
+    notifications: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (kind, recipients) for dry runs
+    route: RouteDecision | None = None

@@ -1,0 +1,99 @@
+"""Deliver outbox rows: claim due rows, send after the claim commits, then record the result.
+
+A claim is a short transaction that moves rows to ``sending`` with a lease
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
+so several daemons never send one row twice; a daemon that dies mid-send
+leaves a lease that expires and the row is retried. The relay is never
+called inside a database transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+
+from sqlalchemy import and_, or_, select
+
+from mailgate.adapters.smtp_out import PermFailure, Sent, TempFailure, Transport
+from mailgate.clock import Clock
+from mailgate.compose import compose
+from mailgate.config import Retry
+from mailgate.db import Database
+from mailgate.model import Event, Outbox
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def backoff(attempts: int, retry: Retry, jitter: float | None = None) -> timedelta:
+    """Exponential backoff with +-20 % jitter, so a relay outage does not end in a thundering herd."""
+    base = min(retry.first * (2 ** max(0, attempts - 1)), retry.maximum)
+    factor = 1 + (random.uniform(-0.2, 0.2) if jitter is None else jitter)
+    return base * factor
+
+
+def claim(db: Database, now: datetime, limit: int) -> list[int]:
+    due = or_(
+        and_(Outbox.status == "pending", Outbox.next_attempt_at <= now),
+        and_(Outbox.status == "sending", Outbox.locked_until < now),
+    )
+    query = select(Outbox).where(due).order_by(Outbox.next_attempt_at, Outbox.id).limit(limit)
+    if not db.is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    with db.transaction() as session:
+        rows = session.scalars(query).all()
+        for row in rows:
+            row.status = "sending"
+            row.locked_until = now + LEASE
+            row.attempts += 1
+        return [row.id for row in rows]
+
+
+def _record(db: Database, row_id: int, result: Sent | TempFailure | PermFailure, now: datetime, retry: Retry) -> str:
+    with db.transaction() as session:
+        row = session.get(Outbox, row_id)
+        if row is None or row.status != "sending":
+            return "lost"
+        row.locked_until = None
+        if isinstance(result, Sent):
+            row.status, row.sent_at, row.last_error = "sent", now, None
+            return "sent"
+        row.last_error = result.reason[:2000]
+        expired = now - row.created_at >= retry.give_up_after
+        if isinstance(result, TempFailure) and not expired:
+            row.status = "pending"
+            row.next_attempt_at = now + backoff(row.attempts, retry)
+            return "retried"
+        row.status = "failed"
+        if row.ticket_id is not None:
+            why = "gave up after retries" if isinstance(result, TempFailure) else "refused"
+            session.add(Event(ticket_id=row.ticket_id, at=now, kind="notification_failed",
+                              detail=f"{row.kind} to {', '.join(row.recipients)} {why}: {result.reason[:500]}"))
+        return "failed"
+
+
+def flush(db: Database, transport: Transport, clock: Clock, retry: Retry, loop_value: str, limit: int = 50) -> FlushResult:
+    counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
+    for row_id in claim(db, clock.now(), limit):
+        with db.reader() as session:
+            row = session.get(Outbox, row_id)
+            assert row is not None
+            data = compose(row, loop_value, clock.now())
+            mail_from = parseaddr(row.mail_from)[1]
+            recipients = list(row.recipients)
+        result = transport.send(mail_from, recipients, data)
+        outcome = _record(db, row_id, result, clock.now(), retry)
+        counts[outcome] += 1
+        if outcome != "sent":
+            log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
+    return FlushResult(counts["sent"], counts["retried"], counts["failed"])

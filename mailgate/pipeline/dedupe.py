@@ -1,0 +1,27 @@
+"""Stage 3: a re-delivered mail (same Message-ID, same content) is stored once.
+
+Runs right after parse so a re-fetched bounce or auto-reply stops here too.
+The content hash ignores transport headers (see ``mime.content_hash``), so
+the same mail via SMTP and IMAP, or to two support addresses, counts once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailgate.domain import ParsedMail
+from mailgate.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    inbound_id: int
+    ticket_id: int | None
+    status: str
+
+
+def find_duplicate(store: Store, parsed: ParsedMail, inbound_id: int) -> Duplicate | None:
+    earlier = store.find_duplicate(parsed.message_id, parsed.sha256, exclude_id=inbound_id)
+    if earlier is None:
+        return None
+    return Duplicate(earlier.id, earlier.ticket_id, earlier.status)

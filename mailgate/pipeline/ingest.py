@@ -1,0 +1,159 @@
+"""The orchestrator: one mail's way through the stages, in one transaction. Read this first.
+
+    spool -> parse -> dedupe -> classify -> thread -> authorize -> route -> apply -> notify
+
+Each mail runs inside a savepoint, so a batch of mails can share one commit
+(group commit) while a failure of one mail rolls back only that mail, which
+is then kept in quarantine with the reason. The caller acknowledges the
+source only after ``ingest``/``ingest_batch`` has returned, i.e. committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from mailgate.blobs import BlobStore
+from mailgate.clock import Clock
+from mailgate.config import Config
+from mailgate.db import Database, is_transient
+from mailgate.domain import Envelope, InboundStatus, Kind, Outcome
+from mailgate.errors import ParseError, Rejected, TempFail
+from mailgate.identity import Identity
+from mailgate.pipeline import spool as spooling
+from mailgate.pipeline.apply import Writer, apply
+from mailgate.pipeline.authorize import authorize
+from mailgate.pipeline.classify import classify
+from mailgate.pipeline.dedupe import find_duplicate
+from mailgate.pipeline.notify import plan, support_address, write_outbox
+from mailgate.pipeline.parse import parse
+from mailgate.pipeline.route import route
+from mailgate.pipeline.thread import TicketTag, match_thread
+from mailgate.rules.engine import CompiledRules
+from mailgate.store import Store
+from mailgate.templates import Templates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """One consistent snapshot of everything ingest needs; swapped whole on reload."""
+
+    config: Config
+    db: Database
+    clock: Clock
+    templates: Templates
+    identity: Identity
+    tag: TicketTag
+    blobs: BlobStore
+    rules: CompiledRules
+    own_addresses: frozenset[str]
+    agents: Mapping[str, int] = field(default_factory=dict)
+
+    def mailbox_topic(self, mailbox: str | None) -> str | None:
+        return next((m.help_topic for m in self.config.main.intake.imap if m.name == mailbox), None)
+
+
+def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: datetime, blobs: BlobStore) -> Outcome:
+    store = Store(session)
+    inbound_id = spooling.spool(session, raw, env)
+    parsed = parse(raw)
+    duplicate = find_duplicate(store, parsed, inbound_id)
+    if duplicate is not None:
+        ticket = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
+        spooling.finish(session, inbound_id, InboundStatus.DUPLICATE, now, reason=f"same as inbound #{duplicate.inbound_id}",
+                        ticket_id=duplicate.ticket_id, message_id=parsed.message_id, duplicate_of=duplicate.inbound_id)
+        return Outcome("duplicate", ticket.number if ticket else None, "already stored", inbound_id)
+    cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
+    match = match_thread(parsed, store, ctx.tag, ctx.identity)
+    if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
+        reason = f"{cls.kind.value}: {cls.reason}"
+        spooling.finish(session, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=parsed.message_id)
+        return Outcome("quarantined", None, reason, inbound_id)
+    sender = authorize(parsed, match, store, dict(ctx.agents))
+    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
+    if decision.reject is not None:
+        spooling.finish(session, inbound_id, InboundStatus.REJECTED, now, reason=decision.reject, message_id=parsed.message_id)
+        return Outcome("rejected", None, decision.reject, inbound_id, decision.trace, route=decision)
+    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now)
+    change = apply(writer, parsed, inbound_id, cls, match, sender, decision, env.source)
+    ticket = store.ticket(change.ticket_id)
+    assert ticket is not None
+    support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
+    notes = plan(change, ticket, parsed, cls, decision, identity=ctx.identity, tag=ctx.tag,
+                 templates=ctx.templates, own=ctx.own_addresses, support=support)
+    write_outbox(store, notes, ctx.config.main.outbound.from_, support, now)
+    spooling.finish(session, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id,
+                    message_id=parsed.message_id)
+    return Outcome("accepted", change.number, None, inbound_id, decision.trace,
+                   tuple((n.kind, n.to) for n in notes), decision)
+
+
+def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore) -> Outcome:
+    """One mail in its own savepoint; anything but a database failure ends in a stored outcome."""
+    now = ctx.clock.now()
+    savepoint = session.begin_nested()
+    try:
+        outcome = _process(session, raw, env, ctx, now, blobs)
+    except TempFail:
+        savepoint.rollback()
+        raise
+    except DBAPIError as exc:
+        savepoint.rollback()
+        if is_transient(exc):
+            raise TempFail(f"database unavailable: {exc.orig or exc}") from exc
+        log.exception("database refused this message; quarantined")
+        reason = f"internal error: {exc.orig or exc!r}"
+    except ParseError as exc:
+        savepoint.rollback()
+        reason = f"unparseable: {exc}"
+    except Exception as exc:  # a bug of ours must not lose the mail: keep it with the reason
+        log.exception("processing failed; message quarantined")
+        savepoint.rollback()
+        reason = f"internal error: {exc!r}"
+    else:
+        if outcome.status == "rejected":
+            row = Store(session).inbound(outcome.inbound_id or 0)
+            if row is not None:
+                row.raw = None  # refused mail stays with its sender; we keep only the record
+        savepoint.commit()
+        return outcome
+    inbound_id = spooling.keep_failed(session, raw, env, InboundStatus.QUARANTINED, reason, now)
+    return Outcome("quarantined", None, reason, inbound_id)
+
+
+def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = False) -> Outcome:
+    """Store one mail and commit; raise Rejected (after recording it) or TempFail."""
+    if dry_run:
+        with ctx.db.sessions() as session:
+            session.begin()
+            try:
+                return process_one(session, raw, envelope, ctx, BlobStore(ctx.blobs.root, dry_run=True))
+            finally:
+                session.rollback()
+    with ctx.db.transaction() as session:
+        outcome = process_one(session, raw, envelope, ctx, ctx.blobs)
+    if outcome.status == "rejected":
+        raise Rejected(outcome.reason or "rejected by policy")
+    return outcome
+
+
+def ingest_batch(items: Sequence[tuple[bytes, Envelope]], ctx: Context) -> list[Outcome | TempFail]:
+    """Group commit: many mails, one transaction, one fsync. Nothing is acknowledged before commit."""
+    try:
+        with ctx.db.transaction() as session:
+            outcomes: list[Outcome | TempFail] = []
+            for raw, env in items:
+                try:
+                    outcomes.append(process_one(session, raw, env, ctx, ctx.blobs))
+                except TempFail as exc:
+                    outcomes.append(exc)
+    except TempFail as exc:
+        return [exc] * len(items)
+    return outcomes

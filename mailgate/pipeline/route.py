@@ -1,0 +1,94 @@
+"""Stage 8: for a new ticket, which help topic, and so which department, priority and SLA plan? (pure)
+
+The topic is found in a fixed order an admin can predict: receiving address,
+plus-address, the IMAP mailbox's default, a subject pattern, a
+``Help Topic:`` line in the body, then the configured default.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailgate.domain import Envelope, ParsedMail, Priority, RouteDecision
+from mailgate.rules.engine import CompiledRules, Facts, decode_headers
+from mailgate.rules.schema import HelpTopic, RulesFile
+
+_BODY_TOPIC = re.compile(r"^\s*help[ -]?topic\s*:\s*(.+?)\s*$", re.I | re.M)
+
+
+def _recipients(parsed: ParsedMail, envelope: Envelope) -> list[str]:
+    seen = [r.lower() for r in envelope.rcpt_tos]
+    seen += [a.email for a in (*parsed.to, *parsed.cc)]
+    return list(dict.fromkeys(seen))
+
+
+def find_topic(parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None) -> tuple[HelpTopic | None, str]:
+    topics = {t.name: t for t in rules.help_topics}
+    recipients = _recipients(parsed, envelope)
+    for topic in rules.help_topics:
+        if any(r in topic.recognise.addresses for r in recipients):
+            return topic, "address"
+    for topic in rules.help_topics:
+        plus = topic.recognise.plus
+        if plus and any(r.split("@")[0].partition("+")[2] == plus.lower() for r in recipients):
+            return topic, "plus_address"
+    if mailbox_topic and mailbox_topic in topics:
+        return topics[mailbox_topic], "mailbox"
+    for topic in rules.help_topics:
+        if topic.recognise.subject and re.search(topic.recognise.subject, parsed.subject):
+            return topic, "subject"
+    m = _BODY_TOPIC.search(parsed.new_text)
+    if m and m.group(1) in topics:
+        return topics[m.group(1)], "body"
+    if rules.default_help_topic in topics:
+        return topics[rules.default_help_topic], "default"  # type: ignore[index]
+    return None, "none"
+
+
+def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: CompiledRules) -> Facts:
+    return Facts(
+        sender=parsed.from_addr.email if parsed.from_addr else envelope.mail_from.lower(),
+        recipients=tuple(_recipients(parsed, envelope)),
+        subject=parsed.subject,
+        body=parsed.new_text,
+        body_full=parsed.text,
+        help_topic=topic,
+        headers=decode_headers(parsed.raw_headers) if rules.needs_headers else {},
+    )
+
+
+def route(
+    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None, compiled: CompiledRules
+) -> RouteDecision:
+    topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
+    matched, trace = compiled.evaluate(_facts(parsed, envelope, topic.name if topic else None, compiled))
+    values: dict[str, object] = {
+        "help_topic": topic.name if topic else None,
+        "department": topic.department if topic else None,
+        "priority": topic.priority if topic else Priority.NORMAL,
+        "sla": topic.sla if topic else None,
+        "assignee": None,
+        "no_autoreply": bool(topic and not topic.auto_ack),
+        "reject": None,
+    }
+    topics = {t.name: t for t in rules.help_topics}
+    for name, then in matched:
+        if then.help_topic and then.help_topic in topics:  # a topic brings its defaults; later actions override
+            new = topics[then.help_topic]
+            values.update(help_topic=new.name, department=new.department, priority=new.priority, sla=new.sla)
+            via = f"rule {name}"
+        for key in ("department", "priority", "sla", "assignee", "reject"):
+            if getattr(then, key) is not None:
+                values[key] = getattr(then, key)
+        values["no_autoreply"] = bool(values["no_autoreply"]) or then.no_autoreply
+    return RouteDecision(
+        help_topic=values["help_topic"],  # type: ignore[arg-type]
+        department=values["department"],  # type: ignore[arg-type]
+        priority=Priority(values["priority"]),  # type: ignore[arg-type]
+        sla_plan=values["sla"],  # type: ignore[arg-type]
+        assignee=values["assignee"],  # type: ignore[arg-type]
+        no_autoreply=bool(values["no_autoreply"]),
+        help_topic_via=via,
+        trace=trace,
+        reject=values["reject"],  # type: ignore[arg-type]
+    )

@@ -1,0 +1,65 @@
+"""Stage 5: which ticket does this mail belong to? Subject tag, then In-Reply-To, then References.
+
+The tag regex is built from the configured format with ``re.escape``, so an
+admin's ``[Support #{number}]`` works and nothing in it is read as a pattern.
+It is searched anywhere in the subject: ``Re: AW: [EXT] Fwd: ... [#123456]``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from mailgate.domain import ParsedMail, ThreadMatch
+from mailgate.identity import Identity
+from mailgate.store import Store
+
+
+class TicketTag:
+    """Ticket number format and subject tag, both ways: make and find."""
+
+    def __init__(self, number_format: str, subject_tag: str) -> None:
+        self.number_format = number_format
+        self.subject_tag = subject_tag
+        number_re = "".join(r"\d" if ch == "#" else re.escape(ch) for ch in number_format)
+        before, _, after = subject_tag.partition("{number}")
+        self.regex = re.compile(
+            re.escape(before).replace(r"\ ", r"\s*") + f"({number_re})" + re.escape(after).replace(r"\ ", r"\s*"),
+            re.IGNORECASE,
+        )
+
+    def new_number(self) -> str:
+        """A random number in the format; the first digit is never 0 so numbers keep their length."""
+        out = []
+        for i, ch in enumerate(self.number_format):
+            if ch == "#":
+                out.append(str(secrets.randbelow(9) + 1) if i == self.number_format.index("#") else str(secrets.randbelow(10)))
+            else:
+                out.append(ch)
+        return "".join(out)
+
+    def tag(self, number: str) -> str:
+        return self.subject_tag.replace("{number}", number)
+
+    def numbers_in(self, subject: str) -> list[str]:
+        return [m.group(1) for m in self.regex.finditer(subject)]
+
+    def with_tag(self, subject: str, number: str) -> str:
+        tag = self.tag(number)
+        return subject if tag in subject else f"{tag} {subject}".strip()
+
+
+def match_thread(parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity) -> ThreadMatch:
+    for number in tag.numbers_in(parsed.subject):
+        ticket = store.ticket_by_number(number)
+        if ticket is not None:
+            return ThreadMatch(ticket.id, "tag", ticket.number)
+    for via, ids in (("in_reply_to", parsed.in_reply_to), ("references", tuple(reversed(parsed.references)))):
+        ticket_id = store.ticket_id_for_message_ids(ids)
+        if ticket_id is None:
+            signed = next((s for s in map(identity.verify_message_id, ids) if s is not None), None)
+            ticket_id = signed.ticket_id if signed and store.ticket(signed.ticket_id) else None
+        if ticket_id is not None:
+            ticket = store.ticket(ticket_id)
+            return ThreadMatch(ticket_id, via, ticket.number if ticket else None)  # type: ignore[arg-type]
+    return ThreadMatch(None, "none")

@@ -1,0 +1,210 @@
+"""Wiring: Config -> Context -> adapters + scheduler. The one place where parts meet.
+
+``serve`` answers SIGTERM by draining (stop accepting, finish what is
+queued, exit 0) and SIGHUP by building a whole new Context and swapping it
+only if it validates, so a bad edit never takes intake down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+from mailgate.adapters.smtp_in import IntakeHandler
+from mailgate.adapters.smtp_out import MaildirTransport, SmtpTransport, Transport
+from mailgate.blobs import BlobStore
+from mailgate.clock import Clock, SystemClock
+from mailgate.config import Config, load_config
+from mailgate.db import Database
+from mailgate.errors import ConfigError
+from mailgate.identity import Identity, load_secret
+from mailgate.pipeline.ingest import Context
+from mailgate.pipeline.thread import TicketTag
+from mailgate.rules.engine import CompiledRules
+from mailgate.scheduler import Jobs, start_scheduler
+from mailgate.templates import Templates
+from mailgate.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_context(config: Config, clock: Clock | None = None, db: Database | None = None) -> Context:
+    main = config.main
+    if db is None or db.url != config.database_url:
+        db = Database(config.database_url, echo=main.database.echo if main.database else False)
+    secret_file = main.security.secret_file or main.state_dir / "secret"
+    domain = main.outbound.domain or parseaddr(main.outbound.from_)[1].rpartition("@")[2] or "localhost"
+    templates = Templates(main.templates)
+    problems = templates.check()
+    if problems:
+        raise ConfigError(problems)
+    own = {a.lower() for a in main.intake.addresses}
+    if main.intake.notes_address:
+        own.add(main.intake.notes_address)
+    own.add(parseaddr(main.outbound.from_)[1].lower())
+    return Context(
+        config=config,
+        db=db,
+        clock=clock or SystemClock(),
+        templates=templates,
+        identity=Identity(load_secret(secret_file), domain),
+        tag=TicketTag(main.tickets.number_format, main.tickets.subject_tag),
+        blobs=BlobStore(main.state_dir / "attachments"),
+        rules=CompiledRules(config.rules.rules),
+        own_addresses=frozenset(a for a in own if a),
+        agents={a.email: i for i, a in enumerate(config.agents.agents, 1)},
+    )
+
+
+def build_transport(config: Config) -> Transport:
+    out = config.main.outbound
+    if out.transport == "maildir":
+        assert out.maildir is not None
+        return MaildirTransport(out.maildir)
+    smtp = out.smtp
+    password = None
+    if smtp.password_file:
+        password = smtp.password_file.read_text().strip()
+    elif smtp.password_env:
+        password = os.environ.get(smtp.password_env)
+    return SmtpTransport(smtp.host, smtp.port, starttls=smtp.starttls, tls=smtp.tls, username=smtp.username,
+                         password=password, timeout=smtp.timeout.total_seconds())
+
+
+def sd_notify(*lines: str) -> bool:
+    """systemd notify protocol without a dependency; a silent no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    elif not address.startswith("/"):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall("\n".join(lines).encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+        return False
+    return True
+
+
+class Holder:
+    """The current Context; adapters read it per message, reload swaps it whole."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._lock = threading.Lock()
+
+    def get(self) -> Context:
+        return self._ctx
+
+    def swap(self, ctx: Context) -> None:
+        with self._lock:
+            self._ctx = ctx
+
+
+def reload(holder: Holder) -> bool:
+    old = holder.get()
+    try:
+        config = load_config(old.config.path)
+        ctx = build_context(config, old.clock, old.db)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused, old configuration stays in force: %s", problem)
+        return False
+    except Exception as exc:
+        log.error("reload refused, old configuration stays in force: %r", exc)
+        return False
+    if config.database_url != old.config.database_url:
+        log.warning("database.url changes need a restart; keeping %s", old.config.database_url)
+        ctx = replace(ctx, db=old.db)
+    holder.swap(ctx)
+    log.info("configuration reloaded from %s", config.path)
+    return True
+
+
+async def _watchdog(stop: asyncio.Event) -> None:
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    pid = os.environ.get("WATCHDOG_PID")
+    if usec <= 0 or (pid and int(pid) != os.getpid()):
+        return
+    while not stop.is_set():
+        sd_notify("WATCHDOG=1")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=usec / 2e6)
+        except TimeoutError:
+            pass
+
+
+async def _start_smtp(holder: Holder, writer: BatchWriter, clock: Clock) -> asyncio.base_events.Server | None:
+    from aiosmtpd.lmtp import LMTP
+    from aiosmtpd.smtp import SMTP
+
+    smtp_cfg = holder.get().config.main.intake.smtp
+    if smtp_cfg is None:
+        return None
+    handler = IntakeHandler(writer.submit_async, lambda: holder.get().own_addresses, clock, lmtp=smtp_cfg.lmtp)
+    protocol: Any = LMTP if smtp_cfg.lmtp else SMTP
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: protocol(handler, data_size_limit=smtp_cfg.max_message_size, enable_SMTPUTF8=True,
+                         hostname=socket.getfqdn(), ident="mailgate"),
+        host=smtp_cfg.host, port=smtp_cfg.port, reuse_address=True,
+    )
+
+
+async def serve(config_path: Path, clock: Clock | None = None) -> int:
+    config = load_config(config_path)
+    clock = clock or SystemClock()
+    ctx = build_context(config, clock)
+    ctx.db.upgrade()
+    holder = Holder(ctx)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
+    scheduler = start_scheduler(jobs, config.main.scheduler.outbox_interval)
+    last_wake = [0.0]
+
+    def on_commit(results: list[Any]) -> None:
+        if time.monotonic() - last_wake[0] > 0.5:  # wake the sender, at most twice a second
+            last_wake[0] = time.monotonic()
+            loop.call_soon_threadsafe(scheduler.wake_outbox)
+
+    writer = BatchWriter(holder.get, threads=1 if ctx.db.is_sqlite else 4, on_commit=on_commit)
+    server = await _start_smtp(holder, writer, clock)
+
+    def on_hup() -> None:
+        sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        reload(holder)
+        sd_notify("READY=1")
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    where = f"{config.main.intake.smtp.listen}" if config.main.intake.smtp else "no SMTP listener"
+    log.info("mailgate ready: %s, database %s", where, ctx.db.url.split("@")[-1])
+    sd_notify("READY=1", f"STATUS=Accepting mail on {where}")
+    watchdog = asyncio.create_task(_watchdog(stop))
+    await stop.wait()
+    log.info("stopping: draining queued mail")
+    sd_notify("STOPPING=1")
+    if server is not None:
+        server.close()
+    await asyncio.to_thread(writer.close)
+    await scheduler.stop()
+    watchdog.cancel()
+    holder.get().db.dispose()
+    log.info("stopped at %s", datetime.now(UTC).isoformat())
+    return 0

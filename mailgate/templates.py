@@ -1,0 +1,67 @@
+"""Notification templates: Jinja2 in a sandbox with strict undefined, because admins edit them.
+
+Each kind is a triple ``<kind>.subject.j2``, ``<kind>.txt.j2``, ``<kind>.html.j2``
+(the HTML one optional). Rendering happens while the outbox row is written,
+so a broken template fails inside the transaction that can report it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+KINDS = ("ack_new",)
+
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "ticket": {"number": "123456", "subject": "Printer on fire", "status": "open", "priority": "normal",
+               "help_topic": "General", "department": "Support", "tag": "[#123456]"},
+    "requester": {"name": "Pat Customer", "email": "pat@example.net"},
+    "support_address": "support@example.com",
+    "reply_marker": "-- Reply above this line --",
+    "message": {"text": "My printer is on fire.", "subject": "Printer on fire"},
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str | None
+
+
+class Templates:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(folder)),
+            undefined=StrictUndefined,
+            autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+            keep_trailing_newline=True,
+        )
+
+    def render(self, kind: str, context: dict[str, Any]) -> Rendered:
+        subject = self.env.get_template(f"{kind}.subject.j2").render(context)
+        text = self.env.get_template(f"{kind}.txt.j2").render(context)
+        try:
+            html: str | None = self.env.get_template(f"{kind}.html.j2").render(context)
+        except TemplateNotFound:
+            html = None
+        return Rendered(" ".join(subject.split()), text, html)
+
+    def check(self) -> list[str]:
+        """Render every kind against a sample, as ``file:line: message`` problems."""
+        problems = []
+        for kind in KINDS:
+            try:
+                self.render(kind, SAMPLE_CONTEXT)
+            except TemplateNotFound as exc:
+                problems.append(f"{self.folder / str(exc.name)}:1: template missing")
+            except TemplateError as exc:
+                line = getattr(exc, "lineno", None) or 1
+                name = getattr(exc, "filename", None) or getattr(exc, "name", None) or f"{self.folder}/{kind}.*.j2"
+                problems.append(f"{name}:{line}: {exc.message if hasattr(exc, 'message') else exc}")
+        return problems

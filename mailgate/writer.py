@@ -1,0 +1,93 @@
+"""Group commit: adapters hand mails to writer threads that store them in batches.
+
+One SQLite commit at ``synchronous=FULL`` costs an fsync; sharing it among
+all mails that arrived meanwhile is what lets a durable listener keep up.
+Every mail still gets its own savepoint (see ``pipeline/ingest.py``), and
+every caller is answered only after the commit that holds its mail.
+SQLite gets one writer thread (one writer at a time anyway); PostgreSQL a few.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from mailgate.domain import Envelope, Outcome
+from mailgate.errors import TempFail
+from mailgate.pipeline.ingest import Context, ingest_batch
+
+log = logging.getLogger(__name__)
+
+Result = Outcome | TempFail
+_Item = tuple[bytes, Envelope, "Future[Result]"]
+_STOP = object()
+
+
+class BatchWriter:
+    def __init__(
+        self, context: Callable[[], Context], *, threads: int = 1, max_batch: int = 64,
+        on_commit: Callable[[list[Result]], None] | None = None,
+    ) -> None:
+        self._context = context
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._max_batch = max_batch
+        self._closed = False
+        self._on_commit = on_commit
+        self._threads = [threading.Thread(target=self._run, name=f"mailgate-writer-{i}", daemon=True)
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, raw: bytes, envelope: Envelope) -> Future[Result]:
+        future: Future[Result] = Future()
+        if self._closed:
+            future.set_result(TempFail("shutting down"))
+            return future
+        self._queue.put((raw, envelope, future))
+        return future
+
+    async def submit_async(self, raw: bytes, envelope: Envelope) -> Result:
+        return await asyncio.wrap_future(self.submit(raw, envelope))
+
+    def _take_batch(self, first: _Item) -> tuple[list[_Item], bool]:
+        batch, stop = [first], False
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, stop
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch, stop = self._take_batch(first)  # type: ignore[arg-type]
+            try:
+                results = ingest_batch([(raw, env) for raw, env, _ in batch], self._context())
+            except Exception as exc:  # a bug in commit itself: the sources keep their mail
+                log.exception("batch of %d failed before commit", len(batch))
+                results = [TempFail(f"internal error: {exc!r}")] * len(batch)
+            for (_, _, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
+            if self._on_commit is not None:
+                self._on_commit(results)
+            if stop:
+                return
+
+    def close(self) -> None:
+        """Finish everything already queued, then stop the threads."""
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
