@@ -125,8 +125,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return EX_OK
     outcomes = quarantine.reprocess(ctx, args.ids)
     for inbound_id, outcome in outcomes:
-        print(f"#{inbound_id}: {outcome.status}" + (f" ticket {outcome.number}" if outcome.number else "")
-              + (f" ({outcome.reason})" if outcome.reason else ""))
+        print(
+            f"#{inbound_id}: {outcome.status}"
+            + (f" ticket {outcome.number}" if outcome.number else "")
+            + (f" ({outcome.reason})" if outcome.reason else "")
+        )
     return EX_OK
 
 
@@ -141,8 +144,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
         for r in [] if args.json else rows:
-            print(f"#{r['id']:<6} {r['status']:<8} {r['attempts']:>3}  {','.join(r['to']):<30} {r['subject']}"
-                  + (f"  [{r['last_error']}]" if r["last_error"] else ""))
+            print(
+                f"#{r['id']:<6} {r['status']:<8} {r['attempts']:>3}  {','.join(r['to']):<30} {r['subject']}"
+                + (f"  [{r['last_error']}]" if r["last_error"] else "")
+            )
         return EX_OK
     with ctx.db.transaction() as session:
         count = Store(session).requeue_outbox(args.ids, ctx.clock.now())
@@ -163,10 +168,13 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
-                        help=f"config file (default ${{MAILGATE_CONFIG}} or {DEFAULT_CONFIG})")
-    parser = argparse.ArgumentParser(prog="mailgate", parents=[common],
-                                     description="Email-driven help-desk daemon.")
+    common.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        help=f"config file (default ${{MAILGATE_CONFIG}} or {DEFAULT_CONFIG})",
+    )
+    parser = argparse.ArgumentParser(prog="mailgate", parents=[common], description="Email-driven help-desk daemon.")
     parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -222,8 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not hasattr(args, "config"):
         args.config = os.environ.get("MAILGATE_CONFIG", DEFAULT_CONFIG)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -326,73 +325,115 @@ def load_config(path: Path | str) -> Config:
     sla, sla_doc = _load_side(main.sla, SlaFile, problems)
     raise_if(problems)
     config = Config(path=path, main=main, rules=rules, agents=agents, sla=sla)
-    problems.extend(cross_check(config, doc, rules_doc, agents_doc, sla_doc))
+    docs = {"main": doc, "rules": rules_doc, "agents": agents_doc, "sla": sla_doc}
+    problems.extend(cross_check(config, docs))
     raise_if(problems)
     return config
 
 
-def _where(doc: YamlDoc | None, fallback: Path | None, loc: tuple[str | int, ...]) -> str:
-    return doc.where(loc) if doc else f"{fallback}:1"
-
-
-def cross_check(
-    config: Config, main_doc: YamlDoc, rules_doc: YamlDoc | None, agents_doc: YamlDoc | None, sla_doc: YamlDoc | None
-) -> list[str]:
+class _CrossCheck:
     """References between files must resolve, or routing would fail on live mail."""
-    problems: list[str] = []
-    topics = {t.name for t in config.rules.help_topics}
-    departments = {d.name for d in config.agents.departments}
-    agents = {a.email for a in config.agents.agents}
-    plans = set(config.sla.sla_plans)
-    rules_path = config.main.rules
 
-    def check(ok: bool, doc: YamlDoc | None, path: Path | None, loc: tuple[str | int, ...], msg: str) -> None:
+    def __init__(self, config: Config, docs: dict[str, YamlDoc | None]) -> None:
+        self.config, self.docs = config, docs
+        self.problems: list[str] = []
+        self.topics = {t.name for t in config.rules.help_topics}
+        self.departments = {d.name for d in config.agents.departments}
+        self.agents = {a.email for a in config.agents.agents}
+        self.plans = set(config.sla.sla_plans)
+
+    def need(self, ok: bool, file: str, loc: tuple[str | int, ...], msg: str) -> None:
         if not ok:
-            problems.append(f"{_where(doc, path, loc)}: {msg}")
+            doc = self.docs.get(file)
+            where = doc.where(loc) if doc else f"{self.config.path}:1"
+            self.problems.append(f"{where}: {msg}")
 
-    r = config.rules
-    if r.default_help_topic is not None:
-        check(r.default_help_topic in topics, rules_doc, rules_path, ("default_help_topic",),
-              f"unknown help topic '{r.default_help_topic}'")
-    seen: set[str] = set()
-    for i, topic in enumerate(r.help_topics):
-        check(topic.name not in seen, rules_doc, rules_path, ("help_topics", i, "name"),
-              f"duplicate help topic '{topic.name}'")
-        seen.add(topic.name)
-        if topic.department:
-            check(topic.department in departments, rules_doc, rules_path, ("help_topics", i, "department"),
-                  f"unknown department '{topic.department}'")
-        if topic.sla:
-            check(topic.sla in plans, rules_doc, rules_path, ("help_topics", i, "sla"),
-                  f"unknown SLA plan '{topic.sla}'")
-    for i, mb in enumerate(config.main.intake.imap):
-        if mb.help_topic:
-            check(mb.help_topic in topics, main_doc, config.path, ("intake", "imap", i, "help_topic"),
-                  f"unknown help topic '{mb.help_topic}'")
-    names: set[str] = set()
-    for i, rule in enumerate(r.rules):
-        check(rule.name not in names, rules_doc, rules_path, ("rules", i, "name"), f"duplicate rule name '{rule.name}'")
-        names.add(rule.name)
-        then = rule.then
-        refs: list[tuple[str, str | None, set[str], str]] = [
-            ("help_topic", then.help_topic, topics, "help topic"),
-            ("department", then.department, departments, "department"),
-            ("sla", then.sla, plans, "SLA plan"),
-            ("assignee", then.assignee.lower() if then.assignee else None, agents, "agent"),
-        ]
-        for key, value, known, label in refs:
-            if value is not None:
-                check(value in known, rules_doc, rules_path, ("rules", i, "then", key), f"unknown {label} '{value}'")
-    for i, dept in enumerate(config.agents.departments):
-        for j, member in enumerate([dept.manager, *dept.members]):
-            if member is not None:
-                loc = ("departments", i, "manager") if j == 0 else ("departments", i, "members", j - 1)
-                check(member in agents, agents_doc, config.main.agents, loc, f"unknown agent '{member}'")
-    for name, plan in config.sla.sla_plans.items():
-        if plan.schedule != "24x7":
-            check(plan.schedule in config.sla.schedules, sla_doc, config.main.sla, ("sla_plans", name, "schedule"),
-                  f"unknown schedule '{plan.schedule}'")
-    return problems
+    def topics_and_mailboxes(self) -> None:
+        r = self.config.rules
+        if r.default_help_topic is not None:
+            self.need(
+                r.default_help_topic in self.topics,
+                "rules",
+                ("default_help_topic",),
+                f"unknown help topic '{r.default_help_topic}'",
+            )
+        seen: set[str] = set()
+        for i, topic in enumerate(r.help_topics):
+            self.need(
+                topic.name not in seen,
+                "rules",
+                ("help_topics", i, "name"),
+                f"duplicate help topic '{topic.name}'",
+            )
+            seen.add(topic.name)
+            if topic.department:
+                self.need(
+                    topic.department in self.departments,
+                    "rules",
+                    ("help_topics", i, "department"),
+                    f"unknown department '{topic.department}'",
+                )
+            if topic.sla:
+                self.need(
+                    topic.sla in self.plans,
+                    "rules",
+                    ("help_topics", i, "sla"),
+                    f"unknown SLA plan '{topic.sla}'",
+                )
+        for i, mb in enumerate(self.config.main.intake.imap):
+            if mb.help_topic:
+                self.need(
+                    mb.help_topic in self.topics,
+                    "main",
+                    ("intake", "imap", i, "help_topic"),
+                    f"unknown help topic '{mb.help_topic}'",
+                )
+
+    def rules(self) -> None:
+        names: set[str] = set()
+        for i, rule in enumerate(self.config.rules.rules):
+            self.need(rule.name not in names, "rules", ("rules", i, "name"), f"duplicate rule name '{rule.name}'")
+            names.add(rule.name)
+            then = rule.then
+            refs: list[tuple[str, str | None, set[str], str]] = [
+                ("help_topic", then.help_topic, self.topics, "help topic"),
+                ("department", then.department, self.departments, "department"),
+                ("sla", then.sla, self.plans, "SLA plan"),
+                ("assignee", then.assignee.lower() if then.assignee else None, self.agents, "agent"),
+            ]
+            for key, value, known, label in refs:
+                if value is not None:
+                    self.need(value in known, "rules", ("rules", i, "then", key), f"unknown {label} '{value}'")
+
+    def agents_and_plans(self) -> None:
+        for i, dept in enumerate(self.config.agents.departments):
+            if dept.manager is not None:
+                self.need(
+                    dept.manager in self.agents,
+                    "agents",
+                    ("departments", i, "manager"),
+                    f"unknown agent '{dept.manager}'",
+                )
+            for j, member in enumerate(dept.members):
+                self.need(
+                    member in self.agents,
+                    "agents",
+                    ("departments", i, "members", j),
+                    f"unknown agent '{member}'",
+                )
+        for name, plan in self.config.sla.sla_plans.items():
+            if plan.schedule != "24x7":
+                self.need(
+                    plan.schedule in self.config.sla.schedules,
+                    "sla",
+                    ("sla_plans", name, "schedule"),
+                    f"unknown schedule '{plan.schedule}'",
+                )
 
 
-Loader = Callable[[Path | str], Config]
+def cross_check(config: Config, docs: dict[str, YamlDoc | None]) -> list[str]:
+    checker = _CrossCheck(config, docs)
+    checker.topics_and_mailboxes()
+    checker.rules()
+    checker.agents_and_plans()
+    return checker.problems

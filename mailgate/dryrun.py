@@ -18,8 +18,10 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
     decision = outcome.route
     action = {"accepted": "accept", "rejected": "reject", "quarantined": "quarantine"}.get(outcome.status, "accept")
     return {
-        "help_topic": {"name": decision.help_topic if decision else None,
-                       "via": decision.help_topic_via if decision else "none"},
+        "help_topic": {
+            "name": decision.help_topic if decision else None,
+            "via": decision.help_topic_via if decision else "none",
+        },
         "rules": [{"name": t.name, "matched": t.matched, "reason": t.reason} for t in outcome.trace],
         "result": {
             "help_topic": decision.help_topic if decision else None,

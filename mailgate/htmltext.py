@@ -14,7 +14,25 @@ from html.parser import HTMLParser
 import nh3
 
 _BLOCK = frozenset(
-    {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "hr", "ul", "ol"}
+    {
+        "p",
+        "div",
+        "br",
+        "tr",
+        "li",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "pre",
+        "table",
+        "hr",
+        "ul",
+        "ol",
+    }
 )
 _SKIP = frozenset({"script", "style", "head", "title"})
 

@@ -22,11 +22,26 @@ log = logging.getLogger(__name__)
 # reaches us by two routes (two support addresses, SMTP and IMAP) hashes alike.
 TRANSPORT_HEADERS = frozenset(
     {
-        b"received", b"return-path", b"delivered-to", b"x-original-to", b"x-delivered-to",
-        b"envelope-to", b"x-envelope-to", b"x-received", b"authentication-results",
-        b"received-spf", b"arc-seal", b"arc-message-signature", b"arc-authentication-results",
-        b"x-spam-status", b"x-spam-score", b"x-spam-level", b"x-spam-checker-version",
-        b"x-virus-scanned", b"x-ms-exchange-organization-authas", b"x-mailgate-loop",
+        b"received",
+        b"return-path",
+        b"delivered-to",
+        b"x-original-to",
+        b"x-delivered-to",
+        b"envelope-to",
+        b"x-envelope-to",
+        b"x-received",
+        b"authentication-results",
+        b"received-spf",
+        b"arc-seal",
+        b"arc-message-signature",
+        b"arc-authentication-results",
+        b"x-spam-status",
+        b"x-spam-score",
+        b"x-spam-level",
+        b"x-spam-checker-version",
+        b"x-virus-scanned",
+        b"x-ms-exchange-organization-authas",
+        b"x-mailgate-loop",
     }
 )
 _UNSAFE_NAME = re.compile(r"[^\w.\- ()+,=@\[\]]+", re.UNICODE)
@@ -64,7 +79,7 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
         return fallback
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
-        name = (stem[: 190] + dot + ext[:9]) if dot and len(ext) < 10 else name[:200]
+        name = (stem[:190] + dot + ext[:9]) if dot and len(ext) < 10 else name[:200]
     return name
 
 
@@ -105,14 +120,16 @@ def _leaf_parts(msg: Message) -> Iterator[Message]:
         return
     payload = msg.get_payload()
     for sub in payload if isinstance(payload, list) else []:
-        yield from _leaf_parts(sub)
+        if isinstance(sub, Message):
+            yield from _leaf_parts(sub)
 
 
 def _attachment(part: Message, index: int) -> Attachment:
     ctype = part.get_content_type()
     if ctype == "message/rfc822" or isinstance(part.get_payload(), list):
         inner = part.get_payload()
-        data = inner[0].as_bytes() if isinstance(inner, list) and inner else part.as_bytes()
+        first = inner[0] if isinstance(inner, list) and inner else None
+        data = first.as_bytes() if isinstance(first, Message) else part.as_bytes()
     else:
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else str(part.get_payload() or "").encode()
@@ -129,7 +146,7 @@ def _attachment(part: Message, index: int) -> Attachment:
 def _tnef(att: Attachment) -> list[Attachment]:
     """Unpack winmail.dat so Outlook users' files are not hidden in an opaque blob."""
     try:
-        from tnefparse import TNEF  # type: ignore[import-untyped]
+        from tnefparse import TNEF
 
         tnef = TNEF(att.data)
     except Exception as exc:
@@ -178,6 +195,8 @@ def _final_recipients(part: Message) -> list[str]:
     payload = part.get_payload()
     blocks = payload if isinstance(payload, list) else []
     for block in blocks:
+        if not isinstance(block, Message):
+            continue
         value = block.get("Final-Recipient") or block.get("Original-Recipient")
         if value and ";" in str(value):
             out.append(str(value).split(";", 1)[1].strip().strip("<>").lower())

@@ -39,7 +39,7 @@ def backoff(attempts: int, retry: Retry, jitter: float | None = None) -> timedel
     """Exponential backoff with +-20 % jitter, so a relay outage does not end in a thundering herd."""
     base = min(retry.first * (2 ** max(0, attempts - 1)), retry.maximum)
     factor = 1 + (random.uniform(-0.2, 0.2) if jitter is None else jitter)
-    return base * factor
+    return timedelta(seconds=base.total_seconds() * factor)
 
 
 def claim(db: Database, now: datetime, limit: int) -> list[int]:
@@ -77,12 +77,20 @@ def _record(db: Database, row_id: int, result: Sent | TempFailure | PermFailure,
         row.status = "failed"
         if row.ticket_id is not None:
             why = "gave up after retries" if isinstance(result, TempFailure) else "refused"
-            session.add(Event(ticket_id=row.ticket_id, at=now, kind="notification_failed",
-                              detail=f"{row.kind} to {', '.join(row.recipients)} {why}: {result.reason[:500]}"))
+            session.add(
+                Event(
+                    ticket_id=row.ticket_id,
+                    at=now,
+                    kind="notification_failed",
+                    detail=f"{row.kind} to {', '.join(row.recipients)} {why}: {result.reason[:500]}",
+                )
+            )
         return "failed"
 
 
-def flush(db: Database, transport: Transport, clock: Clock, retry: Retry, loop_value: str, limit: int = 50) -> FlushResult:
+def flush(
+    db: Database, transport: Transport, clock: Clock, retry: Retry, loop_value: str, limit: int = 50
+) -> FlushResult:
     counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
     for row_id in claim(db, clock.now(), limit):
         with db.reader() as session:

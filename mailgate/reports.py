@@ -1,4 +1,4 @@
-"""Read-only views behind ``tickets list/show`` and ``quarantine``/``outbox`` listings (JSON contract in DESIGN)."""
+"""Read-only views behind `tickets list/show`, quarantine and outbox listings (JSON contract: DESIGN)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,12 @@ def ticket_json(ticket: Ticket, store: Store, *, messages: bool) -> dict[str, An
                 "created_at": iso(m.created_at),
                 "message_id": m.message_id,
                 "attachments": [
-                    {"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+                    {
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "size": a.size,
+                        "sha256": a.sha256,
+                    }
                     for a in m.attachments
                 ],
             }
@@ -52,8 +57,19 @@ def ticket_json(ticket: Ticket, store: Store, *, messages: bool) -> dict[str, An
 def ticket_text(ticket: Ticket, store: Store) -> str:
     data = ticket_json(ticket, store, messages=True)
     lines = [f"Ticket {ticket.number}: {ticket.subject}"]
-    for key in ("status", "priority", "help_topic", "department", "assignee", "sla_plan", "requester", "created_at",
-                "first_response_due", "resolution_due", "overdue"):
+    for key in (
+        "status",
+        "priority",
+        "help_topic",
+        "department",
+        "assignee",
+        "sla_plan",
+        "requester",
+        "created_at",
+        "first_response_due",
+        "resolution_due",
+        "overdue",
+    ):
         lines.append(f"  {key:<19} {data[key] if data[key] is not None else '-'}")
     if data["collaborators"]:
         lines.append(f"  {'collaborators':<19} {', '.join(data['collaborators'])}")
@@ -69,15 +85,31 @@ def ticket_text(ticket: Ticket, store: Store) -> str:
 
 def inbound_json(row: Inbound) -> dict[str, Any]:
     return {
-        "id": row.id, "received_at": iso(row.received_at), "source": row.source, "mailbox": row.mailbox,
-        "mail_from": row.mail_from, "rcpt_tos": row.rcpt_tos, "message_id": row.message_id, "size": row.size,
-        "status": row.status, "reason": row.reason, "ticket_id": row.ticket_id,
+        "id": row.id,
+        "received_at": iso(row.received_at),
+        "source": row.source,
+        "mailbox": row.mailbox,
+        "mail_from": row.mail_from,
+        "rcpt_tos": row.rcpt_tos,
+        "message_id": row.message_id,
+        "size": row.size,
+        "status": row.status,
+        "reason": row.reason,
+        "ticket_id": row.ticket_id,
     }
 
 
 def outbox_json(row: Outbox) -> dict[str, Any]:
     return {
-        "id": row.id, "kind": row.kind, "to": row.recipients, "subject": row.subject, "status": row.status,
-        "attempts": row.attempts, "next_attempt_at": iso(row.next_attempt_at), "sent_at": iso(row.sent_at),
-        "last_error": row.last_error, "message_id": row.message_id, "dedupe_key": row.dedupe_key,
+        "id": row.id,
+        "kind": row.kind,
+        "to": row.recipients,
+        "subject": row.subject,
+        "status": row.status,
+        "attempts": row.attempts,
+        "next_attempt_at": iso(row.next_attempt_at),
+        "sent_at": iso(row.sent_at),
+        "last_error": row.last_error,
+        "message_id": row.message_id,
+        "dedupe_key": row.dedupe_key,
     }

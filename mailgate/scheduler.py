@@ -32,10 +32,17 @@ class Jobs:
         main = ctx.config.main
         total = outbox.FlushResult()
         while True:  # drain what is due now, one claimed batch at a time
-            result = outbox.flush(ctx.db, self._transport(), ctx.clock, main.outbound.retry,
-                                  ctx.identity.loop_value, main.scheduler.batch_size)
-            total = outbox.FlushResult(total.sent + result.sent, total.retried + result.retried,
-                                       total.failed + result.failed)
+            result = outbox.flush(
+                ctx.db,
+                self._transport(),
+                ctx.clock,
+                main.outbound.retry,
+                ctx.identity.loop_value,
+                main.scheduler.batch_size,
+            )
+            total = outbox.FlushResult(
+                total.sent + result.sent, total.retried + result.retried, total.failed + result.failed
+            )
             if result.sent + result.retried + result.failed < main.scheduler.batch_size:
                 return total
 
@@ -66,8 +73,15 @@ def _safe(name: str, func: Callable[[], object]) -> Callable[[], None]:
 
 def start_scheduler(jobs: Jobs, outbox_interval: timedelta) -> RunningScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(_safe("flush_outbox", jobs.flush_outbox), "interval", id="flush_outbox",
-                      seconds=outbox_interval.total_seconds(), max_instances=1, coalesce=True,
-                      misfire_grace_time=None, next_run_time=datetime.now(UTC))
+    scheduler.add_job(
+        _safe("flush_outbox", jobs.flush_outbox),
+        "interval",
+        id="flush_outbox",
+        seconds=outbox_interval.total_seconds(),
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.start()
     return RunningScheduler(scheduler)

@@ -8,6 +8,7 @@ only if it validates, so a bad edit never takes intake down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -77,8 +78,15 @@ def build_transport(config: Config) -> Transport:
         password = smtp.password_file.read_text().strip()
     elif smtp.password_env:
         password = os.environ.get(smtp.password_env)
-    return SmtpTransport(smtp.host, smtp.port, starttls=smtp.starttls, tls=smtp.tls, username=smtp.username,
-                         password=password, timeout=smtp.timeout.total_seconds())
+    return SmtpTransport(
+        smtp.host,
+        smtp.port,
+        starttls=smtp.starttls,
+        tls=smtp.tls,
+        username=smtp.username,
+        password=password,
+        timeout=smtp.timeout.total_seconds(),
+    )
 
 
 def sd_notify(*lines: str) -> bool:
@@ -142,10 +150,8 @@ async def _watchdog(stop: asyncio.Event) -> None:
         return
     while not stop.is_set():
         sd_notify("WATCHDOG=1")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=usec / 2e6)
-        except TimeoutError:
-            pass
 
 
 async def _start_smtp(holder: Holder, writer: BatchWriter, clock: Clock) -> asyncio.base_events.Server | None:
@@ -159,9 +165,16 @@ async def _start_smtp(holder: Holder, writer: BatchWriter, clock: Clock) -> asyn
     protocol: Any = LMTP if smtp_cfg.lmtp else SMTP
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: protocol(handler, data_size_limit=smtp_cfg.max_message_size, enable_SMTPUTF8=True,
-                         hostname=socket.getfqdn(), ident="mailgate"),
-        host=smtp_cfg.host, port=smtp_cfg.port, reuse_address=True,
+        lambda: protocol(
+            handler,
+            data_size_limit=smtp_cfg.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=socket.getfqdn(),
+            ident="mailgate",
+        ),
+        host=smtp_cfg.host,
+        port=smtp_cfg.port,
+        reuse_address=True,
     )
 
 

@@ -17,8 +17,15 @@ from jinja2.sandbox import SandboxedEnvironment
 KINDS = ("ack_new",)
 
 SAMPLE_CONTEXT: dict[str, Any] = {
-    "ticket": {"number": "123456", "subject": "Printer on fire", "status": "open", "priority": "normal",
-               "help_topic": "General", "department": "Support", "tag": "[#123456]"},
+    "ticket": {
+        "number": "123456",
+        "subject": "Printer on fire",
+        "status": "open",
+        "priority": "normal",
+        "help_topic": "General",
+        "department": "Support",
+        "tag": "[#123456]",
+    },
     "requester": {"name": "Pat Customer", "email": "pat@example.net"},
     "support_address": "support@example.com",
     "reply_marker": "-- Reply above this line --",

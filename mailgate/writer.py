@@ -29,7 +29,11 @@ _STOP = object()
 
 class BatchWriter:
     def __init__(
-        self, context: Callable[[], Context], *, threads: int = 1, max_batch: int = 64,
+        self,
+        context: Callable[[], Context],
+        *,
+        threads: int = 1,
+        max_batch: int = 64,
         on_commit: Callable[[list[Result]], None] | None = None,
     ) -> None:
         self._context = context
@@ -37,8 +41,9 @@ class BatchWriter:
         self._max_batch = max_batch
         self._closed = False
         self._on_commit = on_commit
-        self._threads = [threading.Thread(target=self._run, name=f"mailgate-writer-{i}", daemon=True)
-                         for i in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"mailgate-writer-{i}", daemon=True) for i in range(threads)
+        ]
         for thread in self._threads:
             thread.start()
 

@@ -61,8 +61,12 @@ def run(names: list[str], ctx: Context, *, sender: str | None = None, recipient:
             if limit is not None and len(raw) > limit:
                 results.append(PipeResult(label, None, Rejected(f"message too large ({len(raw)} > {limit} bytes)")))
                 continue
-            env = Envelope(mail_from=mail_from, rcpt_tos=(rcpt,) if rcpt else (), source="pipe",
-                           received_at=ctx.clock.now())
+            env = Envelope(
+                mail_from=mail_from,
+                rcpt_tos=(rcpt,) if rcpt else (),
+                source="pipe",
+                received_at=ctx.clock.now(),
+            )
             try:
                 results.append(PipeResult(label, ingest(raw, env, ctx), None))
             except (Rejected, TempFail) as exc:

@@ -51,8 +51,16 @@ class MaildirTransport:
 
 class SmtpTransport:
     def __init__(
-        self, host: str, port: int, *, starttls: bool = False, tls: bool = False, username: str | None = None,
-        password: str | None = None, timeout: float = 30.0, context: ssl.SSLContext | None = None,
+        self,
+        host: str,
+        port: int,
+        *,
+        starttls: bool = False,
+        tls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.starttls, self.tls = host, port, starttls, tls
         self.username, self.password, self.timeout = username, password, timeout

@@ -13,7 +13,16 @@ from sqlalchemy.exc import IntegrityError
 
 from mailgate.blobs import BlobStore
 from mailgate.domain import (
-    Change, Classification, Kind, MessageKind, ParsedMail, Role, RouteDecision, Sender, Status, ThreadMatch,
+    Change,
+    Classification,
+    Kind,
+    MessageKind,
+    ParsedMail,
+    Role,
+    RouteDecision,
+    Sender,
+    Status,
+    ThreadMatch,
 )
 from mailgate.identity import is_own_address
 from mailgate.model import AttachmentRow, Event, Message, Participant, ThreadRef, Ticket
@@ -44,11 +53,19 @@ def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ti
         if w.store.number_taken(number):
             continue
         ticket = Ticket(
-            number=number, subject=parsed.subject or "(no subject)", status=Status.OPEN.value,
-            priority=decision.priority.value, help_topic=decision.help_topic, department=decision.department,
-            assignee=decision.assignee, sla_plan=decision.sla_plan,
-            requester_email=requester.email if requester else "", requester_name=requester.name if requester else "",
-            created_at=w.now, updated_at=w.now, overdue=False,
+            number=number,
+            subject=parsed.subject or "(no subject)",
+            status=Status.OPEN.value,
+            priority=decision.priority.value,
+            help_topic=decision.help_topic,
+            department=decision.department,
+            assignee=decision.assignee,
+            sla_plan=decision.sla_plan,
+            requester_email=requester.email if requester else "",
+            requester_name=requester.name if requester else "",
+            created_at=w.now,
+            updated_at=w.now,
+            overdue=False,
         )
         try:
             with w.store.session.begin_nested():
@@ -62,15 +79,22 @@ def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ti
 def _participants(w: Writer, ticket: Ticket, parsed: ParsedMail) -> None:
     seen = set()
     if parsed.from_addr:
-        w.store.session.add(Participant(ticket_id=ticket.id, email=parsed.from_addr.email,
-                                        name=parsed.from_addr.name, role=Role.REQUESTER.value))
+        w.store.session.add(
+            Participant(
+                ticket_id=ticket.id,
+                email=parsed.from_addr.email,
+                name=parsed.from_addr.name,
+                role=Role.REQUESTER.value,
+            )
+        )
         seen.add(parsed.from_addr.email)
     for addr in (*parsed.to, *parsed.cc):
         if addr.email in seen or is_own_address(addr.email, w.own_addresses):
             continue
         seen.add(addr.email)
-        w.store.session.add(Participant(ticket_id=ticket.id, email=addr.email, name=addr.name,
-                                        role=Role.COLLABORATOR.value))
+        w.store.session.add(
+            Participant(ticket_id=ticket.id, email=addr.email, name=addr.name, role=Role.COLLABORATOR.value)
+        )
 
 
 def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
@@ -79,27 +103,48 @@ def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
     return MessageKind.AGENT if sender.role is Role.AGENT else MessageKind.CUSTOMER
 
 
-def _store_message(w: Writer, ticket: Ticket, parsed: ParsedMail, inbound_id: int, kind: MessageKind, body: str) -> Message:
+def _store_message(
+    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound_id: int, kind: MessageKind, body: str
+) -> Message:
     message = Message(
-        ticket_id=ticket.id, inbound_id=inbound_id, kind=kind.value,
+        ticket_id=ticket.id,
+        inbound_id=inbound_id,
+        kind=kind.value,
         from_email=parsed.from_addr.email if parsed.from_addr else "",
         from_name=parsed.from_addr.name if parsed.from_addr else "",
-        subject=parsed.subject, body=body, html=parsed.html, message_id=parsed.message_id, created_at=w.now,
+        subject=parsed.subject,
+        body=body,
+        html=parsed.html,
+        message_id=parsed.message_id,
+        created_at=w.now,
     )
     w.store.session.add(message)
     w.store.session.flush()
     for att in parsed.attachments:
         w.blobs.put(att.sha256, att.data)
-        w.store.session.add(AttachmentRow(message_row_id=message.id, filename=att.filename,
-                                          content_type=att.content_type, size=att.size, sha256=att.sha256))
+        w.store.session.add(
+            AttachmentRow(
+                message_row_id=message.id,
+                filename=att.filename,
+                content_type=att.content_type,
+                size=att.size,
+                sha256=att.sha256,
+            )
+        )
     if parsed.message_id:
         w.store.session.add(ThreadRef(message_id=parsed.message_id, ticket_id=ticket.id, direction="in"))
     return message
 
 
 def apply(
-    w: Writer, parsed: ParsedMail, inbound_id: int, cls: Classification, match: ThreadMatch,
-    sender: Sender, decision: RouteDecision, source: str,
+    w: Writer,
+    parsed: ParsedMail,
+    inbound_id: int,
+    cls: Classification,
+    match: ThreadMatch,
+    sender: Sender,
+    decision: RouteDecision,
+    source: str,
 ) -> Change:
     events: list[str] = []
     if match.ticket_id is None:
@@ -107,13 +152,27 @@ def apply(
         _participants(w, ticket, parsed)
         events.append(_event(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"))
         topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
-        events.append(_event(w, ticket.id, "routed", f"{topic}; department {decision.department!r}; "
-                             f"priority {decision.priority.value}; SLA {decision.sla_plan!r}"))
+        events.append(
+            _event(
+                w,
+                ticket.id,
+                "routed",
+                f"{topic}; department {decision.department!r}; "
+                f"priority {decision.priority.value}; SLA {decision.sla_plan!r}",
+            )
+        )
         kind = _message_kind(cls, sender)
         message = _store_message(w, ticket, parsed, inbound_id, kind, parsed.text)
         return Change(ticket.id, ticket.number, True, False, kind, message.id, tuple(events))
-    ticket = w.store.ticket(match.ticket_id)
-    assert ticket is not None
+    existing = w.store.ticket(match.ticket_id)
+    assert existing is not None
+    return _append(w, existing, parsed, inbound_id, cls, sender)
+
+
+def _append(
+    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound_id: int, cls: Classification, sender: Sender
+) -> Change:
+    events: list[str] = []
     kind = _message_kind(cls, sender)
     message = _store_message(w, ticket, parsed, inbound_id, kind, parsed.new_text or parsed.text)
     ticket.updated_at = w.now
@@ -123,8 +182,15 @@ def apply(
         ticket.status = Status.OPEN.value
         ticket.closed_at = None
         reopened = previous in (Status.RESOLVED.value, Status.CLOSED.value)
-        events.append(_event(w, ticket.id, "reopened" if reopened else "status",
-                             f"{previous} -> open on customer reply", sender.address))
+        events.append(
+            _event(
+                w,
+                ticket.id,
+                "reopened" if reopened else "status",
+                f"{previous} -> open on customer reply",
+                sender.address,
+            )
+        )
     if cls.kind is Kind.BOUNCE:
         events.append(_event(w, ticket.id, "bounce", f"{cls.reason}; bounced: {', '.join(sorted(cls.bounced)) or '?'}"))
     return Change(ticket.id, ticket.number, False, reopened, kind, message.id, tuple(events))

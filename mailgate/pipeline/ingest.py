@@ -67,32 +67,72 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     duplicate = find_duplicate(store, parsed, inbound_id)
     if duplicate is not None:
         ticket = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
-        spooling.finish(session, inbound_id, InboundStatus.DUPLICATE, now, reason=f"same as inbound #{duplicate.inbound_id}",
-                        ticket_id=duplicate.ticket_id, message_id=parsed.message_id, duplicate_of=duplicate.inbound_id)
+        spooling.finish(
+            session,
+            inbound_id,
+            InboundStatus.DUPLICATE,
+            now,
+            reason=f"same as inbound #{duplicate.inbound_id}",
+            ticket_id=duplicate.ticket_id,
+            message_id=parsed.message_id,
+            duplicate_of=duplicate.inbound_id,
+        )
         return Outcome("duplicate", ticket.number if ticket else None, "already stored", inbound_id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
     match = match_thread(parsed, store, ctx.tag, ctx.identity)
     if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
         reason = f"{cls.kind.value}: {cls.reason}"
-        spooling.finish(session, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=parsed.message_id)
+        spooling.finish(
+            session, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=parsed.message_id
+        )
         return Outcome("quarantined", None, reason, inbound_id)
     sender = authorize(parsed, match, store, dict(ctx.agents))
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
     if decision.reject is not None:
-        spooling.finish(session, inbound_id, InboundStatus.REJECTED, now, reason=decision.reject, message_id=parsed.message_id)
+        spooling.finish(
+            session,
+            inbound_id,
+            InboundStatus.REJECTED,
+            now,
+            reason=decision.reject,
+            message_id=parsed.message_id,
+        )
         return Outcome("rejected", None, decision.reject, inbound_id, decision.trace, route=decision)
     writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now)
     change = apply(writer, parsed, inbound_id, cls, match, sender, decision, env.source)
     ticket = store.ticket(change.ticket_id)
     assert ticket is not None
     support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
-    notes = plan(change, ticket, parsed, cls, decision, identity=ctx.identity, tag=ctx.tag,
-                 templates=ctx.templates, own=ctx.own_addresses, support=support)
+    notes = plan(
+        change,
+        ticket,
+        parsed,
+        cls,
+        decision,
+        identity=ctx.identity,
+        tag=ctx.tag,
+        templates=ctx.templates,
+        own=ctx.own_addresses,
+        support=support,
+    )
     write_outbox(store, notes, ctx.config.main.outbound.from_, support, now)
-    spooling.finish(session, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id,
-                    message_id=parsed.message_id)
-    return Outcome("accepted", change.number, None, inbound_id, decision.trace,
-                   tuple((n.kind, n.to) for n in notes), decision)
+    spooling.finish(
+        session,
+        inbound_id,
+        InboundStatus.ACCEPTED,
+        now,
+        ticket_id=change.ticket_id,
+        message_id=parsed.message_id,
+    )
+    return Outcome(
+        "accepted",
+        change.number,
+        None,
+        inbound_id,
+        decision.trace,
+        tuple((n.kind, n.to) for n in notes),
+        decision,
+    )
 
 
 def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore) -> Outcome:

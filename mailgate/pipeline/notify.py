@@ -24,8 +24,17 @@ def support_address(parsed: ParsedMail, envelope: Envelope, own: frozenset[str],
 
 
 def plan(
-    change: Change, ticket: Ticket, parsed: ParsedMail, cls: Classification, decision: RouteDecision,
-    *, identity: Identity, tag: TicketTag, templates: Templates, own: frozenset[str], support: str,
+    change: Change,
+    ticket: Ticket,
+    parsed: ParsedMail,
+    cls: Classification,
+    decision: RouteDecision,
+    *,
+    identity: Identity,
+    tag: TicketTag,
+    templates: Templates,
+    own: frozenset[str],
+    support: str,
 ) -> list[Notification]:
     if not change.created or cls.automatic or decision.no_autoreply:
         return []
@@ -33,9 +42,15 @@ def plan(
     if target is None or is_own_address(target.email, own):
         return []
     context = {
-        "ticket": {"number": ticket.number, "subject": ticket.subject, "status": ticket.status,
-                   "priority": ticket.priority, "help_topic": ticket.help_topic, "department": ticket.department,
-                   "tag": tag.tag(ticket.number)},
+        "ticket": {
+            "number": ticket.number,
+            "subject": ticket.subject,
+            "status": ticket.status,
+            "priority": ticket.priority,
+            "help_topic": ticket.help_topic,
+            "department": ticket.department,
+            "tag": tag.tag(ticket.number),
+        },
         "requester": {"name": target.name, "email": target.email},
         "support_address": support,
         "reply_marker": REPLY_MARKER,
@@ -45,10 +60,17 @@ def plan(
     references = tuple(dict.fromkeys([*parsed.references, *([parsed.message_id] if parsed.message_id else [])]))
     return [
         Notification(
-            kind="ack_new", to=(target.email,), ticket_id=ticket.id, dedupe_key=f"ack_new:{ticket.id}",
-            subject=tag.with_tag(rendered.subject, ticket.number), text=rendered.text, html=rendered.html,
-            message_id=identity.message_id(ticket.id, target.email), in_reply_to=parsed.message_id,
-            references=references[-10:], auto_submitted="auto-replied",
+            kind="ack_new",
+            to=(target.email,),
+            ticket_id=ticket.id,
+            dedupe_key=f"ack_new:{ticket.id}",
+            subject=tag.with_tag(rendered.subject, ticket.number),
+            text=rendered.text,
+            html=rendered.html,
+            message_id=identity.message_id(ticket.id, target.email),
+            in_reply_to=parsed.message_id,
+            references=references[-10:],
+            auto_submitted="auto-replied",
         )
     ]
 
@@ -63,9 +85,22 @@ def write_outbox(store: Store, notes: list[Notification], mail_from: str, suppor
             headers["In-Reply-To"] = note.in_reply_to
         if note.references:
             headers["References"] = " ".join(note.references)
-        session.add(Outbox(
-            dedupe_key=note.dedupe_key, ticket_id=note.ticket_id, kind=note.kind, mail_from=mail_from,
-            recipients=list(note.to), message_id=note.message_id, subject=note.subject, headers=headers,
-            text=note.text, html=note.html, status="pending", attempts=0, created_at=now, next_attempt_at=now,
-        ))
+        session.add(
+            Outbox(
+                dedupe_key=note.dedupe_key,
+                ticket_id=note.ticket_id,
+                kind=note.kind,
+                mail_from=mail_from,
+                recipients=list(note.to),
+                message_id=note.message_id,
+                subject=note.subject,
+                headers=headers,
+                text=note.text,
+                html=note.html,
+                status="pending",
+                attempts=0,
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
         session.add(ThreadRef(message_id=note.message_id, ticket_id=note.ticket_id, direction="out"))

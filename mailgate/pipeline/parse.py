@@ -23,8 +23,16 @@ from mailgate.pipeline.quotes import split_new_text
 _PARSER = BytesParser(policy=policy.default)
 _MSGID = re.compile(r"<[^<>\s]+>")
 AUTO_HEADERS = (
-    "auto-submitted", "x-autoreply", "x-autorespond", "x-auto-response-suppress", "precedence",
-    "list-id", "list-unsubscribe", "return-path", "x-failed-recipients", "x-loop",
+    "auto-submitted",
+    "x-autoreply",
+    "x-autorespond",
+    "x-auto-response-suppress",
+    "precedence",
+    "list-id",
+    "list-unsubscribe",
+    "return-path",
+    "x-failed-recipients",
+    "x-loop",
 )
 
 
@@ -79,7 +87,7 @@ def _date(msg: EmailMessage) -> datetime | None:
 def _strip_private_headers(msg: EmailMessage) -> str | None:
     """Remove X-Mailgate-* so nobody can forge them; return the loop token for classify."""
     loop = None
-    names = {k for k in msg.keys() if k.lower().startswith("x-mailgate-")}
+    names = {k for k in msg if k.lower().startswith("x-mailgate-")}
     for name in names:
         if name.lower() == "x-mailgate-loop":
             loop = _header(msg, name)

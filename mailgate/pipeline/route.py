@@ -22,7 +22,9 @@ def _recipients(parsed: ParsedMail, envelope: Envelope) -> list[str]:
     return list(dict.fromkeys(seen))
 
 
-def find_topic(parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None) -> tuple[HelpTopic | None, str]:
+def find_topic(
+    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None
+) -> tuple[HelpTopic | None, str]:
     topics = {t.name: t for t in rules.help_topics}
     recipients = _recipients(parsed, envelope)
     for topic in rules.help_topics:
@@ -40,8 +42,8 @@ def find_topic(parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox
     m = _BODY_TOPIC.search(parsed.new_text)
     if m and m.group(1) in topics:
         return topics[m.group(1)], "body"
-    if rules.default_help_topic in topics:
-        return topics[rules.default_help_topic], "default"  # type: ignore[index]
+    if rules.default_help_topic is not None and rules.default_help_topic in topics:
+        return topics[rules.default_help_topic], "default"
     return None, "none"
 
 
@@ -58,7 +60,11 @@ def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: Com
 
 
 def route(
-    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None, compiled: CompiledRules
+    parsed: ParsedMail,
+    envelope: Envelope,
+    rules: RulesFile,
+    mailbox_topic: str | None,
+    compiled: CompiledRules,
 ) -> RouteDecision:
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
     matched, trace = compiled.evaluate(_facts(parsed, envelope, topic.name if topic else None, compiled))

@@ -33,7 +33,9 @@ class TicketTag:
         out = []
         for i, ch in enumerate(self.number_format):
             if ch == "#":
-                out.append(str(secrets.randbelow(9) + 1) if i == self.number_format.index("#") else str(secrets.randbelow(10)))
+                out.append(
+                    str(secrets.randbelow(9) + 1) if i == self.number_format.index("#") else str(secrets.randbelow(10))
+                )
             else:
                 out.append(ch)
         return "".join(out)

@@ -86,8 +86,12 @@ class CompiledRules:
             wanted = {_norm(v) for v in cond.value}
             return any(v in wanted for v in values)
         needle = _norm(cond.value if isinstance(cond.value, str) else " ".join(cond.value))
-        positive = {"equals": str.__eq__, "contains": str.__contains__, "starts": str.startswith,
-                    "ends": str.endswith}
+        positive = {
+            "equals": str.__eq__,
+            "contains": str.__contains__,
+            "starts": str.startswith,
+            "ends": str.endswith,
+        }
         base = op.removeprefix("not_")
         hit = any(positive[base](v, needle) for v in values)
         return not hit if op.startswith("not_") else hit

@@ -14,9 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mailgate.domain import Priority
 
 FIELDS_FIXED = ("sender", "sender_domain", "recipient", "subject", "body", "body_full", "help_topic")
-Operator = Literal[
-    "equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in"
-]
+Operator = Literal["equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in"]
 
 
 class _Strict(BaseModel):

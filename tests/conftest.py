@@ -1,0 +1,286 @@
+"""Shared fixtures: real files, real sockets, a real database (SQLite, or PostgreSQL when
+``MAILGATE_TEST_DATABASE_URL`` is set), a real outbound SMTP sink and a private Dovecot.
+
+``make_config`` writes a complete config directory per test (copies of the demo's
+rules/agents/SLA files, a free SMTP port, its own state dir), so every test runs
+against the same shapes an admin edits.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiosmtpd.controller import Controller
+
+from mailgate.clock import FixedClock
+from mailgate.config import load_config
+from mailgate.pipeline.ingest import Context
+from mailgate.service import build_context
+from tests.support.dovecot_fixture import DovecotServer, DovecotUnavailable
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(__file__).resolve().parent / "corpus"
+PG_URL = os.environ.get("MAILGATE_TEST_DATABASE_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- database
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database per test: a SQLite file, or a PostgreSQL schema of its own."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'state' / 'mailgate.db'}"
+        return
+    import sqlalchemy as sa
+
+    schema = f"mg_{secrets.token_hex(6)}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+# --------------------------------------------------------------------------- config
+MakeConfig = Callable[..., Path]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, db_url: str) -> MakeConfig:
+    """Write a config dir; keyword arguments are deep-merged into mailgate.yaml.
+
+    ``rules=``/``agents=``/``sla=`` replace those files' content (as dicts).
+    """
+
+    def make(
+        *, rules: dict[str, Any] | None = None, agents: dict[str, Any] | None = None,
+        sla: dict[str, Any] | None = None, **main: Any,
+    ) -> Path:
+        folder = tmp_path / "config"
+        folder.mkdir(exist_ok=True)
+        for name, content in (("rules.yaml", rules), ("agents.yaml", agents), ("sla.yaml", sla)):
+            if content is None:
+                shutil.copy(REPO / "config" / name, folder / name)
+            else:
+                (folder / name).write_text(yaml.safe_dump(content, sort_keys=False))
+        base: dict[str, Any] = {
+            "state_dir": str(tmp_path / "state"),
+            "database": {"url": db_url},
+            "intake": {
+                "addresses": ["support@example.com", "outage@example.com"],
+                "smtp": {"listen": f"127.0.0.1:{free_port()}", "lmtp": False, "max_message_size": "25MiB"},
+                "imap": [],
+            },
+            "outbound": {"from": "Example Support <support@example.com>", "transport": "maildir",
+                         "maildir": str(tmp_path / "outgoing"), "retry": {"first": "1s", "maximum": "4s"}},
+            "scheduler": {"outbox_interval": "1s"},
+            "tickets": {"number_format": "######", "subject_tag": "[#{number}]"},
+            "rules": "rules.yaml",
+            "agents": "agents.yaml",
+            "sla": "sla.yaml",
+            "templates": str(REPO / "templates"),
+        }
+        path = folder / "mailgate.yaml"
+        path.write_text(yaml.safe_dump(_merge(base, main), sort_keys=False))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def config_path(make_config: MakeConfig) -> Path:
+    return make_config()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture
+def ctx(config_path: Path, clock: FixedClock) -> Iterator[Context]:
+    """An in-process Context on a migrated database, with a clock tests can move."""
+    context = build_context(load_config(config_path), clock)
+    context.db.upgrade()
+    yield context
+    context.db.dispose()
+
+
+# --------------------------------------------------------------------------- CLI
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(config: Path, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> CliResult:
+    """Run ``python -m mailgate`` as a user would (a real process, real files)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailgate", *args, "-c", str(config)],
+        input=stdin, capture_output=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO,
+    )
+    return CliResult(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+
+
+@pytest.fixture
+def cli(config_path: Path) -> Callable[..., CliResult]:
+    return lambda *args, **kw: run_cli(config_path, *args, **kw)
+
+
+# --------------------------------------------------------------------------- serve
+@dataclass
+class Service:
+    proc: subprocess.Popen[bytes]
+    config: Path
+    host: str
+    port: int
+    log: Path
+
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP(self.host, self.port, timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for_smtp(host: str, port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"mailgate exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=1) as sock:
+                if sock.recv(3) == b"220":
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing answered on {host}:{port}")
+
+
+def start_service(config: Path, log: Path, env: dict[str, str] | None = None) -> Service:
+    cfg = load_config(config)
+    smtp = cfg.main.intake.smtp
+    assert smtp is not None
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "-c", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO)
+    service = Service(proc, config, smtp.host, smtp.port, log)
+    try:
+        wait_for_smtp(smtp.host, smtp.port, proc)
+    except Exception:
+        service.stop(signal.SIGKILL)
+        raise RuntimeError(f"serve did not start:\n{log.read_text(errors='replace')}") from None
+    return service
+
+
+@pytest.fixture
+def service(config_path: Path, tmp_path: Path) -> Iterator[Service]:
+    svc = start_service(config_path, tmp_path / "serve.log")
+    yield svc
+    if svc.proc.poll() is None:
+        svc.stop()
+
+
+# --------------------------------------------------------------------------- outbound sink
+@dataclass
+class SinkMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SmtpSink:
+    """A real aiosmtpd server on loopback that keeps what it is sent (or refuses on demand)."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    messages: list[SinkMessage] = field(default_factory=list)
+    answer: str | None = None  # e.g. "451 4.3.0 try later" to simulate a relay in trouble
+    _controller: Controller | None = None
+    _arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.answer:
+            return self.answer
+        with self._arrived:
+            self.messages.append(SinkMessage(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self._arrived.notify_all()
+        return "250 OK"
+
+    def start(self) -> SmtpSink:
+        self._controller = Controller(self, hostname=self.host, port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[SinkMessage]:
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while len(self.messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"sink got {len(self.messages)} of {count} messages")
+                self._arrived.wait(left)
+            return list(self.messages)
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+# --------------------------------------------------------------------------- dovecot
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    try:
+        server = DovecotServer().start()
+    except DovecotUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Dovecot is required in CI: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
