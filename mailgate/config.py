@@ -218,7 +218,7 @@ class MainFile(_Strict):
     rules: Path | None = None
     agents: Path | None = None
     sla: Path | None = None
-    templates: Path = Path("../templates")
+    templates: Path | None = None  # default: the templates shipped with mailgate
     scheduler: Scheduler = Scheduler()
     security: Security = Security()
     admin_email: Email | None = None
@@ -256,6 +256,15 @@ def _sqlite_url(base: Path, url: str) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         return prefix + str((base / url[len(prefix) :]).resolve())
     return url
+
+
+def default_templates() -> Path:
+    """The shipped templates: the checkout's ``templates/`` or the copy inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "templates", here / "_data" / "templates"):
+        if (candidate / "ack_new.txt.j2").exists():
+            return candidate
+    raise ConfigError(f"{here}:1: mailgate's default templates are missing (broken install?)")
 
 
 def _validate(doc: YamlDoc, model: type[BaseModel], problems: list[str]) -> Any:
@@ -299,7 +308,7 @@ def _resolve_main(base: Path, main: MainFile) -> MainFile:
             "rules": _resolve(base, main.rules),
             "agents": _resolve(base, main.agents),
             "sla": _resolve(base, main.sla),
-            "templates": _resolve(base, main.templates),
+            "templates": _resolve(base, main.templates) or default_templates(),
             "intake": main.intake.model_copy(update={"imap": mailboxes}),
             "outbound": out.model_copy(
                 update={

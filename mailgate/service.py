@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -45,6 +46,7 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
         db = Database(config.database_url, echo=main.database.echo if main.database else False)
     secret_file = main.security.secret_file or main.state_dir / "secret"
     domain = main.outbound.domain or parseaddr(main.outbound.from_)[1].rpartition("@")[2] or "localhost"
+    assert main.templates is not None  # resolved by load_config
     templates = Templates(main.templates)
     problems = templates.check()
     if problems:
@@ -143,6 +145,39 @@ def reload(holder: Holder) -> bool:
     return True
 
 
+def watched_files(config: Config) -> list[Path]:
+    main = config.main
+    files = [config.path, *(p for p in (main.rules, main.agents, main.sla) if p is not None)]
+    if main.templates is not None and main.templates.is_dir():
+        files += sorted(main.templates.glob("*.j2"))
+    return files
+
+
+def _mtimes(files: list[Path]) -> dict[Path, float]:
+    out = {}
+    for path in files:
+        try:
+            out[path] = path.stat().st_mtime
+        except OSError:
+            out[path] = -1.0
+    return out
+
+
+async def _watch_files(
+    holder: Holder, stop: asyncio.Event, on_change: Callable[[], None], interval: float = 1.0
+) -> None:
+    """Reload when an admin saves a config file, as if SIGHUP had been sent (polling: no extra dependency)."""
+    seen = _mtimes(watched_files(holder.get().config))
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        current = _mtimes(watched_files(holder.get().config))
+        if current != seen:
+            log.info("configuration files changed; reloading")
+            on_change()
+            seen = _mtimes(watched_files(holder.get().config))
+
+
 async def _watchdog(stop: asyncio.Event) -> None:
     usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     pid = os.environ.get("WATCHDOG_PID")
@@ -210,6 +245,7 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     log.info("mailgate ready: %s, database %s", where, ctx.db.url.split("@")[-1])
     sd_notify("READY=1", f"STATUS=Accepting mail on {where}")
     watchdog = asyncio.create_task(_watchdog(stop))
+    watcher = asyncio.create_task(_watch_files(holder, stop, on_hup))
     await stop.wait()
     log.info("stopping: draining queued mail")
     sd_notify("STOPPING=1")
@@ -218,6 +254,7 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     await asyncio.to_thread(writer.close)
     await scheduler.stop()
     watchdog.cancel()
+    watcher.cancel()
     holder.get().db.dispose()
     log.info("stopped at %s", datetime.now(UTC).isoformat())
     return 0

@@ -284,3 +284,69 @@ def dovecot() -> Iterator[DovecotServer]:
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+# --------------------------------------------------------------------------- e2e helpers: mail in, tickets and mail out
+def make_mail(
+    subject: str = "Printer on fire", *, sender: str = "Pat <pat@customer.example>", to: str = "support@example.com",
+    message_id: str | None = None, body: str = "Help, it burns.", headers: dict[str, str] | None = None,
+) -> bytes:
+    """A small RFC 5322 message as a customer's client would send it (CRLF line ends)."""
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}", "Date: Mon, 02 Mar 2026 10:00:00 +0100"]
+    if message_id:
+        lines.append(f"Message-ID: {message_id}")
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
+
+
+def cli_json(config: Path, *args: str) -> Any:
+    """Run a read-only ``mailgate ... --json`` command and return its parsed output."""
+    import json
+
+    result = run_cli(config, *args, "--json")
+    assert result.code == 0, f"mailgate {' '.join(args)} exited {result.code}: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def outgoing_mail(config: Path) -> list[Any]:
+    """Every mail the Maildir transport has written so far, oldest first, parsed (policy.default)."""
+    import email
+    from email import policy
+
+    folder = load_config(config).main.outbound.maildir
+    assert folder is not None
+    files = [p for sub in ("new", "cur") if (folder / sub).is_dir() for p in (folder / sub).iterdir()]
+    files.sort(key=lambda p: p.name)
+    return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 30, what: str = "condition",
+               log: Callable[[], str] | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy (and return that); fail with ``what`` and the log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f"\n--- serve log ---\n{log()}" if log is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{detail}")
+        time.sleep(0.1)
+
+
+def wait_for_outgoing(config: Path, count: int, service: Service | None = None, timeout: float = 30) -> list[Any]:
+    """Wait until the outgoing Maildir holds at least ``count`` mails; return them all."""
+    return list(wait_until(lambda: (m := outgoing_mail(config)) and len(m) >= count and m, timeout=timeout,
+                           what=f"{count} outgoing mail(s)", log=service.output if service else None))
+
+
+def sql_rows(config: Path, query: str) -> list[tuple[Any, ...]]:
+    """Read the daemon's database directly (SQLite file or PostgreSQL schema), for durability checks."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(load_config(config).database_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(query)]
+    finally:
+        engine.dispose()
