@@ -400,7 +400,18 @@ class _CrossCheck:
 
     def rules(self) -> None:
         names: set[str] = set()
+        catch_all: str | None = None
         for i, rule in enumerate(self.config.rules.rules):
+            if catch_all is not None:
+                self.need(
+                    False,
+                    "rules",
+                    ("rules", i, "name"),
+                    f"rule '{rule.name}' is unreachable: '{catch_all}' matches every mail and stops",
+                )
+            when = rule.when
+            if rule.stop and not (when.all or when.any or when.not_) and catch_all is None:
+                catch_all = rule.name
             self.need(rule.name not in names, "rules", ("rules", i, "name"), f"duplicate rule name '{rule.name}'")
             names.add(rule.name)
             then = rule.then

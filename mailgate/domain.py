@@ -168,6 +168,7 @@ class RouteDecision:
     help_topic_via: str = "none"
     trace: tuple[RuleTrace, ...] = ()
     reject: str | None = None
+    changes: tuple[str, ...] = ()  # "rule vip set priority=high", recorded on the ticket
 
 
 @dataclass(frozen=True, slots=True)

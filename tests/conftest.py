@@ -340,6 +340,24 @@ def wait_for_outgoing(config: Path, count: int, service: Service | None = None, 
                            what=f"{count} outgoing mail(s)", log=service.output if service else None))
 
 
+def smtp_deliver(host: str, port: int, raw: bytes, *, mail_from: str = "pat@customer.example",
+                 rcpts: tuple[str, ...] = ("support@example.com",)) -> tuple[int, str]:
+    """One SMTP transaction with smtplib; return the server's final (code, text) for DATA.
+
+    Refused recipients are skipped; if none is left the RCPT answer is returned instead.
+    """
+    with smtplib.SMTP(host, port, timeout=60) as client:
+        client.ehlo("client.example")
+        code, text = client.mail(mail_from)
+        if code != 250:
+            return code, text.decode(errors="replace")
+        answers = [client.rcpt(r) for r in rcpts]
+        if not any(c in (250, 251) for c, _ in answers):
+            return answers[-1][0], answers[-1][1].decode(errors="replace")
+        code, text = client.data(raw)
+        return code, text.decode(errors="replace")
+
+
 def sql_rows(config: Path, query: str) -> list[tuple[Any, ...]]:
     """Read the daemon's database directly (SQLite file or PostgreSQL schema), for durability checks."""
     import sqlalchemy as sa

@@ -152,15 +152,12 @@ def apply(
         _participants(w, ticket, parsed)
         events.append(_event(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"))
         topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
-        events.append(
-            _event(
-                w,
-                ticket.id,
-                "routed",
-                f"{topic}; department {decision.department!r}; "
-                f"priority {decision.priority.value}; SLA {decision.sla_plan!r}",
-            )
+        why = "; ".join(decision.changes) or "no rule matched"
+        summary = (
+            f"{topic}; department {decision.department!r}; priority {decision.priority.value}; "
+            f"SLA {decision.sla_plan!r}; assignee {decision.assignee!r}. {why}"
         )
+        events.append(_event(w, ticket.id, "routed", summary))
         kind = _message_kind(cls, sender)
         message = _store_message(w, ticket, parsed, inbound_id, kind, parsed.text)
         return Change(ticket.id, ticket.number, True, False, kind, message.id, tuple(events))

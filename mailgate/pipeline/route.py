@@ -8,6 +8,7 @@ plus-address, the IMAP mailbox's default, a subject pattern, a
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from mailgate.domain import Envelope, ParsedMail, Priority, RouteDecision
 from mailgate.rules.engine import CompiledRules, Facts, decode_headers
@@ -59,42 +60,52 @@ def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: Com
     )
 
 
+_THEN_TO_DECISION = {
+    "department": "department",
+    "priority": "priority",
+    "sla": "sla_plan",
+    "assignee": "assignee",
+    "reject": "reject",
+}
+
+
+def _from_topic(topic: HelpTopic | None, via: str) -> RouteDecision:
+    if topic is None:
+        return RouteDecision(None, None, Priority.NORMAL, None, None, help_topic_via=via)
+    return RouteDecision(
+        topic.name,
+        topic.department,
+        topic.priority,
+        topic.sla,
+        None,
+        no_autoreply=not topic.auto_ack,
+        help_topic_via=via,
+    )
+
+
 def route(
-    parsed: ParsedMail,
-    envelope: Envelope,
-    rules: RulesFile,
-    mailbox_topic: str | None,
-    compiled: CompiledRules,
+    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None, compiled: CompiledRules
 ) -> RouteDecision:
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
     matched, trace = compiled.evaluate(_facts(parsed, envelope, topic.name if topic else None, compiled))
-    values: dict[str, object] = {
-        "help_topic": topic.name if topic else None,
-        "department": topic.department if topic else None,
-        "priority": topic.priority if topic else Priority.NORMAL,
-        "sla": topic.sla if topic else None,
-        "assignee": None,
-        "no_autoreply": bool(topic and not topic.auto_ack),
-        "reject": None,
-    }
+    decision = _from_topic(topic, via)
     topics = {t.name: t for t in rules.help_topics}
+    changes: list[str] = []
     for name, then in matched:
         if then.help_topic and then.help_topic in topics:  # a topic brings its defaults; later actions override
-            new = topics[then.help_topic]
-            values.update(help_topic=new.name, department=new.department, priority=new.priority, sla=new.sla)
-            via = f"rule {name}"
-        for key in ("department", "priority", "sla", "assignee", "reject"):
-            if getattr(then, key) is not None:
-                values[key] = getattr(then, key)
-        values["no_autoreply"] = bool(values["no_autoreply"]) or then.no_autoreply
-    return RouteDecision(
-        help_topic=values["help_topic"],  # type: ignore[arg-type]
-        department=values["department"],  # type: ignore[arg-type]
-        priority=Priority(values["priority"]),  # type: ignore[arg-type]
-        sla_plan=values["sla"],  # type: ignore[arg-type]
-        assignee=values["assignee"],  # type: ignore[arg-type]
-        no_autoreply=bool(values["no_autoreply"]),
-        help_topic_via=via,
-        trace=trace,
-        reject=values["reject"],  # type: ignore[arg-type]
-    )
+            decision = replace(
+                _from_topic(topics[then.help_topic], f"rule {name}"),
+                assignee=decision.assignee,
+                reject=decision.reject,
+                no_autoreply=decision.no_autoreply,
+            )
+            changes.append(f"rule {name} set help_topic={then.help_topic}")
+        for key, attr in _THEN_TO_DECISION.items():
+            value = getattr(then, key)
+            if value is not None:
+                decision = replace(decision, **{attr: value})
+                changes.append(f"rule {name} set {key}={value}")
+        if then.no_autoreply and not decision.no_autoreply:
+            decision = replace(decision, no_autoreply=True)
+            changes.append(f"rule {name} suppressed the acknowledgment")
+    return replace(decision, trace=trace, changes=tuple(changes))

@@ -1,0 +1,308 @@
+"""SMTP intake, end to end: a real ``mailgate serve`` on loopback, driven by smtplib.
+
+The promises checked here are the ones a customer and an admin see:
+a new mail opens one ticket and gets one acknowledgment (tagged, RFC 3834,
+threaded); replies find their ticket by tag, In-Reply-To or References;
+the listener is never an open relay and refuses oversize mail; the same
+mail delivered twice (or to two support addresses) is one ticket; machine
+mail and our own mail get no acknowledgment; forged ``X-Mailgate-*``
+headers change nothing; the JSON views keep the DESIGN contract; and a
+locked database answers 451 (the sender keeps the mail) with nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import sqlite3
+import threading
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import (
+    PG_URL,
+    MakeConfig,
+    Service,
+    cli_json,
+    make_mail,
+    outgoing_mail,
+    smtp_deliver,
+    sql_rows,
+    start_service,
+    wait_for_outgoing,
+)
+
+TICKET_KEYS = {
+    "number", "subject", "status", "priority", "help_topic", "department", "assignee", "sla_plan",
+    "requester", "collaborators", "created_at", "first_response_due", "resolution_due", "overdue",
+}
+MESSAGE_KEYS = {"kind", "from", "body", "created_at", "message_id", "attachments"}
+ATTACHMENT_KEYS = {"filename", "content_type", "size", "sha256"}
+
+
+def send(service: Service, raw: bytes, **kw: Any) -> tuple[int, str]:
+    return smtp_deliver(service.host, service.port, raw, **kw)
+
+
+def tickets(service: Service) -> list[dict[str, Any]]:
+    return list(cli_json(service.config, "tickets", "list"))
+
+
+def outbox(service: Service) -> list[dict[str, Any]]:
+    return list(cli_json(service.config, "outbox", "list"))
+
+
+def open_ticket(service: Service, mid: str = "<first@customer.example>") -> tuple[str, Any]:
+    """Send a new mail, return (ticket number, the acknowledgment as delivered)."""
+    code, text = send(service, make_mail(message_id=mid))
+    assert code == 250, text
+    [ticket] = tickets(service)
+    [ack] = wait_for_outgoing(service.config, 1, service)
+    return str(ticket["number"]), ack
+
+
+# --------------------------------------------------------------------------- new mail and replies
+def test_new_mail_opens_a_ticket_and_sends_one_threaded_acknowledgment(service: Service) -> None:
+    number, ack = open_ticket(service)
+    assert len(number) == 6 and number.isdigit()
+    assert f"[#{number}]" in ack["Subject"]
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["To"].addresses[0].addr_spec == "pat@customer.example"
+    assert ack["In-Reply-To"] == "<first@customer.example>"
+    assert "<first@customer.example>" in ack["References"].split()
+    own_id = ack["Message-ID"]
+    assert own_id.startswith("<") and own_id.endswith("@example.com>")
+    assert own_id != "<first@customer.example>"
+    [row] = outbox(service)
+    assert row["message_id"] == own_id and row["status"] == "sent" and row["kind"] == "ack_new"
+
+
+def _reply(style: str, number: str, ack: EmailMessage) -> bytes:
+    """A customer's answer to the acknowledgment, keeping only one of the threading clues."""
+    if style == "tag":
+        return make_mail(f"Re: [#{number}] Printer on fire", message_id="<reply@customer.example>",
+                         body="Still burning.")
+    if style == "in_reply_to":
+        return make_mail("Re: Printer on fire", message_id="<reply@customer.example>", body="Still burning.",
+                         headers={"In-Reply-To": ack["Message-ID"]})
+    return make_mail("Printer (new subject, no tag)", message_id="<reply@customer.example>", body="Still burning.",
+                     headers={"References": f"<unrelated@elsewhere.example> {ack['Message-ID']}"})
+
+
+@pytest.mark.parametrize("style", ["tag", "in_reply_to", "references"])
+def test_reply_joins_the_same_ticket_without_a_second_acknowledgment(service: Service, style: str) -> None:
+    number, ack = open_ticket(service)
+    code, text = send(service, _reply(style, number, ack))
+    assert code == 250, text
+    assert number in text  # the 250 names the ticket it joined
+    [ticket] = tickets(service)
+    assert ticket["number"] == number
+    shown = cli_json(service.config, "tickets", "show", number)
+    assert [m["message_id"] for m in shown["messages"]] == ["<first@customer.example>", "<reply@customer.example>"]
+    assert "Still burning." in shown["messages"][1]["body"]
+    assert [r["kind"] for r in outbox(service)] == ["ack_new"]  # written in the ingest transaction: final now
+
+
+# --------------------------------------------------------------------------- what the listener refuses
+def test_unknown_recipient_is_refused_at_rcpt_and_never_relayed(service: Service) -> None:
+    with service.smtp() as client:
+        client.ehlo("client.example")
+        assert client.mail("spammer@elsewhere.example")[0] == 250
+        for rcpt in ("victim@gmail.example", "sales@example.com", "support@example.com.evil.example"):
+            code, text = client.rcpt(rcpt)
+            assert (code, text[:5]) == (550, b"5.1.1"), (rcpt, code, text)
+        # a mixed envelope: the good recipient is taken, the stranger is not
+        assert client.rcpt("support@example.com")[0] == 250
+        assert client.rcpt("victim@gmail.example")[0] == 550
+        code, _ = client.data(make_mail(message_id="<mixed@customer.example>"))
+        assert code == 250
+    [row] = sql_rows(service.config, "SELECT rcpt_tos FROM inbound")
+    assert "victim@gmail.example" not in str(row[0])
+    with pytest.raises(smtplib.SMTPRecipientsRefused), service.smtp() as client:
+        client.sendmail("spammer@elsewhere.example", ["victim@gmail.example"], make_mail())
+    assert len(tickets(service)) == 1
+
+
+def test_message_over_max_message_size_is_refused_with_552(make_config: MakeConfig, tmp_path: Path) -> None:
+    config = make_config(intake={"smtp": {"max_message_size": "4KiB"}})
+    svc = start_service(config, tmp_path / "serve.log")
+    try:
+        big = make_mail(message_id="<big@customer.example>", body="x" * 70 + ("\r\n" + "y" * 70) * 100)
+        # without SIZE in MAIL FROM, the limit is enforced on the data itself
+        code, _ = send(svc, big)
+        assert code == 552
+        # smtplib's sendmail announces SIZE=, so a polite client is refused before sending
+        with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) as refused, svc.smtp() as client:
+            client.sendmail("pat@customer.example", ["support@example.com"], big)
+        assert refused.value.smtp_code == 552
+        assert send(svc, make_mail(message_id="<small@customer.example>"))[0] == 250
+        assert [t["subject"] for t in tickets(svc)] == ["Printer on fire"]
+    finally:
+        assert svc.stop() == 0
+
+
+# --------------------------------------------------------------------------- one mail, one ticket
+def test_same_mail_delivered_twice_makes_one_ticket_and_one_ack(service: Service) -> None:
+    raw = make_mail(message_id="<twice@customer.example>")
+    assert send(service, raw)[0] == 250
+    code, text = send(service, raw)
+    assert code == 250 and "duplicate" in text
+    assert len(tickets(service)) == 1
+    assert len(outbox(service)) == 1
+
+
+def test_same_mail_to_two_support_addresses_makes_one_ticket(service: Service) -> None:
+    body = make_mail(to="support@example.com, outage@example.com", message_id="<both@customer.example>")
+    for rcpt in ("support@example.com", "outage@example.com"):
+        transit = (f"Received: from mx.customer.example by mx.example.com; for <{rcpt}>\r\n"
+                   f"Delivered-To: {rcpt}\r\nX-Original-To: {rcpt}\r\n").encode()
+        assert send(service, transit + body, rcpts=(rcpt,))[0] == 250
+    assert len(tickets(service)) == 1
+    assert len(outbox(service)) == 1
+
+
+# --------------------------------------------------------------------------- no answers to machines or ourselves
+MACHINE_MAIL = {
+    "auto-submitted": ({"Auto-Submitted": "auto-replied"}, "pat@customer.example"),
+    "x-autoreply": ({"X-Autoreply": "yes"}, "pat@customer.example"),
+    "precedence-bulk": ({"Precedence": "bulk"}, "pat@customer.example"),
+    "list-id": ({"List-Id": "<users.lists.customer.example>"}, "pat@customer.example"),
+    "auto-response-suppress": ({"X-Auto-Response-Suppress": "All"}, "pat@customer.example"),
+    "null-sender-bounce": ({"From": "MAILER-DAEMON@mx.customer.example"}, ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MACHINE_MAIL))
+def test_machine_mail_is_kept_but_never_acknowledged(service: Service, case: str) -> None:
+    headers, envelope_from = MACHINE_MAIL[case]
+    sender = headers.pop("From", "Pat <pat@customer.example>") if "From" in headers else "Pat <pat@customer.example>"
+    raw = make_mail("Automatic reply: Printer on fire" if case != "list-id" else "digest",
+                    sender=sender, message_id=f"<{case}@customer.example>", headers=headers)
+    assert send(service, raw, mail_from=envelope_from)[0] == 250
+    kept = sql_rows(service.config, "SELECT status FROM inbound WHERE message_id = '<%s@customer.example>'" % case)
+    assert kept and kept[0][0] in ("accepted", "quarantined")  # stored either way, never dropped
+    assert outbox(service) == []
+
+
+def test_mail_from_our_own_support_address_gets_no_ack(service: Service) -> None:
+    raw = make_mail(sender="Example Support <support@example.com>", message_id="<self@example.com>")
+    assert send(service, raw, mail_from="support@example.com")[0] == 250
+    assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 1
+    assert outbox(service) == []
+
+
+def test_forged_mailgate_headers_are_ignored_and_the_mail_is_acknowledged(service: Service) -> None:
+    raw = make_mail(message_id="<forged@customer.example>",
+                    headers={"X-Mailgate-Loop": "example.com; aaaaaaaaaaaaaaaa", "X-Mailgate-Ticket": "123456"})
+    code, text = send(service, raw)
+    assert code == 250, text
+    [ticket] = tickets(service)
+    [ack] = wait_for_outgoing(service.config, 1, service)
+    assert f"[#{ticket['number']}]" in ack["Subject"]
+    assert ack["X-Mailgate-Loop"] != "example.com; aaaaaaaaaaaaaaaa"
+
+
+# --------------------------------------------------------------------------- the JSON contract
+def _iso_with_offset(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() is not None, f"{value!r} has no UTC offset"
+    return parsed
+
+
+def test_ticket_json_views_keep_the_design_contract(service: Service) -> None:
+    data = b"%PDF-1.4 not really a pdf\n" * 10
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Pat <pat@customer.example>", "support@example.com", "Invoice wrong"
+    msg["Message-ID"] = "<json@customer.example>"
+    msg.set_content("See the attached invoice.")
+    msg.add_attachment(data, maintype="application", subtype="pdf", filename="invoice.pdf")
+    assert send(service, msg.as_bytes())[0] == 250
+
+    [listed] = tickets(service)
+    assert set(listed) == TICKET_KEYS
+    shown = cli_json(service.config, "tickets", "show", listed["number"])
+    assert set(shown) == TICKET_KEYS | {"messages"}
+    assert {k: v for k, v in shown.items() if k != "messages"} == listed
+    assert shown["subject"] == "Invoice wrong" and shown["requester"] == "pat@customer.example"
+    assert shown["status"] in {"open", "in_progress", "awaiting_reply", "resolved", "closed"}
+    assert shown["priority"] in {"low", "normal", "high", "emergency"}
+    assert isinstance(shown["collaborators"], list) and isinstance(shown["overdue"], bool)
+    _iso_with_offset(shown["created_at"])
+    for key in ("first_response_due", "resolution_due"):
+        assert shown[key] is None or _iso_with_offset(shown[key]) > _iso_with_offset(shown["created_at"])
+    [message] = shown["messages"]
+    assert set(message) == MESSAGE_KEYS
+    assert message["kind"] == "customer" and message["from"] == "pat@customer.example"
+    assert message["message_id"] == "<json@customer.example>"
+    assert "See the attached invoice." in message["body"]
+    _iso_with_offset(message["created_at"])
+    [attachment] = message["attachments"]
+    assert set(attachment) == ATTACHMENT_KEYS
+    assert attachment == {"filename": "invoice.pdf", "content_type": "application/pdf", "size": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# --------------------------------------------------------------------------- database trouble
+class _Lock:
+    """Hold the database's write lock from outside mailgate (another process would do the same)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self._release = threading.Event()
+        self._held = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _hold_pg(self) -> None:
+        from mailgate.config import load_config
+
+        engine = sa.create_engine(load_config(self.config).database_url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
+            self._held.set()
+            self._release.wait(120)
+            conn.rollback()
+        engine.dispose()
+
+    def __enter__(self) -> _Lock:
+        if PG_URL:
+            self._thread = threading.Thread(target=self._hold_pg)
+            self._thread.start()
+            assert self._held.wait(30)
+            return self
+        from mailgate.config import load_config
+
+        path = load_config(self.config).database_url.split("///", 1)[1]
+        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._conn.execute("BEGIN EXCLUSIVE")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._release.set()
+            self._thread.join()
+        else:
+            self._conn.rollback()
+            self._conn.close()
+
+
+def test_locked_database_answers_451_then_250_once_released(service: Service) -> None:
+    raw = make_mail(message_id="<locked@customer.example>")
+    with _Lock(service.config):
+        code, text = send(service, raw)
+    assert code == 451, text
+    assert text.startswith("4.")
+    assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 0  # nothing half-written
+    assert tickets(service) == [] and outbox(service) == []
+    code, text = send(service, raw)  # the sender's MTA retries later
+    assert code == 250, text
+    assert len(tickets(service)) == 1
+    assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 1
+    [ack] = wait_for_outgoing(service.config, 1, service)
+    assert ack["In-Reply-To"] == "<locked@customer.example>"
+    assert len(outgoing_mail(service.config)) == 1
