@@ -7,13 +7,14 @@ moved as a whole.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailgate.errors import ConfigError
 from mailgate.rules.schema import RulesFile
@@ -85,10 +86,33 @@ class SmtpIntake(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class ImapWatchdog(_Strict):
+    """When a mailbox's intake looks dead, tell the admin (log + mail to ``admin_email``), once per incident."""
+
+    check_interval: Duration = timedelta(seconds=60)
+    failing_after: Duration = timedelta(minutes=15)  # connection/login failing this long
+    quiet_period: Duration | None = None  # no mail at all for this long (off unless set, e.g. 2d)
+    stuck_after: Duration | None = None  # mail waiting in the folder this long; default 3 x poll_interval
+    token_warn_before: Duration = timedelta(minutes=10)  # OAuth2 token file expires within this
+    token_lifetime: Duration | None = timedelta(hours=1)  # token file without expires_at: mtime + this
+
+
+_CREDENTIALS = ("password", "password_file", "password_env", "oauth2_token_command", "oauth2_token_file")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ImapMailbox(_Strict):
     name: str
     host: str
-    port: int = 993
+    port: int = 993  # 143 when security is starttls or plain and no port is given
     security: Literal["tls", "starttls", "plain"] = "tls"
     username: str
     password: str | None = None
@@ -105,6 +129,35 @@ class ImapMailbox(_Strict):
     poll_interval: Duration = timedelta(seconds=60)
     idle_timeout: Duration = timedelta(minutes=25)
     batch_size: int = Field(default=100, ge=1, le=1000)
+    timeout: Duration = timedelta(seconds=60)  # connect and per-command socket timeout
+    watchdog: ImapWatchdog = ImapWatchdog()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "port" not in data and data.get("security") in ("starttls", "plain"):
+            return {**data, "port": 143}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImapMailbox:
+        given = [name for name in _CREDENTIALS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(_CREDENTIALS)} (got {', '.join(given) or 'none'})")
+        if self.security == "plain" and not _is_loopback(self.host):
+            raise ValueError(
+                f"security: plain sends the password unencrypted; allowed only to a loopback host, "
+                f"not {self.host!r} (use tls or starttls)"
+            )
+        if self.folder in (self.processed_folder, self.quarantine_folder):
+            raise ValueError("processed_folder and quarantine_folder must differ from folder")
+        if self.idle_timeout >= timedelta(minutes=29):
+            raise ValueError("idle_timeout must stay under 29 minutes (RFC 2177: servers may drop idle clients)")
+        return self
+
+    @property
+    def stuck_after(self) -> timedelta:
+        return self.watchdog.stuck_after or 3 * self.poll_interval
 
 
 class Intake(_Strict):

@@ -25,7 +25,14 @@ class Store:
 
     # --- inbound -------------------------------------------------------
     def find_duplicate(self, message_id: str | None, sha256: str, exclude_id: int | None = None) -> Inbound | None:
-        """An earlier stored copy of the same mail (same Message-ID and same content)."""
+        """An earlier stored copy of the same mail (same Message-ID and same content).
+
+        On PostgreSQL several writers run at once, so the same mail arriving twice
+        concurrently is serialised by a transaction-scoped advisory lock on its hash:
+        the second copy waits for the first to commit and then finds it.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
         query = select(Inbound).where(Inbound.sha256 == sha256, Inbound.status.in_(_DEDUPE_STATUSES))
         query = query.where(Inbound.message_id == message_id if message_id else Inbound.message_id.is_(None))
         if exclude_id is not None:

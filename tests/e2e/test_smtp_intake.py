@@ -168,24 +168,23 @@ def test_same_mail_to_two_support_addresses_makes_one_ticket(service: Service) -
 
 
 # --------------------------------------------------------------------------- no answers to machines or ourselves
-MACHINE_MAIL = {
-    "auto-submitted": ({"Auto-Submitted": "auto-replied"}, "pat@customer.example"),
-    "x-autoreply": ({"X-Autoreply": "yes"}, "pat@customer.example"),
-    "precedence-bulk": ({"Precedence": "bulk"}, "pat@customer.example"),
-    "list-id": ({"List-Id": "<users.lists.customer.example>"}, "pat@customer.example"),
-    "auto-response-suppress": ({"X-Auto-Response-Suppress": "All"}, "pat@customer.example"),
-    "null-sender-bounce": ({"From": "MAILER-DAEMON@mx.customer.example"}, ""),
+PAT = "Pat <pat@customer.example>"
+MACHINE_MAIL: dict[str, tuple[dict[str, str], str, str]] = {  # extra headers, From, envelope sender
+    "auto-submitted": ({"Auto-Submitted": "auto-replied"}, PAT, "pat@customer.example"),
+    "x-autoreply": ({"X-Autoreply": "yes"}, PAT, "pat@customer.example"),
+    "precedence-bulk": ({"Precedence": "bulk"}, PAT, "pat@customer.example"),
+    "list-id": ({"List-Id": "<users.lists.customer.example>"}, PAT, "pat@customer.example"),
+    "auto-response-suppress": ({"X-Auto-Response-Suppress": "All"}, PAT, "pat@customer.example"),
+    "null-sender-bounce": ({}, "Mail Delivery System <MAILER-DAEMON@mx.customer.example>", ""),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MACHINE_MAIL))
 def test_machine_mail_is_kept_but_never_acknowledged(service: Service, case: str) -> None:
-    headers, envelope_from = MACHINE_MAIL[case]
-    sender = headers.pop("From", "Pat <pat@customer.example>") if "From" in headers else "Pat <pat@customer.example>"
-    raw = make_mail("Automatic reply: Printer on fire" if case != "list-id" else "digest",
-                    sender=sender, message_id=f"<{case}@customer.example>", headers=headers)
+    headers, sender, envelope_from = MACHINE_MAIL[case]
+    raw = make_mail("Re: your mail", sender=sender, message_id=f"<{case}@customer.example>", headers=headers)
     assert send(service, raw, mail_from=envelope_from)[0] == 250
-    kept = sql_rows(service.config, "SELECT status FROM inbound WHERE message_id = '<%s@customer.example>'" % case)
+    kept = sql_rows(service.config, f"SELECT status FROM inbound WHERE message_id = '<{case}@customer.example>'")
     assert kept and kept[0][0] in ("accepted", "quarantined")  # stored either way, never dropped
     assert outbox(service) == []
 
@@ -205,7 +204,6 @@ def test_forged_mailgate_headers_are_ignored_and_the_mail_is_acknowledged(servic
     [ticket] = tickets(service)
     [ack] = wait_for_outgoing(service.config, 1, service)
     assert f"[#{ticket['number']}]" in ack["Subject"]
-    assert ack["X-Mailgate-Loop"] != "example.com; aaaaaaaaaaaaaaaa"
 
 
 # --------------------------------------------------------------------------- the JSON contract
