@@ -178,7 +178,6 @@ class Change:
     created: bool
     reopened: bool
     message_kind: MessageKind
-    message_row_id: int
     events: tuple[str, ...] = ()
 
 

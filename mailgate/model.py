@@ -79,6 +79,7 @@ class Inbound(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ticket: Mapped[Ticket | None] = relationship(foreign_keys=[ticket_id])
 
 
 class Ticket(Base):
@@ -103,10 +104,6 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
-    participants: Mapped[list[Participant]] = relationship(order_by="Participant.id")
-    events: Mapped[list[Event]] = relationship(order_by="Event.id")
-
 
 class Participant(Base):
     __tablename__ = "participant"
@@ -116,6 +113,7 @@ class Participant(Base):
     email: Mapped[str] = mapped_column(String(320), index=True)
     name: Mapped[str] = mapped_column(String(500), default="")
     role: Mapped[str] = mapped_column(String(20))
+    ticket: Mapped[Ticket] = relationship()
 
 
 class Message(Base):
@@ -134,7 +132,8 @@ class Message(Base):
     message_id: Mapped[str | None] = mapped_column(String(998))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    ticket: Mapped[Ticket] = relationship(back_populates="messages")
+    ticket: Mapped[Ticket] = relationship()
+    inbound: Mapped[Inbound | None] = relationship()
     attachments: Mapped[list[AttachmentRow]] = relationship(order_by="AttachmentRow.id")
 
 
@@ -158,6 +157,7 @@ class ThreadRef(Base):
     message_id: Mapped[str] = mapped_column(String(998), index=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
     direction: Mapped[str] = mapped_column(String(8))  # in | out
+    ticket: Mapped[Ticket] = relationship()
 
 
 class Event(Base):
@@ -168,6 +168,7 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(320), default="system")
     detail: Mapped[str] = mapped_column(Text, default="")
+    ticket: Mapped[Ticket] = relationship()
 
 
 class Outbox(Base):
@@ -193,6 +194,7 @@ class Outbox(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    ticket: Mapped[Ticket | None] = relationship()
 
 
 class MailboxState(Base):

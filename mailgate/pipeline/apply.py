@@ -1,7 +1,9 @@
 """Stage 9: the only writer of tickets — create, append, reopen, events.
 
 Everything the mail changes happens here, inside the ingest transaction, so
-a failure anywhere rolls the whole mail back and the source keeps it.
+a failure anywhere rolls the whole mail back and the source keeps it. Rows
+are linked by relationship rather than by id, so one flush at the end of the
+mail writes them all in dependency order.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mailgate.domain import (
     ThreadMatch,
 )
 from mailgate.identity import is_own_address
-from mailgate.model import AttachmentRow, Event, Message, Participant, ThreadRef, Ticket
+from mailgate.model import AttachmentRow, Event, Inbound, Message, Participant, ThreadRef, Ticket
 from mailgate.pipeline.thread import TicketTag
 from mailgate.store import Store
 
@@ -41,9 +43,23 @@ class Writer:
     now: datetime
 
 
-def _event(w: Writer, ticket_id: int, kind: str, detail: str, actor: str = "system") -> str:
-    w.store.session.add(Event(ticket_id=ticket_id, at=w.now, kind=kind, actor=actor, detail=detail))
+def _event(w: Writer, ticket: Ticket, kind: str, detail: str, actor: str = "system") -> str:
+    w.store.session.add(Event(ticket=ticket, at=w.now, kind=kind, actor=actor, detail=detail))
     return kind
+
+
+def _insert_ticket(w: Writer, ticket: Ticket) -> bool:
+    """Add the ticket; False when its number was taken concurrently (only possible with several writers)."""
+    session = w.store.session
+    if session.get_bind().dialect.name == "sqlite":  # one writer at a time: the check before was enough
+        session.add(ticket)
+        return True
+    try:
+        with session.begin_nested():
+            session.add(ticket)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ticket:
@@ -67,12 +83,8 @@ def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ti
             updated_at=w.now,
             overdue=False,
         )
-        try:
-            with w.store.session.begin_nested():
-                w.store.session.add(ticket)
-        except IntegrityError:  # another writer took the number between our check and insert
-            continue
-        return ticket
+        if _insert_ticket(w, ticket):
+            return ticket
     raise RuntimeError("could not allocate a free ticket number; widen tickets.number_format")
 
 
@@ -81,10 +93,7 @@ def _participants(w: Writer, ticket: Ticket, parsed: ParsedMail) -> None:
     if parsed.from_addr:
         w.store.session.add(
             Participant(
-                ticket_id=ticket.id,
-                email=parsed.from_addr.email,
-                name=parsed.from_addr.name,
-                role=Role.REQUESTER.value,
+                ticket=ticket, email=parsed.from_addr.email, name=parsed.from_addr.name, role=Role.REQUESTER.value
             )
         )
         seen.add(parsed.from_addr.email)
@@ -92,9 +101,7 @@ def _participants(w: Writer, ticket: Ticket, parsed: ParsedMail) -> None:
         if addr.email in seen or is_own_address(addr.email, w.own_addresses):
             continue
         seen.add(addr.email)
-        w.store.session.add(
-            Participant(ticket_id=ticket.id, email=addr.email, name=addr.name, role=Role.COLLABORATOR.value)
-        )
+        w.store.session.add(Participant(ticket=ticket, email=addr.email, name=addr.name, role=Role.COLLABORATOR.value))
 
 
 def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
@@ -104,11 +111,11 @@ def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
 
 
 def _store_message(
-    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound_id: int, kind: MessageKind, body: str
+    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound: Inbound, kind: MessageKind, body: str
 ) -> Message:
     message = Message(
-        ticket_id=ticket.id,
-        inbound_id=inbound_id,
+        ticket=ticket,
+        inbound=inbound,
         kind=kind.value,
         from_email=parsed.from_addr.email if parsed.from_addr else "",
         from_name=parsed.from_addr.name if parsed.from_addr else "",
@@ -119,75 +126,70 @@ def _store_message(
         created_at=w.now,
     )
     w.store.session.add(message)
-    w.store.session.flush()
     for att in parsed.attachments:
         w.blobs.put(att.sha256, att.data)
-        w.store.session.add(
-            AttachmentRow(
-                message_row_id=message.id,
-                filename=att.filename,
-                content_type=att.content_type,
-                size=att.size,
-                sha256=att.sha256,
-            )
+        message.attachments.append(
+            AttachmentRow(filename=att.filename, content_type=att.content_type, size=att.size, sha256=att.sha256)
         )
     if parsed.message_id:
-        w.store.session.add(ThreadRef(message_id=parsed.message_id, ticket_id=ticket.id, direction="in"))
+        w.store.session.add(ThreadRef(message_id=parsed.message_id, ticket=ticket, direction="in"))
     return message
 
 
 def apply(
     w: Writer,
     parsed: ParsedMail,
-    inbound_id: int,
+    inbound: Inbound,
     cls: Classification,
     match: ThreadMatch,
     sender: Sender,
     decision: RouteDecision,
-    source: str,
-) -> Change:
-    events: list[str] = []
+) -> tuple[Change, Ticket]:
     if match.ticket_id is None:
-        ticket = _create_ticket(w, parsed, decision)
-        _participants(w, ticket, parsed)
-        events.append(_event(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"))
-        topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
-        why = "; ".join(decision.changes) or "no rule matched"
-        summary = (
-            f"{topic}; department {decision.department!r}; priority {decision.priority.value}; "
-            f"SLA {decision.sla_plan!r}; assignee {decision.assignee!r}. {why}"
-        )
-        events.append(_event(w, ticket.id, "routed", summary))
-        kind = _message_kind(cls, sender)
-        message = _store_message(w, ticket, parsed, inbound_id, kind, parsed.text)
-        return Change(ticket.id, ticket.number, True, False, kind, message.id, tuple(events))
+        return _create(w, parsed, inbound, cls, sender, decision)
     existing = w.store.ticket(match.ticket_id)
     assert existing is not None
-    return _append(w, existing, parsed, inbound_id, cls, sender)
+    return _append(w, existing, parsed, inbound, cls, sender)
+
+
+def _create(
+    w: Writer, parsed: ParsedMail, inbound: Inbound, cls: Classification, sender: Sender, decision: RouteDecision
+) -> tuple[Change, Ticket]:
+    ticket = _create_ticket(w, parsed, decision)
+    _participants(w, ticket, parsed)
+    events = [_event(w, ticket, "created", f"from {sender.address or 'unknown sender'} via {inbound.source}")]
+    topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
+    why = "; ".join(decision.changes) or "no rule matched"
+    summary = (
+        f"{topic}; department {decision.department!r}; priority {decision.priority.value}; "
+        f"SLA {decision.sla_plan!r}; assignee {decision.assignee!r}. {why}"
+    )
+    events.append(_event(w, ticket, "routed", summary))
+    kind = _message_kind(cls, sender)
+    _store_message(w, ticket, parsed, inbound, kind, parsed.text)
+    w.store.session.flush()  # one flush for all of this mail's rows; notify needs the ticket id
+    return Change(ticket.id, ticket.number, True, False, kind, tuple(events)), ticket
 
 
 def _append(
-    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound_id: int, cls: Classification, sender: Sender
-) -> Change:
+    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound: Inbound, cls: Classification, sender: Sender
+) -> tuple[Change, Ticket]:
     events: list[str] = []
     kind = _message_kind(cls, sender)
-    message = _store_message(w, ticket, parsed, inbound_id, kind, parsed.new_text or parsed.text)
+    _store_message(w, ticket, parsed, inbound, kind, parsed.new_text or parsed.text)
     ticket.updated_at = w.now
     reopened = False
-    if kind is MessageKind.CUSTOMER and cls.kind not in (Kind.AUTO_REPLY,) and ticket.status in _REOPEN_FROM:
+    if kind is MessageKind.CUSTOMER and cls.kind is not Kind.AUTO_REPLY and ticket.status in _REOPEN_FROM:
         previous = ticket.status
         ticket.status = Status.OPEN.value
         ticket.closed_at = None
         reopened = previous in (Status.RESOLVED.value, Status.CLOSED.value)
         events.append(
             _event(
-                w,
-                ticket.id,
-                "reopened" if reopened else "status",
-                f"{previous} -> open on customer reply",
-                sender.address,
+                w, ticket, "reopened" if reopened else "status", f"{previous} -> open on customer reply", sender.address
             )
         )
     if cls.kind is Kind.BOUNCE:
-        events.append(_event(w, ticket.id, "bounce", f"{cls.reason}; bounced: {', '.join(sorted(cls.bounced)) or '?'}"))
-    return Change(ticket.id, ticket.number, False, reopened, kind, message.id, tuple(events))
+        bounced = ", ".join(sorted(cls.bounced)) or "?"
+        events.append(_event(w, ticket, "bounce", f"{cls.reason}; bounced: {bounced}"))
+    return Change(ticket.id, ticket.number, False, reopened, kind, tuple(events)), ticket

@@ -20,8 +20,8 @@ class Duplicate:
     status: str
 
 
-def find_duplicate(store: Store, parsed: ParsedMail, inbound_id: int) -> Duplicate | None:
-    earlier = store.find_duplicate(parsed.message_id, parsed.sha256, exclude_id=inbound_id)
+def find_duplicate(store: Store, parsed: ParsedMail) -> Duplicate | None:
+    earlier = store.find_duplicate(parsed.message_id, parsed.sha256)
     if earlier is None:
         return None
     return Duplicate(earlier.id, earlier.ticket_id, earlier.status)

@@ -62,46 +62,37 @@ class Context:
 
 def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: datetime, blobs: BlobStore) -> Outcome:
     store = Store(session)
-    inbound_id = spooling.spool(session, raw, env)
+    inbound = spooling.spool(session, raw, env)
     parsed = parse(raw)
-    duplicate = find_duplicate(store, parsed, inbound_id)
+    mid = parsed.message_id
+    duplicate = find_duplicate(store, parsed)  # its query flushes the spooled row: inbound.id is known from here
     if duplicate is not None:
-        ticket = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
+        first = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
         spooling.finish(
-            session,
-            inbound_id,
+            inbound,
             InboundStatus.DUPLICATE,
             now,
             reason=f"same as inbound #{duplicate.inbound_id}",
-            ticket_id=duplicate.ticket_id,
-            message_id=parsed.message_id,
+            ticket=first,
+            message_id=mid,
             duplicate_of=duplicate.inbound_id,
         )
-        return Outcome("duplicate", ticket.number if ticket else None, "already stored", inbound_id)
+        return Outcome("duplicate", first.number if first else None, "already stored", inbound.id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
     match = match_thread(parsed, store, ctx.tag, ctx.identity)
     if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
         reason = f"{cls.kind.value}: {cls.reason}"
-        spooling.finish(
-            session, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=parsed.message_id
-        )
-        return Outcome("quarantined", None, reason, inbound_id)
+        spooling.finish(inbound, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
+        return Outcome("quarantined", None, reason, inbound.id)
     sender = authorize(parsed, match, store, dict(ctx.agents))
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
     if decision.reject is not None:
-        spooling.finish(
-            session,
-            inbound_id,
-            InboundStatus.REJECTED,
-            now,
-            reason=decision.reject,
-            message_id=parsed.message_id,
-        )
-        return Outcome("rejected", None, decision.reject, inbound_id, decision.trace, route=decision)
-    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now)
-    change = apply(writer, parsed, inbound_id, cls, match, sender, decision, env.source)
-    ticket = store.ticket(change.ticket_id)
-    assert ticket is not None
+        spooling.finish(inbound, InboundStatus.REJECTED, now, reason=decision.reject, message_id=mid)
+        inbound.raw = None  # refused mail stays with its sender; we keep only the record
+        return Outcome("rejected", None, decision.reject, inbound.id, decision.trace, route=decision)
+    change, ticket = apply(
+        Writer(store, ctx.tag, blobs, ctx.own_addresses, now), parsed, inbound, cls, match, sender, decision
+    )
     support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
     notes = plan(
         change,
@@ -115,24 +106,10 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
         own=ctx.own_addresses,
         support=support,
     )
-    write_outbox(store, notes, ctx.config.main.outbound.from_, support, now)
-    spooling.finish(
-        session,
-        inbound_id,
-        InboundStatus.ACCEPTED,
-        now,
-        ticket_id=change.ticket_id,
-        message_id=parsed.message_id,
-    )
-    return Outcome(
-        "accepted",
-        change.number,
-        None,
-        inbound_id,
-        decision.trace,
-        tuple((n.kind, n.to) for n in notes),
-        decision,
-    )
+    write_outbox(store, ticket, notes, ctx.config.main.outbound.from_, support, now)
+    spooling.finish(inbound, InboundStatus.ACCEPTED, now, ticket=ticket, message_id=mid)
+    sent = tuple((n.kind, n.to) for n in notes)
+    return Outcome("accepted", change.number, None, inbound.id, decision.trace, sent, decision)
 
 
 def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore) -> Outcome:
@@ -158,14 +135,10 @@ def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs
         savepoint.rollback()
         reason = f"internal error: {exc!r}"
     else:
-        if outcome.status == "rejected":
-            row = Store(session).inbound(outcome.inbound_id or 0)
-            if row is not None:
-                row.raw = None  # refused mail stays with its sender; we keep only the record
         savepoint.commit()
         return outcome
-    inbound_id = spooling.keep_failed(session, raw, env, InboundStatus.QUARANTINED, reason, now)
-    return Outcome("quarantined", None, reason, inbound_id)
+    kept = spooling.keep_failed(session, raw, env, InboundStatus.QUARANTINED, reason, now)
+    return Outcome("quarantined", None, reason, kept.id)
 
 
 def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = False) -> Outcome:

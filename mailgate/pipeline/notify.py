@@ -75,7 +75,9 @@ def plan(
     ]
 
 
-def write_outbox(store: Store, notes: list[Notification], mail_from: str, support: str, now: datetime) -> None:
+def write_outbox(
+    store: Store, ticket: Ticket, notes: list[Notification], mail_from: str, support: str, now: datetime
+) -> None:
     session = store.session
     for note in notes:
         if store.outbox_key_exists(note.dedupe_key):
@@ -88,7 +90,7 @@ def write_outbox(store: Store, notes: list[Notification], mail_from: str, suppor
         session.add(
             Outbox(
                 dedupe_key=note.dedupe_key,
-                ticket_id=note.ticket_id,
+                ticket=ticket,
                 kind=note.kind,
                 mail_from=mail_from,
                 recipients=list(note.to),
@@ -103,4 +105,4 @@ def write_outbox(store: Store, notes: list[Notification], mail_from: str, suppor
                 next_attempt_at=now,
             )
         )
-        session.add(ThreadRef(message_id=note.message_id, ticket_id=note.ticket_id, direction="out"))
+        session.add(ThreadRef(message_id=note.message_id, ticket=ticket, direction="out"))

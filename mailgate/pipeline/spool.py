@@ -12,12 +12,10 @@ from sqlalchemy.orm import Session
 
 from mailgate.domain import Envelope, InboundStatus
 from mailgate.mime import content_hash
-from mailgate.model import Inbound
-
-InboundId = int
+from mailgate.model import Inbound, Ticket
 
 
-def spool(session: Session, raw: bytes, envelope: Envelope) -> InboundId:
+def spool(session: Session, raw: bytes, envelope: Envelope) -> Inbound:
     row = Inbound(
         received_at=envelope.received_at,
         source=envelope.source,
@@ -31,26 +29,22 @@ def spool(session: Session, raw: bytes, envelope: Envelope) -> InboundId:
         status=InboundStatus.RECEIVED.value,
     )
     session.add(row)
-    session.flush()
-    return row.id
+    return row
 
 
 def finish(
-    session: Session,
-    inbound_id: InboundId,
+    row: Inbound,
     status: InboundStatus,
     now: datetime,
     *,
     reason: str | None = None,
-    ticket_id: int | None = None,
+    ticket: Ticket | None = None,
     message_id: str | None = None,
     duplicate_of: int | None = None,
 ) -> None:
-    row = session.get(Inbound, inbound_id)
-    assert row is not None
     row.status = status.value
     row.reason = reason
-    row.ticket_id = ticket_id
+    row.ticket = ticket
     row.processed_at = now
     if message_id is not None:
         row.message_id = message_id[:998]
@@ -60,13 +54,10 @@ def finish(
 
 
 def keep_failed(
-    session: Session, raw: bytes | None, envelope: Envelope, status: InboundStatus, reason: str, now: datetime
-) -> InboundId:
-    """Record a mail whose processing was rolled back (quarantine keeps the bytes for reprocess)."""
-    inbound_id = spool(session, raw or b"", envelope)
-    finish(session, inbound_id, status, now, reason=reason[:4000])
-    if raw is None:
-        row = session.get(Inbound, inbound_id)
-        assert row is not None
-        row.raw = None
-    return inbound_id
+    session: Session, raw: bytes, envelope: Envelope, status: InboundStatus, reason: str, now: datetime
+) -> Inbound:
+    """Record a mail whose processing was rolled back; quarantine keeps the bytes for reprocess."""
+    row = spool(session, raw, envelope)
+    finish(row, status, now, reason=reason[:4000])
+    session.flush()
+    return row
