@@ -194,6 +194,7 @@ class Notification:
     in_reply_to: str | None
     references: tuple[str, ...]
     auto_submitted: str  # RFC 3834 value: auto-replied | auto-generated
+    automatic: bool = True  # False for a human's words relayed (agent replies): not rate-limited
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,7 @@ class Ticket(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
+    conversation_index: Mapped[str | None] = mapped_column(String(200))  # Outlook Thread-Index root
 
 
 class Participant(Base):
@@ -175,13 +176,18 @@ class Outbox(Base):
     """A notification to send; written in the ingest transaction, sent later, once per dedupe_key."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_recipient_recent", "recipient", "created_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
     kind: Mapped[str] = mapped_column(String(40))
     mail_from: Mapped[str] = mapped_column(String(500))
     recipients: Mapped[list[str]] = mapped_column(JSON)
+    recipient: Mapped[str] = mapped_column(String(320), default="")  # one row per recipient: limits, bounces
+    automatic: Mapped[bool] = mapped_column(Boolean, default=True)  # machine-initiated (acks, alerts)
     message_id: Mapped[str] = mapped_column(String(998))
     subject: Mapped[str] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -195,6 +201,16 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     ticket: Mapped[Ticket | None] = relationship()
+
+
+class Suppression(Base):
+    """An address that bounced permanently: no automatic mail to it until ``until``."""
+
+    __tablename__ = "suppression"
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class MailboxState(Base):

@@ -94,6 +94,8 @@ def write_outbox(
                 kind=note.kind,
                 mail_from=mail_from,
                 recipients=list(note.to),
+                recipient=note.to[0],
+                automatic=note.automatic,
                 message_id=note.message_id,
                 subject=note.subject,
                 headers=headers,

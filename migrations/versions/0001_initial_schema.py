@@ -90,9 +90,7 @@ def upgrade() -> None:
         sa.Column("ticket_id", sa.Integer(), nullable=True),
         sa.Column("duplicate_of", sa.Integer(), nullable=True),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["duplicate_of"], ["inbound.id"], name=op.f("fk_inbound_duplicate_of_inbound")
-        ),
+        sa.ForeignKeyConstraint(["duplicate_of"], ["inbound.id"], name=op.f("fk_inbound_duplicate_of_inbound")),
         sa.ForeignKeyConstraint(["ticket_id"], ["ticket.id"], name=op.f("fk_inbound_ticket_id_ticket")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound")),
     )
@@ -181,9 +179,7 @@ def upgrade() -> None:
         sa.Column("content_type", sa.String(length=255), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["message_row_id"], ["message.id"], name=op.f("fk_attachment_message_row_id_message")
-        ),
+        sa.ForeignKeyConstraint(["message_row_id"], ["message.id"], name=op.f("fk_attachment_message_row_id_message")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_attachment")),
     )
     with op.batch_alter_table("attachment", schema=None) as batch_op:
