@@ -100,7 +100,7 @@ class ImapWatchdog(_Strict):
 _CREDENTIALS = ("password", "password_file", "password_env", "oauth2_token_command", "oauth2_token_file")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host.lower().rstrip(".") in ("localhost", "localhost.localdomain"):
         return True
     try:
@@ -144,7 +144,7 @@ class ImapMailbox(_Strict):
         given = [name for name in _CREDENTIALS if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(_CREDENTIALS)} (got {', '.join(given) or 'none'})")
-        if self.security == "plain" and not _is_loopback(self.host):
+        if self.security == "plain" and not is_loopback(self.host):
             raise ValueError(
                 f"security: plain sends the password unencrypted; allowed only to a loopback host, "
                 f"not {self.host!r} (use tls or starttls)"
@@ -222,6 +222,61 @@ class Scheduler(_Strict):
     batch_size: int = 50
 
 
+NOTIFICATION_KINDS = (
+    "ack_new",
+    "alert_new",
+    "alert_message",
+    "agent_reply",
+    "notice_status",
+    "alert_assigned",
+    "alert_note",
+    "rejected",
+)
+
+
+class RateLimit(_Strict):
+    count: int = Field(ge=1)
+    within: Duration
+
+
+class Notifications(_Strict):
+    """Which notifications go out, and the limits on automatic mail (loop and flood safety)."""
+
+    kinds: dict[str, bool] = {}
+    rate_limits: list[RateLimit] = [
+        RateLimit(count=10, within=timedelta(minutes=10)),
+        RateLimit(count=25, within=timedelta(hours=1)),
+        RateLimit(count=100, within=timedelta(hours=10)),
+    ]
+    ticket_rate_limits: list[RateLimit] = [
+        RateLimit(count=10, within=timedelta(minutes=10)),
+        RateLimit(count=15, within=timedelta(minutes=30)),
+        RateLimit(count=25, within=timedelta(hours=1)),
+        RateLimit(count=50, within=timedelta(hours=3)),
+        RateLimit(count=100, within=timedelta(hours=10)),
+    ]
+    bounce_suppression: Duration = timedelta(days=60)
+    reply_to_token: bool = True
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(value) - set(NOTIFICATION_KINDS))
+        if unknown:
+            raise ValueError(
+                f"unknown notification kind(s) {', '.join(unknown)}; known: {', '.join(NOTIFICATION_KINDS)}"
+            )
+        return value
+
+    def enabled(self, kind: str, *overrides: dict[str, bool] | None) -> bool:
+        """Global switch, overridden by the department's, then the help topic's (most specific last)."""
+        on = self.kinds.get(kind, True)
+        for override in overrides:
+            if override and kind in override:
+                on = override[kind]
+        return on
+
+
 class Security(_Strict):
     secret_file: Path | None = None
 
@@ -236,6 +291,7 @@ class Department(_Strict):
     manager: Email | None = None
     members: list[Email] = []
     email: Email | None = None
+    notifications: dict[str, bool] = {}
 
 
 class Team(_Strict):
@@ -268,6 +324,7 @@ class MainFile(_Strict):
     intake: Intake
     outbound: Outbound
     tickets: Tickets = Tickets()
+    notifications: Notifications = Notifications()
     rules: Path | None = None
     agents: Path | None = None
     sla: Path | None = None

@@ -195,6 +195,7 @@ class Notification:
     references: tuple[str, ...]
     auto_submitted: str  # RFC 3834 value: auto-replied | auto-generated
     automatic: bool = True  # False for a human's words relayed (agent replies): not rate-limited
+    headers: tuple[tuple[str, str], ...] = ()  # Reply-To, Thread-Topic, Thread-Index, Auto-Submitted
 
 
 @dataclass(frozen=True, slots=True)

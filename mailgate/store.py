@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailgate.domain import InboundStatus
-from mailgate.model import Event, Inbound, Message, Outbox, Participant, ThreadRef, Ticket
+from mailgate.model import Event, Inbound, Message, Outbox, Participant, Suppression, ThreadRef, Ticket
 
 _DEDUPE_STATUSES = (InboundStatus.ACCEPTED.value, InboundStatus.QUARANTINED.value)
 
@@ -93,6 +93,19 @@ class Store:
         return list(rows)
 
     # --- outbox --------------------------------------------------------
+    def automatic_sent_at(self, recipient: str, since: datetime, ticket_id: int | None = None) -> list[datetime]:
+        """When automatic mail was queued for this recipient (on this ticket), for rate limits."""
+        query = select(Outbox.created_at).where(
+            Outbox.recipient == recipient, Outbox.automatic.is_(True), Outbox.created_at >= since
+        )
+        if ticket_id is not None:
+            query = query.where(Outbox.ticket_id == ticket_id)
+        return list(self.session.scalars(query))
+
+    def suppressed_until(self, address: str) -> datetime | None:
+        row = self.session.get(Suppression, address.lower())
+        return row.until if row else None
+
     def outbox_key_exists(self, key: str) -> bool:
         return self.session.scalar(select(func.count()).where(Outbox.dedupe_key == key)) != 0
 

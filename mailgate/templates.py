@@ -14,7 +14,17 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
-KINDS = ("ack_new",)
+KINDS = (
+    "ack_new",
+    "alert_new",
+    "alert_message",
+    "agent_reply",
+    "notice_status",
+    "alert_assigned",
+    "alert_note",
+    "rejected",
+    "admin_alert",
+)
 
 SAMPLE_CONTEXT: dict[str, Any] = {
     "ticket": {
@@ -24,12 +34,34 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "priority": "normal",
         "help_topic": "General",
         "department": "Support",
+        "assignee": "jane@example.com",
         "tag": "[#123456]",
     },
     "requester": {"name": "Pat Customer", "email": "pat@example.net"},
     "support_address": "support@example.com",
     "reply_marker": "-- Reply above this line --",
-    "message": {"text": "My printer is on fire.", "subject": "Printer on fire"},
+    "message": {
+        "text": "My printer is on fire.",
+        "subject": "Printer on fire",
+        "from": "pat@example.net",
+        "from_name": "Pat Customer",
+    },
+    "recipient": {"name": "Jane Doe", "email": "jane@example.com"},
+    "change": {
+        "status": "resolved",
+        "what": "Assigned to you",
+        "by": "jerry@example.com",
+        "reason": "Mail from this sender is not accepted.",
+    },
+    "alert": {
+        "kind": "failing",
+        "title": "IMAP intake failing",
+        "detail": "Mailbox support has been failing for 15 min. Last error: login refused.",
+        "mailbox": "support",
+        "since": "2026-01-05T09:00:00+00:00",
+        "host": "imap.example.com",
+        "folder": "INBOX",
+    },
 }
 
 
@@ -68,7 +100,20 @@ class Templates:
             except TemplateNotFound as exc:
                 problems.append(f"{self.folder / str(exc.name)}:1: template missing")
             except TemplateError as exc:
-                line = getattr(exc, "lineno", None) or 1
-                name = getattr(exc, "filename", None) or getattr(exc, "name", None) or f"{self.folder}/{kind}.*.j2"
+                name, line = _template_position(exc, f"{self.folder}/{kind}.*.j2")
                 problems.append(f"{name}:{line}: {exc.message if hasattr(exc, 'message') else exc}")
         return problems
+
+
+def _template_position(exc: TemplateError, fallback: str) -> tuple[str, int]:
+    """Where in the template it failed: syntax errors carry it; runtime errors have it in the traceback,
+    which Jinja rewrites so that template frames show the template's file and line."""
+    name, line = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+    if name and line:
+        return str(name), int(line)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            name, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+        tb = tb.tb_next
+    return (str(name), int(line)) if name and line else (fallback, 1)

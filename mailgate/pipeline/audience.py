@@ -1,0 +1,80 @@
+"""Who hears about a change: one decision per notification kind, from the ticket and the directory. (pure)
+
+Kept apart from rendering and delivery so the rules ("agents are alerted,
+customers are acknowledged, notes never reach a customer") read as a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mailgate.config import AgentsFile
+from mailgate.domain import Address, Change, Classification, MessageKind, ParsedMail, Sender
+
+
+@dataclass(frozen=True, slots=True)
+class TicketView:
+    requester: Address
+    collaborators: tuple[Address, ...]
+    assignee: str | None
+    department: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    kind: str
+    to: Address
+    automatic: bool  # machine-initiated: loop guard and rate limits apply
+    auto_submitted: str | None  # RFC 3834 value, None for a human's words relayed
+
+
+class Directory:
+    """Agents and departments from agents.yaml, for looking up who works a ticket."""
+
+    def __init__(self, agents: AgentsFile) -> None:
+        self.names: Mapping[str, str] = {a.email: a.name for a in agents.agents}
+        self.departments = {d.name: d for d in agents.departments}
+
+    def is_agent(self, address: str) -> bool:
+        return address.lower() in self.names
+
+    def agent(self, address: str) -> Address:
+        return Address(address, self.names.get(address, ""))
+
+    def responsible(self, ticket: TicketView) -> list[Address]:
+        """The assignee; else the department's members; else its manager."""
+        if ticket.assignee:
+            return [self.agent(ticket.assignee)]
+        dept = self.departments.get(ticket.department or "")
+        if dept is None:
+            return []
+        people = dept.members or ([dept.manager] if dept.manager else [])
+        return [self.agent(a) for a in dict.fromkeys(people)]
+
+    def department_overrides(self, name: str | None) -> dict[str, bool] | None:
+        dept = self.departments.get(name or "")
+        return dept.notifications if dept else None
+
+
+def _without(people: Sequence[Address], *exclude: str) -> list[Address]:
+    skip = {e.lower() for e in exclude if e}
+    return [p for p in people if p.email not in skip]
+
+
+def for_inbound(
+    change: Change, ticket: TicketView, parsed: ParsedMail, cls: Classification, sender: Sender,
+    directory: Directory, *, acknowledge: bool,
+) -> list[Planned]:
+    """Notifications caused by a received mail (new ticket or a new message on one)."""
+    planned: list[Planned] = []
+    agents = _without(directory.responsible(ticket), sender.address)
+    if change.created:
+        reply_to = parsed.reply_to[0] if parsed.reply_to else ticket.requester
+        if acknowledge and not cls.automatic and reply_to.email:
+            planned.append(Planned("ack_new", reply_to, True, "auto-replied"))
+        planned += [Planned("alert_new", agent, True, "auto-generated") for agent in agents]
+        return planned
+    if change.message_kind is MessageKind.CUSTOMER:
+        planned += [Planned("alert_message", agent, True, "auto-generated") for agent in agents]
+    return planned
