@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from mailgate import threadindex
 from mailgate.blobs import BlobStore
 from mailgate.domain import (
     Change,
@@ -82,10 +83,18 @@ def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ti
             created_at=w.now,
             updated_at=w.now,
             overdue=False,
+            conversation_index=_conversation_index(parsed),
         )
         if _insert_ticket(w, ticket):
             return ticket
     raise RuntimeError("could not allocate a free ticket number; widen tickets.number_format")
+
+
+def _conversation_index(parsed: ParsedMail) -> str | None:
+    """The customer's Outlook conversation, so our replies join it rather than start a new one."""
+    value = next((v for k, v in parsed.raw_headers if k.lower() == "thread-index"), None)
+    data = threadindex.decode(value)
+    return threadindex.encode(data[: threadindex.HEADER_LEN]) if data else None
 
 
 def _participants(w: Writer, ticket: Ticket, parsed: ParsedMail) -> None:
