@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,61 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_imap_check(args: argparse.Namespace) -> int:
+    from mailgate.adapters.imap_server import check_mailbox, describe
+
+    mailboxes = load_config(args.config).main.intake.imap
+    if not mailboxes:
+        print("no IMAP mailboxes configured (intake.imap)")
+        return EX_OK
+    reports: list[dict[str, Any]] = []
+    for mb in mailboxes:
+        try:
+            report = check_mailbox(mb)
+        except Exception as exc:  # every failure is reported, then the next mailbox is checked
+            report = {"name": mb.name, "server": f"{mb.host}:{mb.port}", "problems": [describe(mb, exc)]}
+        report["ok"] = not report["problems"]
+        reports.append(report)
+        if args.json:
+            continue
+        if not report["ok"]:
+            print(f"{mb.name}: FAILED ({report['server']}): {'; '.join(report['problems'])}")
+            continue
+        mode = "IDLE" if report["mode"] == "idle" else "polling"
+        print(f"{mb.name}: OK {mb.username}@{report['server']} ({mb.security}), {mode}, "
+              f"{'MOVE' if report['move'] else 'COPY+EXPUNGE'}")  # fmt: skip
+        print(f"  capabilities: {' '.join(report['capabilities'])}")
+        print(f"  folders (separator {report['separator']!r}): {', '.join(report['folders_on_server'])}")
+        for name, f in report["folders"].items():
+            counts = f"{f.get('messages')} messages, {f.get('unseen')} unseen"
+            ids = f"UIDVALIDITY {f.get('uidvalidity')}, UIDNEXT {f.get('uidnext')}"
+            state = f"{counts}, {ids}" if f["exists"] else "missing (created at the first move)"
+            print(f"  {name} ({f['role']}): {state}")
+    if args.json:
+        _print_json(reports)
+    return EX_OK if all(r["ok"] for r in reports) else EX_CONFIG
+
+
+def _date(value: str) -> datetime:
+    """An ISO date or datetime; a date alone means midnight UTC."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mailgate import report
+
+    ctx = _ctx(args)
+    rows = report.build(ctx.db, args.since, args.until, ctx.clock.now())
+    if args.format == "json":
+        _print_json(report.as_json(rows))
+    elif args.format == "csv":
+        sys.stdout.write(report.as_csv(rows))
+    else:
+        print(report.as_table(rows))
+    return EX_OK
+
+
 def cmd_rules_test(args: argparse.Namespace) -> int:
     from mailgate.dryrun import explain, render_text
 
@@ -215,6 +271,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["pending", "sending", "sent", "failed"])
     p.add_argument("--json", action="store_true")
     o_sub.add_parser("retry", parents=[common]).add_argument("ids", type=int, nargs="*")
+
+    imap = add("imap", lambda a: EX_CONFIG, "IMAP mailboxes")
+    i_sub = imap.add_subparsers(dest="imap_command", required=True)
+    p = i_sub.add_parser("check", parents=[common], help="log in to each mailbox; show folders, capabilities, counts")
+    p.set_defaults(func=cmd_imap_check)
+    p.add_argument("--json", action="store_true")
+
+    p = add("report", cmd_report, "volume, response and resolution times, SLA compliance by group")
+    p.add_argument("--since", type=_date, help="tickets created on or after (ISO date or datetime)")
+    p.add_argument("--until", type=_date, help="tickets created before (ISO date or datetime)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
     rules = add("rules", lambda a: EX_CONFIG, "routing rules")
     r_sub = rules.add_subparsers(dest="rules_command", required=True)

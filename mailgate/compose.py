@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime, parseaddr
 
 from mailgate.model import Outbox
 
@@ -21,7 +21,8 @@ def _clean(value: str) -> str:
 
 
 def compose(row: Outbox, loop_value: str, now: datetime) -> bytes:
-    msg = EmailMessage(policy=SMTP)
+    internationalised = not all(a.isascii() for a in (parseaddr(row.mail_from)[1], *row.recipients))
+    msg = EmailMessage(policy=SMTPUTF8 if internationalised else SMTP)  # RFC 6531 addresses stay raw UTF-8
     msg["From"] = _clean(row.mail_from)
     msg["To"] = ", ".join(_clean(r) for r in row.recipients)
     msg["Subject"] = _clean(row.subject)

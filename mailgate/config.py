@@ -200,6 +200,8 @@ class Tickets(_Strict):
     @field_validator("number_format")
     @classmethod
     def _digits(cls, value: str) -> str:
+        if len(value) > 32:
+            raise ValueError("number_format may be at most 32 characters long")
         if value.count("#") < 4:
             raise ValueError("number_format needs at least four '#' digit places")
         return value
@@ -362,9 +364,9 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
 
 def _sqlite_url(base: Path, url: str) -> str:
     """Make ``sqlite:///relative.db`` relative to the config folder, not the cwd."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        return prefix + str((base / url[len(prefix) :]).resolve())
+    scheme, sep, path = url.partition(":///")
+    if scheme.startswith("sqlite") and sep and path and not path.startswith("/") and ":memory:" not in path:
+        return f"{scheme}:///{(base / path).resolve()}"
     return url
 
 

@@ -9,16 +9,18 @@ back is recognised as a loop; and nobody can forge either without the key.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 
-_MID = re.compile(r"^<?mg\.(\d+)\.([a-z2-7]{8})\.([a-z2-7]{6})\.([a-z2-7]{16})@([^>]+)>?$")
+_MID = re.compile(r"^<?mg\.(\d{1,18})\.([a-z2-7]{8})\.([a-z2-7]{6})\.([a-z2-7]{16})@([^>]+)>?$")
 
 
 def _b32(data: bytes, length: int) -> str:
@@ -30,14 +32,27 @@ def load_secret(path: Path) -> bytes:
     try:
         data = path.read_bytes().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data + b"\n")
+        data = _create_secret(path)
     if len(data) < 16:
         raise ValueError(f"{path}: secret is too short (need at least 16 characters)")
     return data
+
+
+def _create_secret(path: Path) -> bytes:
+    """Write a complete file first, then link it into place: two processes starting at once
+    (serve and an ingest pipe) end up with the same secret, and neither reads a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_hex(32).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won the race: use its secret
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes().strip()
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,11 @@ class Identity:
         return SignedId(ticket_id, rhash)
 
     def is_own_loop(self, header_value: str | None) -> bool:
-        return bool(header_value) and hmac.compare_digest(str(header_value).strip(), self.loop_value)
+        if not header_value:
+            return False
+        # bytes, because compare_digest refuses non-ASCII str and the header comes from strangers
+        given = str(header_value).strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.loop_value.encode())
 
 
 def is_own_address(address: str, own: frozenset[str]) -> bool:

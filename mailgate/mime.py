@@ -1,4 +1,4 @@
-"""MIME walking helpers for ``pipeline/parse.py``: bodies, attachments, TNEF, content hash.
+"""MIME helpers for ``pipeline/parse.py``: bodies, attachments, TNEF, content hash, header bytes.
 
 Real mail is messy (unknown charsets, broken parts, winmail.dat), so every
 helper here degrades to "keep the bytes, decode with replacement" rather
@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mimetypes
 import re
 import unicodedata
+import warnings
 from collections.abc import Iterator
+from email import policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from typing import Any
 
 from mailgate.domain import Attachment
 
@@ -42,10 +48,43 @@ TRANSPORT_HEADERS = frozenset(
         b"x-virus-scanned",
         b"x-ms-exchange-organization-authas",
         b"x-mailgate-loop",
+        # what mailbox servers and readers add to a stored copy (mbox status, IMAP UIDs)
+        b"status",
+        b"x-status",
+        b"x-keywords",
+        b"x-uid",
+        b"x-envelope-from",
+        b"content-length",
+        b"lines",
     }
 )
+TRANSPORT_PREFIXES = (b"x-spam-", b"x-dspam-", b"x-rspamd-")
 _UNSAFE_NAME = re.compile(r"[^\w.\- ()+,=@\[\]]+", re.UNICODE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+ESCAPED_8BIT = re.compile("[\udc80-\udcff]+")  # raw 8-bit header bytes, as the parser keeps them
+
+
+def fix_8bit(value: str) -> str:
+    """Undeclared 8-bit bytes in a header: UTF-8 where they are valid UTF-8, else Windows-1252."""
+
+    def decode(m: re.Match[str]) -> str:
+        raw = m.group().encode("utf-8", "surrogateescape")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("cp1252", "replace")
+
+    return ESCAPED_8BIT.sub(decode, value)
+
+
+def decode_words(value: str) -> str:
+    """RFC 2047 encoded-words decoded; a broken one leaves the raw text, which beats nothing."""
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:
+        return value
 
 
 def content_hash(raw: bytes) -> str:
@@ -60,7 +99,7 @@ def content_hash(raw: bytes) -> str:
                 kept.append(line)
             continue
         name = line.split(b":", 1)[0].strip().lower()
-        keep = name not in TRANSPORT_HEADERS
+        keep = name not in TRANSPORT_HEADERS and not name.startswith(TRANSPORT_PREFIXES)
         if keep:
             kept.append(line)
     digest = hashlib.sha256(b"\n".join(kept))
@@ -84,20 +123,36 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
 
 
 def decode_part(part: Message) -> str:
-    """Text of a part, whatever its declared charset."""
+    """Text of a part, whatever its declared charset, with ``\n`` line ends and no NUL characters."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
-        return str(part.get_payload() or "")
-    charset = part.get_content_charset() or "utf-8"
+        payload = _payload_bytes(part)
     try:
-        return payload.decode(charset, errors="replace")
-    except LookupError:  # unknown charset name: try the common ones
-        for fallback in ("utf-8", "cp1252"):
-            try:
-                return payload.decode(fallback)
-            except UnicodeDecodeError:
-                continue
-        return payload.decode("latin-1")
+        charset = part.get_content_charset() or "utf-8"
+    except Exception:  # a charset parameter the header parser cannot read
+        charset = "utf-8"
+    try:
+        text = payload.decode(charset, errors="replace")
+    except LookupError:  # unknown charset name (or not a text codec): try the common ones
+        text = _decode_unknown(payload)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+def _decode_unknown(payload: bytes) -> str:
+    for fallback in ("utf-8", "cp1252"):
+        try:
+            return payload.decode(fallback)
+        except UnicodeDecodeError:
+            continue
+    return payload.decode("latin-1")
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The undecoded payload as bytes (8-bit input survives as surrogate escapes)."""
+    payload = part.get_payload()
+    if isinstance(payload, bytes):
+        return payload
+    return str(payload or "").encode("utf-8", "surrogateescape")
 
 
 def _is_attachment(part: Message) -> bool:
@@ -111,36 +166,75 @@ def _is_attachment(part: Message) -> bool:
 
 
 _LEAF_CONTAINERS = frozenset({"message/rfc822", "message/delivery-status", "message/global"})
+_BOUNDARY_LINE = re.compile(r"^--(\S{1,70}?)(?:--)?[ \t]*\r?$", re.M)
 
 
-def _leaf_parts(msg: Message) -> Iterator[Message]:
+def _recover_multipart(part: Message) -> Message | None:
+    """A multipart whose declared boundary never occurs: re-read it with the boundary its body uses."""
+    payload = part.get_payload()
+    m = _BOUNDARY_LINE.search(payload) if isinstance(payload, str) else None
+    if m is None:
+        return None
+    head = f'Content-Type: {part.get_content_type()}; boundary="{m.group(1)}"\n\n'.encode()
+    fixed = BytesParser(policy=policy.default).parsebytes(head + _payload_bytes(part))
+    return fixed if fixed.is_multipart() else None
+
+
+def _leaf_parts(msg: Message, *, recover: bool = True) -> Iterator[Message]:
     """Leaves in order; an attached mail is one leaf, so its body never mixes into ours."""
-    if msg.get_content_type() in _LEAF_CONTAINERS or not msg.is_multipart():
+    if msg.get_content_type() in _LEAF_CONTAINERS:
         yield msg
+        return
+    if not msg.is_multipart():
+        fixed = _recover_multipart(msg) if recover and msg.get_content_maintype() == "multipart" else None
+        yield from [msg] if fixed is None else _leaf_parts(fixed, recover=False)
         return
     payload = msg.get_payload()
     for sub in payload if isinstance(payload, list) else []:
         if isinstance(sub, Message):
-            yield from _leaf_parts(sub)
+            yield from _leaf_parts(sub, recover=recover)
+
+
+_EXTENSIONS = {"message/rfc822": ".eml", "text/plain": ".txt", "text/html": ".html", "text/rfc822-headers": ".txt"}
+
+
+def _message_bytes(inner: Message) -> bytes:
+    try:
+        return inner.as_bytes()
+    except Exception:  # headers the generator refuses to re-serialise: keep what it can give
+        return inner.as_string().encode("utf-8", "surrogateescape")
 
 
 def _attachment(part: Message, index: int) -> Attachment:
     ctype = part.get_content_type()
+    if len(ctype) > 100:  # a junk Content-Type must not overflow the column
+        ctype = "application/octet-stream"
     if ctype == "message/rfc822" or isinstance(part.get_payload(), list):
         inner = part.get_payload()
         first = inner[0] if isinstance(inner, list) and inner else None
-        data = first.as_bytes() if isinstance(first, Message) else part.as_bytes()
+        data = _message_bytes(first if isinstance(first, Message) else part)
     else:
         payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else str(part.get_payload() or "").encode()
+        data = payload if isinstance(payload, bytes) else _payload_bytes(part)
     try:
         raw_name = part.get_filename()
     except Exception:  # malformed RFC 2231 parameters
         raw_name = None
-    ext = {"message/rfc822": ".eml", "text/plain": ".txt", "text/html": ".html"}.get(ctype, ".bin")
-    name = sanitize_filename(raw_name, f"attachment-{index}{ext}")
+    name = sanitize_filename(raw_name, f"attachment-{index}{_EXTENSIONS.get(ctype, '.bin')}")
     inline = (part.get_content_disposition() or "") == "inline"
     return Attachment(name, ctype, data, hashlib.sha256(data).hexdigest(), inline)
+
+
+def _tnef_name(inner: Any, index: int) -> str:
+    try:  # the long (Unicode) name if Outlook stored one, else the 8.3 title
+        name = inner.long_filename()
+    except Exception:
+        name = None
+    if isinstance(name, bytes):
+        name = name.decode("cp1252", "replace")
+    if not isinstance(name, str):
+        name = None
+    return sanitize_filename(name.replace("\x00", "") if name else None, f"winmail-{index}.bin")
 
 
 def _tnef(att: Attachment) -> list[Attachment]:
@@ -148,19 +242,28 @@ def _tnef(att: Attachment) -> list[Attachment]:
     try:
         from tnefparse import TNEF
 
-        tnef = TNEF(att.data)
+        with warnings.catch_warnings():  # tnefparse uses APIs newer Pythons deprecate
+            warnings.simplefilter("ignore")
+            tnef = TNEF(att.data)
+        out = []
+        for i, inner in enumerate(tnef.attachments, 1):
+            data = inner.data if isinstance(inner.data, bytes) else bytes(inner.data)
+            name = _tnef_name(inner, i)
+            ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            out.append(Attachment(name, ctype, data, hashlib.sha256(data).hexdigest()))
     except Exception as exc:
         log.info("winmail.dat could not be unpacked (%s); kept as is", exc)
         return [att]
-    out = []
-    for i, inner in enumerate(tnef.attachments):
-        data = inner.data if isinstance(inner.data, bytes) else bytes(inner.data)
-        name = inner.long_filename() if hasattr(inner, "long_filename") else inner.name
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        name = sanitize_filename(name, f"winmail-{i}.bin")
-        out.append(Attachment(name, "application/octet-stream", data, hashlib.sha256(data).hexdigest()))
     return out or [att]
+
+
+def _body_kind(part: Message) -> str | None:
+    if part.get_content_maintype() == "multipart":  # a multipart left without parts: its words are the body
+        return "text"
+    ctype = part.get_content_type()
+    if ctype in ("text/plain", "text/html") and not _is_attachment(part):
+        return "text" if ctype == "text/plain" else "html"
+    return None
 
 
 def bodies_and_attachments(msg: EmailMessage) -> tuple[str | None, str | None, list[Attachment], list[str]]:
@@ -170,18 +273,17 @@ def bodies_and_attachments(msg: EmailMessage) -> tuple[str | None, str | None, l
     attachments: list[Attachment] = []
     dsn: list[str] = []
     for index, part in enumerate(_leaf_parts(msg), 1):
-        ctype = part.get_content_type()
-        if ctype == "message/delivery-status":
-            dsn.extend(_final_recipients(part))
+        if part.get_content_type() == "message/delivery-status":
+            dsn.extend(r for r in _final_recipients(part) if r not in dsn)
             continue
-        if ctype in ("text/plain", "text/html") and not _is_attachment(part):
+        kind = _body_kind(part)
+        if kind == "text":
             body = decode_part(part)
-            if ctype == "text/plain":
-                text = body if text is None else f"{text}\n{body}"
-                continue
-            if html is None:
-                html = body
-                continue
+            text = body if text is None else f"{text}\n{body}"
+            continue
+        if kind == "html" and html is None:
+            html = decode_part(part)
+            continue
         att = _attachment(part, index)
         if att.content_type == "application/ms-tnef" or att.filename.lower() == "winmail.dat":
             attachments.extend(_tnef(att))
@@ -191,16 +293,22 @@ def bodies_and_attachments(msg: EmailMessage) -> tuple[str | None, str | None, l
 
 
 def _final_recipients(part: Message) -> list[str]:
+    """Final-Recipient (or Original-Recipient) of each per-recipient block of a DSN."""
     out = []
     payload = part.get_payload()
     blocks = payload if isinstance(payload, list) else []
     for block in blocks:
         if not isinstance(block, Message):
             continue
-        value = block.get("Final-Recipient") or block.get("Original-Recipient")
+        try:
+            value = block.get("Final-Recipient") or block.get("Original-Recipient")
+        except Exception:  # an unparsable field: the text search below may still find it
+            continue
         if value and ";" in str(value):
-            out.append(str(value).split(";", 1)[1].strip().strip("<>").lower())
-    if not blocks:
+            address = str(value).split(";", 1)[1].strip().strip("<>").lower()
+            if "@" in address:
+                out.append(address)
+    if not blocks:  # the parser kept the report as text
         for m in re.finditer(r"(?im)^Final-Recipient:\s*[^;]+;\s*<?([^>\s]+)>?", decode_part(part)):
             out.append(m.group(1).lower())
     return out

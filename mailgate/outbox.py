@@ -4,7 +4,9 @@ A claim is a short transaction that moves rows to ``sending`` with a lease
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
 so several daemons never send one row twice; a daemon that dies mid-send
 leaves a lease that expires and the row is retried. The relay is never
-called inside a database transaction.
+called inside a database transaction. A row whose lease ran out before its
+turn is skipped (another sender may own it now), and a row that cannot be
+composed or sent is retried with backoff without holding up the others.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mailgate.clock import Clock
 from mailgate.compose import compose
 from mailgate.config import Retry
 from mailgate.db import Database
+from mailgate.errors import TempFail
 from mailgate.model import Event, Outbox
 
 log = logging.getLogger(__name__)
@@ -88,18 +91,34 @@ def _record(db: Database, row_id: int, result: Sent | TempFailure | PermFailure,
         return "failed"
 
 
+def _send_one(
+    db: Database, row_id: int, transport: Transport, clock: Clock, loop_value: str
+) -> Sent | TempFailure | PermFailure | None:
+    with db.reader() as session:
+        row = session.get(Outbox, row_id)
+        if row is None or row.status != "sending" or row.locked_until is None or row.locked_until <= clock.now():
+            return None
+        data = compose(row, loop_value, clock.now())
+        mail_from = parseaddr(row.mail_from)[1]
+        recipients = list(row.recipients)
+    return transport.send(mail_from, recipients, data)
+
+
 def flush(
     db: Database, transport: Transport, clock: Clock, retry: Retry, loop_value: str, limit: int = 50
 ) -> FlushResult:
     counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
     for row_id in claim(db, clock.now(), limit):
-        with db.reader() as session:
-            row = session.get(Outbox, row_id)
-            assert row is not None
-            data = compose(row, loop_value, clock.now())
-            mail_from = parseaddr(row.mail_from)[1]
-            recipients = list(row.recipients)
-        result = transport.send(mail_from, recipients, data)
+        try:
+            result = _send_one(db, row_id, transport, clock, loop_value)
+        except TempFail:
+            raise  # the database is away: the claimed rows' leases expire and they are retried
+        except Exception as exc:  # a bug or odd data in one row must not stall the rows claimed after it
+            log.exception("outbox #%s could not be sent", row_id)
+            result = TempFailure(f"internal error: {exc!r}")
+        if result is None:
+            counts["lost"] += 1  # our lease ran out while earlier rows were sent; another sender may own it
+            continue
         outcome = _record(db, row_id, result, clock.now(), retry)
         counts[outcome] += 1
         if outcome != "sent":

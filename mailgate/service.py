@@ -22,6 +22,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from mailgate.adapters.imap import ImapIntake
 from mailgate.adapters.smtp_in import IntakeHandler
 from mailgate.adapters.smtp_out import MaildirTransport, SmtpTransport, Transport
 from mailgate.blobs import BlobStore
@@ -232,10 +233,13 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
 
     writer = BatchWriter(holder.get, threads=1 if ctx.db.is_sqlite else 4, on_commit=on_commit)
     server = await _start_smtp(holder, writer, clock)
+    imap = ImapIntake(holder.get, writer.submit)  # one thread per mailbox, same writer as SMTP
+    imap.start(config.main.intake.imap)
 
     def on_hup() -> None:
         sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
-        reload(holder)
+        if reload(holder):  # restart only the mailboxes whose settings changed (stopping one can take a second)
+            loop.run_in_executor(None, imap.reconfigure, holder.get().config.main.intake.imap)
         sd_notify("READY=1")
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -251,6 +255,7 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     sd_notify("STOPPING=1")
     if server is not None:
         server.close()
+    await asyncio.to_thread(imap.stop)  # leave IDLE, log out; their last commits finish before the writer closes
     await asyncio.to_thread(writer.close)
     await scheduler.stop()
     watchdog.cancel()

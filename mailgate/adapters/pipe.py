@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from mailgate.domain import Envelope, Outcome
 from mailgate.errors import Rejected, TempFail
 from mailgate.pipeline.ingest import Context, ingest
 
+# mbox writers turn a body line "From ..." into ">From ..." (and mboxrd ">From" into ">>From"); undo one level.
+_MBOX_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
+
 
 @dataclass(frozen=True)
 class PipeResult:
@@ -25,9 +29,21 @@ class PipeResult:
     error: Rejected | TempFail | None
 
 
+def _without_from_line(raw: bytes) -> bytes:
+    """Postfix (local(8)) and others put a ``From sender date`` line before a piped mail.
+
+    It is envelope, not content, and its time stamp changes on every delivery attempt:
+    kept, it would make a retried delivery look like a different mail to dedupe.
+    """
+    if raw.startswith(b"From "):
+        _, _, rest = raw.partition(b"\n")
+        return rest
+    return raw
+
+
 def _messages(name: str) -> Iterator[tuple[str, bytes]]:
     if name == "-":
-        yield "stdin", sys.stdin.buffer.read()
+        yield "stdin", _without_from_line(sys.stdin.buffer.read())
         return
     path = Path(name)
     if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
@@ -39,8 +55,9 @@ def _messages(name: str) -> Iterator[tuple[str, bytes]]:
     with path.open("rb") as fh:
         head = fh.read(5)
     if head == b"From ":
-        for i, msg in enumerate(mailbox.mbox(path, create=False), 1):
-            yield f"{path}#{i}", msg.as_bytes(unixfrom=False)
+        mbox = mailbox.mbox(path, create=False)
+        for i, key in enumerate(mbox.keys(), 1):  # the stored bytes, not a re-serialisation of them
+            yield f"{path}#{i}", _MBOX_QUOTED.sub(rb"\1", mbox.get_bytes(key))
         return
     yield str(path), path.read_bytes()
 

@@ -11,6 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+
 from mailgate.clock import Clock
 from mailgate.domain import Envelope, Outcome
 from mailgate.errors import TempFail
@@ -18,6 +21,25 @@ from mailgate.identity import is_own_address
 
 log = logging.getLogger(__name__)
 Submit = Callable[[bytes, Envelope], Awaitable[Outcome | TempFail]]
+
+
+# RFC 5322 caps lines at 998 characters, but real mail (HTML mailers, unwrapped base64) breaks it,
+# and aiosmtpd answers such a mail with a permanent "500 Line too long": the sender would bounce
+# it. Accept long lines up to this size instead (the message size limit still applies).
+MAX_LINE = 1 << 20
+
+
+class IntakeSMTP(SMTP):
+    line_length_limit = MAX_LINE
+
+
+class IntakeLMTP(LMTP):
+    line_length_limit = MAX_LINE
+
+
+def protocol_class(*, lmtp: bool) -> type[Any]:
+    """The aiosmtpd protocol ``serve`` should instantiate per connection."""
+    return IntakeLMTP if lmtp else IntakeSMTP
 
 
 def status_for(result: Outcome | TempFail) -> str:

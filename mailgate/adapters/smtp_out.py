@@ -2,6 +2,9 @@
 
 Each send ends in one of three typed results; the outbox decides retry or
 give-up from the type alone, so transports never touch the database.
+Only a refusal of this mail or its recipient is permanent; when the relay
+refuses us (login, sender address, greeting) or cannot be reached, the mail
+waits and is retried, because the fix is on our side.
 """
 
 from __future__ import annotations
@@ -75,15 +78,23 @@ class SmtpTransport:
         return client
 
     def send(self, mail_from: str, recipients: list[str], data: bytes) -> SendResult:
+        eai = [a for a in (mail_from, *recipients) if not a.isascii()]  # internationalised addresses (RFC 6531)
         try:
             with self._connect() as client:
+                client.ehlo_or_helo_if_needed()
+                if eai and not client.has_extn("smtputf8"):
+                    return PermFailure(f"relay {self.host}:{self.port} does not offer SMTPUTF8, "
+                                       f"needed for {', '.join(eai)}")
                 if self.username:
                     client.login(self.username, self.password or "")
-                refused = client.sendmail(mail_from, recipients, data)
+                refused = client.sendmail(mail_from, recipients, data, mail_options=["SMTPUTF8"] if eai else [])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             text = "; ".join(f"{r}: {c} {m!r}" for r, (c, m) in exc.recipients.items())
             return PermFailure(text) if all(c >= 500 for c in codes) else TempFailure(text)
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused, smtplib.SMTPConnectError) as exc:
+            # the relay refuses *us* (login, sender, greeting): our configuration, not this mail's fault
+            return TempFailure(f"relay {self.host}:{self.port} refused us: {exc.smtp_code} {exc.smtp_error!r}")
         except smtplib.SMTPResponseException as exc:
             text = f"{exc.smtp_code} {exc.smtp_error!r}"
             return PermFailure(text) if exc.smtp_code >= 500 else TempFailure(text)

@@ -12,9 +12,11 @@ from mailgate.domain import Classification, Envelope, Kind, ParsedMail
 from mailgate.identity import Identity, is_own_address
 
 _DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon)@", re.I)
+# Only phrases clients put there themselves: a customer's "Vacation request" or "Absence of
+# invoice" is a real ticket and must get its acknowledgment.
 _OOO_SUBJECT = re.compile(
-    r"^(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheitsnotiz|"
-    r"automatische antwort|vacation|r[ée]ponse automatique|absence)\b",
+    r"^(auto(matic)?[ -]?(reply|response|antwort)\b|out of (the )?office\b|abwesenheitsnotiz\b|"
+    r"automatische antwort\b|r[ée]ponse automatique\b|absence du bureau\b)",
     re.I,
 )
 _BULK = {"bulk", "junk", "list", "auto_reply"}

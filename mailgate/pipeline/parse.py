@@ -2,6 +2,9 @@
 
 Every header read goes through ``_header``, which falls back to the raw value
 when the structured parser chokes, so one broken header never costs the mail.
+Raw 8-bit bytes in headers are decoded by hand (UTF-8, else Windows-1252), and
+ids and addresses too long for any real mail are dropped, so whatever comes out
+can be stored as text by any database.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from email import policy
-from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
@@ -17,7 +19,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from mailgate.domain import Address, ParsedMail
 from mailgate.errors import ParseError
 from mailgate.htmltext import html_to_text, sanitize_html
-from mailgate.mime import bodies_and_attachments, content_hash
+from mailgate.mime import ESCAPED_8BIT, bodies_and_attachments, content_hash, decode_words, fix_8bit
 from mailgate.pipeline.quotes import split_new_text
 
 _PARSER = BytesParser(policy=policy.default)
@@ -34,52 +36,63 @@ AUTO_HEADERS = (
     "x-failed-recipients",
     "x-loop",
 )
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_ID, MAX_REFERENCES, MAX_ADDRESS, MAX_NAME = 998, 100, 254, 200
 
 
-def _header(msg: EmailMessage, name: str) -> str | None:
+def _raw(msg: EmailMessage, name: str) -> list[str]:
+    name = name.lower()
+    return [fix_8bit(str(v)) for k, v in msg.raw_items() if k.lower() == name]
+
+
+def _header(msg: EmailMessage, name: str, *, junk: bool = False) -> str | None:
+    """Decoded header text; with ``junk`` (raw 8-bit bytes somewhere) decoded by hand from the raw value."""
+    if junk:
+        raw = _raw(msg, name)
+        return decode_words(raw[0]) if raw else None
     try:
         value = msg.get(name)
     except Exception:  # structured parser failed: use the raw text, decoded leniently
-        raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-        if raw is None:
-            return None
-        try:
-            return str(make_header(decode_header(raw)))
-        except Exception:
-            return str(raw)
+        raw = _raw(msg, name)
+        return decode_words(raw[0]) if raw else None
     return None if value is None else str(value)
 
 
 def _one_line(value: str | None) -> str:
-    return re.sub(r"\s+", " ", value or "").strip()
+    return re.sub(r"\s+", " ", _CONTROL.sub("", value or "")).strip()
 
 
-def _addresses(msg: EmailMessage, name: str) -> tuple[Address, ...]:
-    values = []
-    try:
-        values = [str(v) for v in msg.get_all(name) or []]
-    except Exception:
-        single = _header(msg, name)
-        values = [single] if single else []
+def _addresses(msg: EmailMessage, name: str, junk: bool = False) -> tuple[Address, ...]:
+    raw_path = junk
+    if not junk:
+        try:
+            values = [str(v) for v in msg.get_all(name) or []]
+        except Exception:  # the structured parser choked: read the raw text
+            raw_path = True
+    if raw_path:
+        values = _raw(msg, name)
     out = []
     for display, email in getaddresses(values):
-        email = email.strip().lower()
-        if "@" in email:
-            out.append(Address(email, _one_line(display)))
+        email = _one_line(email).replace(" ", "").lower()
+        if "@" in email and len(email) <= MAX_ADDRESS:
+            out.append(Address(email, _one_line(decode_words(display) if raw_path else display)[:MAX_NAME]))
     return tuple(out)
 
 
-def _ids(value: str | None) -> tuple[str, ...]:
-    return tuple(_MSGID.findall(value or ""))
+def _ids(value: str | None, *, bare: bool = False) -> tuple[str, ...]:
+    found = tuple(i for i in _MSGID.findall(value or "") if len(i) <= MAX_ID)
+    if not found and bare and value and "@" in value and len(value.split()) == 1 and len(value) < MAX_ID:
+        return (f"<{value.strip().strip('<>')}>",)  # "Message-ID: id@host" from a sloppy client
+    return found
 
 
-def _date(msg: EmailMessage) -> datetime | None:
-    value = _header(msg, "date")
+def _date(msg: EmailMessage, junk: bool) -> datetime | None:
+    value = _header(msg, "date", junk=junk)
     if not value:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except Exception:  # ValueError, OverflowError, ...: an unusable date is no date
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
@@ -105,29 +118,31 @@ def parse(raw: bytes) -> ParsedMail:
             raise ParseError("no headers found: not an RFC 5322 message")
         loop_token = _strip_private_headers(msg)
         text, html, attachments, dsn = bodies_and_attachments(msg)
+        raw_headers = tuple((k, str(v)) for k, v in msg.raw_items())
     except ParseError:
         raise
     except Exception as exc:
         raise ParseError(f"unreadable MIME structure: {exc!r}") from exc
+    junk = any(ESCAPED_8BIT.search(v) for _, v in raw_headers)
     safe_html = sanitize_html(html) if html else None
     if text is None or (not text.strip() and html):
         text = html_to_text(html) if html else ""
-    mids = _ids(_header(msg, "message-id"))
-    from_list = _addresses(msg, "from")
-    auto = tuple((name, _one_line(v)) for name in AUTO_HEADERS if (v := _header(msg, name)) is not None)
+    mids = _ids(_header(msg, "message-id", junk=junk), bare=True)
+    from_list = _addresses(msg, "from", junk)
+    auto = tuple((name, _one_line(v)) for name in AUTO_HEADERS if (v := _header(msg, name, junk=junk)) is not None)
     if dsn:
         auto = (*auto, ("x-mailgate-dsn-recipients", ",".join(dsn)))
     return ParsedMail(
         message_id=mids[0] if mids else None,
         sha256=content_hash(raw),
-        subject=_one_line(_header(msg, "subject")),
+        subject=_one_line(_header(msg, "subject", junk=junk)),
         from_addr=from_list[0] if from_list else None,
-        to=_addresses(msg, "to"),
-        cc=_addresses(msg, "cc"),
-        reply_to=_addresses(msg, "reply-to"),
-        in_reply_to=_ids(_header(msg, "in-reply-to")),
-        references=_ids(_header(msg, "references")),
-        date=_date(msg),
+        to=_addresses(msg, "to", junk),
+        cc=_addresses(msg, "cc", junk),
+        reply_to=_addresses(msg, "reply-to", junk),
+        in_reply_to=_ids(_header(msg, "in-reply-to", junk=junk)),
+        references=_ids(_header(msg, "references", junk=junk))[-MAX_REFERENCES:],
+        date=_date(msg, junk),
         text=text,
         html=safe_html,
         new_text=split_new_text(text),
@@ -136,5 +151,5 @@ def parse(raw: bytes) -> ParsedMail:
         content_type=msg.get_content_type(),
         defects=tuple(type(d).__name__ for d in msg.defects),
         loop_token=loop_token,
-        raw_headers=tuple((k, str(v)) for k, v in msg.raw_items()),
+        raw_headers=tuple((k, fix_8bit(v).replace("\x00", "")) for k, v in raw_headers) if junk else raw_headers,
     )

@@ -23,8 +23,11 @@ class TicketTag:
         self.subject_tag = subject_tag
         number_re = "".join(r"\d" if ch == "#" else re.escape(ch) for ch in number_format)
         before, _, after = subject_tag.partition("{number}")
+        # no digit may touch the number, so "#123456" is never read out of "#1234567"
         self.regex = re.compile(
-            re.escape(before).replace(r"\ ", r"\s*") + f"({number_re})" + re.escape(after).replace(r"\ ", r"\s*"),
+            re.escape(before).replace(r"\ ", r"\s*")
+            + f"(?<!\\d)({number_re})(?!\\d)"
+            + re.escape(after).replace(r"\ ", r"\s*"),
             re.IGNORECASE,
         )
 
@@ -44,7 +47,12 @@ class TicketTag:
         return self.subject_tag.replace("{number}", number)
 
     def numbers_in(self, subject: str) -> list[str]:
-        return [m.group(1) for m in self.regex.finditer(subject)]
+        """Numbers tagged in the subject, spelled as stored ("mg-123456" in a reply is "MG-123456")."""
+        fmt = self.number_format
+        return [
+            "".join(c if f == "#" else f for f, c in zip(fmt, m.group(1), strict=True))
+            for m in self.regex.finditer(subject)
+        ]
 
     def with_tag(self, subject: str, number: str) -> str:
         tag = self.tag(number)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 
@@ -19,6 +19,14 @@ from mailgate.rules.schema import Condition, Rule, Then, When
 
 def _norm(value: str) -> str:
     return unicodedata.normalize("NFKC", value).casefold()
+
+
+_POSITIVE: dict[str, Callable[[str, str], bool]] = {
+    "equals": str.__eq__,
+    "contains": str.__contains__,
+    "starts": str.startswith,
+    "ends": str.endswith,
+}
 
 
 @dataclass(frozen=True)
@@ -75,25 +83,21 @@ class CompiledRules:
             self._prepare(sub)
 
     def _test(self, cond: Condition, facts: Facts) -> bool:
-        values = [_norm(v) for v in facts.values(cond.field)]
+        """Text comparisons are caseless and NFKC-normalised; a list value means "any of these"."""
+        raw = facts.values(cond.field)
         op = cond.op
         if op in ("matches", "not_matches"):
             assert isinstance(cond.value, str)
             pattern = self._patterns[cond.value]
-            hit = any(pattern.search(v) for v in facts.values(cond.field))
+            hit = any(pattern.search(unicodedata.normalize("NFKC", v)) for v in raw)
             return hit if op == "matches" else not hit
+        values = [_norm(v) for v in raw]
+        needles = [_norm(v) for v in ([cond.value] if isinstance(cond.value, str) else cond.value)]
         if op == "in":
-            wanted = {_norm(v) for v in cond.value}
-            return any(v in wanted for v in values)
-        needle = _norm(cond.value if isinstance(cond.value, str) else " ".join(cond.value))
-        positive = {
-            "equals": str.__eq__,
-            "contains": str.__contains__,
-            "starts": str.startswith,
-            "ends": str.endswith,
-        }
+            return any(v in needles for v in values)
         base = op.removeprefix("not_")
-        hit = any(positive[base](v, needle) for v in values)
+        test = _POSITIVE[base]
+        hit = any(test(v, n) for v in values for n in needles)
         return not hit if op.startswith("not_") else hit
 
     def _eval(self, when: When | Condition, facts: Facts) -> str | None:

@@ -9,12 +9,20 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from mailgate.domain import Priority
 
 FIELDS_FIXED = ("sender", "sender_domain", "recipient", "subject", "body", "body_full", "help_topic")
+OPERATORS = ("equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in")
 Operator = Literal["equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in"]
+
+
+def _known_operator(value: Any) -> Any:
+    """One clear message for a typo (``containz``) instead of pydantic's list of literals."""
+    if isinstance(value, str) and value not in OPERATORS:
+        raise ValueError(f"unknown operator '{value}' (use one of: {', '.join(OPERATORS)})")
+    return value
 
 
 class _Strict(BaseModel):
@@ -58,7 +66,7 @@ class HelpTopic(_Strict):
 
 class Condition(_Strict):
     field: str
-    op: Operator
+    op: Annotated[Operator, BeforeValidator(_known_operator)]
     value: str | list[str]
 
     @field_validator("field")
@@ -79,10 +87,24 @@ class Condition(_Strict):
         return self
 
 
+def _node_kind(value: Any) -> str:
+    """A mapping with ``field``/``op``/``value`` is a condition, anything else a group, so a typo
+    inside a condition is reported once, as itself, and not also as "not a valid group"."""
+    if isinstance(value, dict):
+        return "condition" if value.keys() & {"field", "op", "value"} else "group"
+    return "condition" if isinstance(value, Condition) else "group"
+
+
+Node = Annotated[
+    Annotated[Condition, Tag("condition")] | Annotated["When", Tag("group")],
+    Discriminator(_node_kind),
+]
+
+
 class When(_Strict):
-    all: list[Condition | When] = []
-    any: list[Condition | When] = []
-    not_: Annotated[Condition | When | None, Field(alias="not")] = None
+    all: list[Node] = []
+    any: list[Node] = []
+    not_: Annotated[Node | None, Field(alias="not")] = None
 
 
 class Then(_Strict):

@@ -1,0 +1,382 @@
+"""IMAP intake: one thread per mailbox hands raw mail to the same pipeline and acknowledges only after commit.
+
+A round: SELECT the folder, compare UIDVALIDITY with the checkpoint in
+``mailbox_state``, find the waiting UIDs, FETCH them with ``BODY.PEEK[]`` in
+batches (so nothing is marked seen early), submit each mail to the group-commit
+writer and wait for the commit, then acknowledge on the server:
+
+* ``processed_folder`` set: MOVE there (COPY + ``\\Deleted`` + UID EXPUNGE when
+  the server lacks MOVE). Everything still in the folder is waiting, so a
+  crash between commit and move only means a re-fetch, which dedupe stores once.
+* ``processed_folder`` omitted ("leave in place"): flag ``\\Seen`` and advance
+  ``last_uid``; only UIDs above it are fetched, so flagged or human-read mail
+  is never taken twice. ``last_uid`` stops below the first mail that could not
+  be stored, so that one is retried.
+
+Quarantined and policy-rejected mail goes to ``quarantine_folder`` when set.
+A temporary failure (database down) leaves the mail in place and the round is
+retried with a growing delay. A new UIDVALIDITY resets ``last_uid`` to 0: the
+folder is rescanned and dedupe recognises what was already stored.
+
+Between rounds the thread IDLEs (re-issued every ``idle_timeout``, under the 29
+minutes of RFC 2177; ``idle_check`` ticks every second so a stop request is
+seen at once) or polls every ``poll_interval``. Connection trouble reconnects
+with exponential backoff and jitter; a refused login backs off from 30 s to
+30 min so a wrong password never hammers the server or locks the account.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from imapclient import SEEN, IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mailgate.adapters import imap_server
+from mailgate.adapters.imap_server import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
+from mailgate.adapters.imap_watchdog import MailboxHealth, MailboxWatchdog
+from mailgate.config import ImapMailbox
+from mailgate.domain import Envelope, Outcome
+from mailgate.errors import TempFail
+from mailgate.model import MailboxState
+from mailgate.pipeline.ingest import Context
+
+log = logging.getLogger(__name__)
+
+Result = Outcome | TempFail
+Submit = Callable[[bytes, Envelope], "Future[Result]"]
+
+IDLE_TICK = 1.0  # seconds per idle_check: how quickly a stop request is noticed
+MAX_BATCH_BYTES = 32 * 2**20  # one FETCH never holds more than this (a single bigger mail goes alone)
+BACKOFF = {"connect": (1.0, 300.0), "login": (30.0, 1800.0)}  # first and maximum delay, seconds
+
+
+def backoff_delay(kind: str, failures: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    first, maximum = BACKOFF[kind]
+    return float(min(first * 2 ** max(0, failures - 1), maximum) * rng(0.8, 1.2))
+
+
+@dataclass
+class _Round:
+    new: int = 0  # UIDs seen for the first time in this round
+    left: set[int] = field(default_factory=set)  # left in place, to retry
+    problem: str | None = None  # why, for the watchdog's alert
+
+
+def load_state(ctx: Context, name: str) -> tuple[int | None, int]:
+    with ctx.db.reader() as session:
+        row = session.get(MailboxState, name)
+        return (row.uidvalidity, row.last_uid) if row else (None, 0)
+
+
+def save_state(
+    ctx: Context, name: str, *, uidvalidity: int | None = None, last_uid: int | None = None, error: str | None = None
+) -> None:
+    now = ctx.clock.now()
+    with ctx.db.transaction() as session:
+        row = session.get(MailboxState, name)
+        if row is None:
+            row = MailboxState(name=name, last_uid=0)
+            session.add(row)
+        row.updated_at = now
+        if error is not None:
+            row.last_error = error[:2000]
+            return
+        if uidvalidity is not None:
+            row.uidvalidity = uidvalidity
+        if last_uid is not None:
+            row.last_uid = last_uid
+        row.last_success_at, row.last_error = now, None
+
+
+class MailboxPoller:
+    """The thread that owns one mailbox's connection."""
+
+    def __init__(
+        self, mailbox: ImapMailbox, context: Callable[[], Context], submit: Submit, health: MailboxHealth | None = None
+    ) -> None:
+        self.mailbox = mailbox
+        self.health = health or MailboxHealth()
+        self._context = context
+        self._submit = submit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mailgate-imap-{mailbox.name}", daemon=True)
+        self._failures = 0
+        self._retry_delay = 0.0
+        self._uidvalidity: int | None = None
+        self._last_uid = 0
+        self._first_seen: dict[int, datetime] = {}
+        self._peer = f"{mailbox.host}:{mailbox.port}"
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        name = self.mailbox.name
+        log.info("imap %s: watching %s on %s as %s", name, self.mailbox.folder, self._peer, self.mailbox.username)
+        while not self._stop.is_set():
+            client: IMAPClient | None = None
+            delay = 0.0
+            try:
+                client = imap_server.connect(self.mailbox)
+                self._session(client)
+            except Exception as exc:
+                delay = self._failed(exc)
+            finally:
+                if client is not None:
+                    imap_server.close(client, logout=True)
+            self._stop.wait(delay)
+        log.info("imap %s: stopped", name)
+
+    def _failed(self, exc: BaseException) -> float:
+        mb, health = self.mailbox, self.health
+        ctx = self._context()
+        self._failures += 1
+        kind = "login" if imap_server.is_auth_failure(exc) else "connect"
+        delay = backoff_delay(kind, self._failures)
+        message = imap_server.describe(mb, exc)
+        health.last_error = message
+        if health.failing_since is None:
+            health.failing_since = ctx.clock.now()
+        unexpected = not isinstance(exc, OSError | IMAPClientError | TempFail | imap_server.CredentialError)
+        log.warning(
+            "imap %s: %s; retrying in %.0f s (failure %d since %s)",
+            mb.name,
+            message,
+            delay,
+            self._failures,
+            health.failing_since.isoformat(timespec="seconds"),
+            exc_info=unexpected,
+        )
+        try:
+            save_state(ctx, mb.name, error=message)
+        except Exception as db_exc:  # the database may be the thing that is down
+            log.debug("imap %s: could not record the error: %r", mb.name, db_exc)
+        return delay
+
+    def _healthy(self) -> None:
+        if self._failures:
+            log.info("imap %s: working again after %d failure(s)", self.mailbox.name, self._failures)
+        self._failures = 0
+        self.health.failing_since = None
+        self.health.last_error = None
+
+    # ------------------------------------------------------------------ session
+    def _session(self, client: IMAPClient) -> None:
+        mb = self.mailbox
+        caps = {c.upper() for c in client.capabilities()}
+        use_idle = mb.idle and b"IDLE" in caps
+        use_move = b"MOVE" in caps
+        for folder in (mb.processed_folder, mb.quarantine_folder):
+            try:
+                if folder:
+                    ensure_folder(client, folder)
+            except IMAPClient.AbortError:
+                raise
+            except IMAPClientError as exc:  # retried at every move; meanwhile the mail waits in place
+                log.warning("imap %s: cannot create folder %s: %s", mb.name, folder, exc)
+        self._uidvalidity, self._last_uid = load_state(self._context(), mb.name)
+        while not self._stop.is_set():
+            result = self._round(client, use_move)
+            self._healthy()
+            self.health.last_error = result.problem
+            if self._stop.is_set():
+                return
+            if result.left:
+                self._retry_delay = min(max(2.0, self._retry_delay * 2), mb.poll_interval.total_seconds(), 300.0)
+                self._wait(client, use_idle, self._retry_delay)
+            elif result.new:
+                self._retry_delay = 0.0
+                continue  # more may have arrived while we worked; IDLE would not report it again
+            else:
+                self._retry_delay = 0.0
+                timeout = mb.idle_timeout if use_idle else mb.poll_interval
+                self._wait(client, use_idle, timeout.total_seconds())
+
+    def _wait(self, client: IMAPClient, use_idle: bool, seconds: float) -> None:
+        if not use_idle:
+            self._stop.wait(seconds)
+            return
+        sock = client.socket()
+        read_timeout = self.mailbox.timeout.total_seconds()
+        if exists_reported(client):
+            return
+        client.idle()
+        deadline = time.monotonic() + seconds
+        quick_empties = 0
+        try:
+            while not exists_reported(client) and not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                responses = client.idle_check(timeout=min(IDLE_TICK, max(0.0, deadline - started)))
+                sock.settimeout(read_timeout)  # idle_check leaves the socket without a timeout
+                if any(len(r) > 1 and r[0] == b"BYE" for r in responses):
+                    raise IMAPClient.AbortError(f"server said BYE: {responses[0]!r}")
+                if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
+                    return
+                # poll() says readable but no line arrives: the server closed the connection (EOF)
+                quick_empties = quick_empties + 1 if not responses and time.monotonic() - started < 0.05 else 0
+                if quick_empties >= 5:
+                    raise IMAPClient.AbortError("EOF while idling")
+        finally:
+            sock.settimeout(read_timeout)
+            client.idle_done()
+
+    # -------------------------------------------------------------------- round
+    def _round(self, client: IMAPClient, use_move: bool) -> _Round:
+        mb, ctx = self.mailbox, self._context()
+        uidvalidity = int(client.select_folder(mb.folder)[b"UIDVALIDITY"])
+        if uidvalidity != self._uidvalidity:
+            if self._uidvalidity is not None:
+                log.warning(
+                    "imap %s: UIDVALIDITY of %s changed from %s to %s; rescanning the folder from UID 1 "
+                    "(mail already stored is recognised as duplicate)",
+                    mb.name,
+                    mb.folder,
+                    self._uidvalidity,
+                    uidvalidity,
+                )
+            self._uidvalidity, self._last_uid = uidvalidity, 0
+            self._first_seen.clear()
+            save_state(ctx, mb.name, uidvalidity=uidvalidity, last_uid=0)
+        exists_reported(client)  # this search sees all mail announced so far; later EXISTS mean another round
+        if mb.processed_folder:
+            uids = sorted(client.search(["NOT", "DELETED"]))
+        else:
+            uids = sorted(u for u in client.search(["UID", f"{self._last_uid + 1}:*"]) if u > self._last_uid)
+        now = ctx.clock.now()
+        result = _Round(new=sum(1 for u in uids if u not in self._first_seen))
+        for uid in uids:
+            self._first_seen.setdefault(uid, now)
+        for gone in set(self._first_seen) - set(uids):
+            del self._first_seen[gone]
+        if uids:
+            sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in client.fetch(uids, ["RFC822.SIZE"]).items()}
+            for chunk in fetch_batches(uids, sizes, mb.batch_size, MAX_BATCH_BYTES):
+                if self._stop.is_set():
+                    result.left.update(u for u in uids if u >= chunk[0])
+                    break
+                left, problem = self._batch(client, chunk, use_move)
+                result.left.update(left)
+                result.problem = problem or result.problem
+        waiting = [self._first_seen[u] for u in result.left if u in self._first_seen]
+        self.health.waiting = len(waiting)
+        self.health.waiting_since = min(waiting) if waiting else None
+        return result
+
+    def _batch(self, client: IMAPClient, uids: list[int], use_move: bool) -> tuple[set[int], str | None]:
+        """Fetch, store (waiting for the commit), acknowledge; returns the UIDs left in place, and why."""
+        mb, ctx = self.mailbox, self._context()
+        fetched = client.fetch(uids, ["BODY.PEEK[]"])
+        pending: list[tuple[int, Future[Result]]] = []
+        for uid in uids:
+            raw = fetched.get(uid, {}).get(b"BODY[]")
+            if raw is not None:
+                pending.append((uid, self._submit(raw, envelope_for(raw, mb.name, ctx.clock.now(), self._peer))))
+        done: list[int] = []
+        quarantine: list[int] = []
+        left: set[int] = set()
+        counts: dict[str, int] = {}
+        problem = None
+        for uid, future in pending:
+            outcome = future.result()
+            status = "tempfail" if isinstance(outcome, TempFail) else outcome.status
+            counts[status] = counts.get(status, 0) + 1
+            if isinstance(outcome, TempFail):
+                left.add(uid)
+                problem = f"could not store: {outcome}"
+            elif status in ("quarantined", "rejected") and mb.quarantine_folder:
+                quarantine.append(uid)
+            else:
+                done.append(uid)
+        if counts.keys() - {"duplicate", "tempfail"}:
+            self.health.last_mail_at = ctx.clock.now()
+        for folder, acked in ((mb.processed_folder, done), (mb.quarantine_folder, quarantine)):
+            unmoved = finish_messages(client, acked, folder, use_move=use_move) if folder else []
+            left.update(unmoved)
+            problem = f"could not move {len(unmoved)} message(s) to {folder} (see the log)" if unmoved else problem
+        if not mb.processed_folder and done:
+            client.add_flags(done, [SEEN], silent=True)
+        self._advance(uids, left)
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        log.info(
+            "imap %s: %d fetched (%s)%s",
+            mb.name,
+            len(pending),
+            summary or "none",
+            f"; {len(left)} left in place for a retry" if left else "",
+        )
+        return left, problem
+
+    def _advance(self, uids: Iterable[int], left: set[int]) -> None:
+        """Checkpoint: the highest UID below which everything is acknowledged."""
+        last = self._last_uid
+        for uid in sorted(uids):
+            if uid in left:
+                break
+            last = uid
+        if last != self._last_uid:
+            self._last_uid = last
+            save_state(self._context(), self.mailbox.name, uidvalidity=self._uidvalidity, last_uid=last)
+
+
+class ImapIntake:
+    """All mailbox pollers (and their watchdogs) of one ``serve``; reload restarts only changed mailboxes."""
+
+    def __init__(self, context: Callable[[], Context], submit: Submit) -> None:
+        self._context = context
+        self._submit = submit
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[ImapMailbox, MailboxPoller, MailboxWatchdog]] = {}
+        self._closed = False
+
+    def start(self, mailboxes: Sequence[ImapMailbox]) -> None:
+        self.reconfigure(mailboxes)
+
+    def reconfigure(self, mailboxes: Sequence[ImapMailbox]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            wanted = {mb.name: mb for mb in mailboxes}
+            stale = [n for n, (mb, _, _) in self._running.items() if wanted.get(n) != mb]
+            self._stop_units([self._running.pop(n) for n in stale])
+            for name, mb in wanted.items():
+                if name in self._running:
+                    continue
+                health = MailboxHealth()
+                poller = MailboxPoller(mb, self._context, self._submit, health)
+                watchdog = MailboxWatchdog(mb, health, self._context)
+                poller.start()
+                watchdog.start()
+                self._running[name] = (mb, poller, watchdog)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            self._closed = True
+            units, self._running = list(self._running.values()), {}
+            self._stop_units(units, timeout)
+
+    @staticmethod
+    def _stop_units(units: list[tuple[ImapMailbox, MailboxPoller, MailboxWatchdog]], timeout: float = 30.0) -> None:
+        for _, poller, watchdog in units:
+            poller.request_stop()
+            watchdog.request_stop()
+        deadline = time.monotonic() + timeout
+        for mb, poller, watchdog in units:
+            watchdog.join(max(0.1, deadline - time.monotonic()))
+            if not poller.join(max(0.1, deadline - time.monotonic())):
+                log.warning("imap %s: poller did not stop within %.0f s", mb.name, timeout)
