@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from email import policy
 from email.header import decode_header, make_header
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
@@ -176,7 +176,7 @@ def _recover_multipart(part: Message) -> Message | None:
     if m is None:
         return None
     head = f'Content-Type: {part.get_content_type()}; boundary="{m.group(1)}"\n\n'.encode()
-    fixed = BytesParser(policy=policy.default).parsebytes(head + _payload_bytes(part))
+    fixed = BytesParser(policy=policy.compat32).parsebytes(head + _payload_bytes(part))
     return fixed if fixed.is_multipart() else None
 
 
@@ -218,6 +218,7 @@ def _attachment(part: Message, index: int) -> Attachment:
         data = payload if isinstance(payload, bytes) else _payload_bytes(part)
     try:
         raw_name = part.get_filename()
+        raw_name = decode_words(fix_8bit(raw_name)) if raw_name else raw_name  # RFC 2047 words, stray 8-bit
     except Exception:  # malformed RFC 2231 parameters
         raw_name = None
     name = sanitize_filename(raw_name, f"attachment-{index}{_EXTENSIONS.get(ctype, '.bin')}")
@@ -266,7 +267,7 @@ def _body_kind(part: Message) -> str | None:
     return None
 
 
-def bodies_and_attachments(msg: EmailMessage) -> tuple[str | None, str | None, list[Attachment], list[str]]:
+def bodies_and_attachments(msg: Message) -> tuple[str | None, str | None, list[Attachment], list[str]]:
     """(text, html, attachments, dsn_final_recipients) from any message structure."""
     text: str | None = None
     html: str | None = None
