@@ -25,7 +25,7 @@ def ticket_json(ticket: Ticket, store: Store, *, messages: bool) -> dict[str, An
         "assignee": ticket.assignee,
         "sla_plan": ticket.sla_plan,
         "requester": ticket.requester_email,
-        "collaborators": [p.email for p in participants if p.role == "collaborator"],
+        "collaborators": [email for email, _name, role in participants if role == "collaborator"],
         "created_at": iso(ticket.created_at),
         "first_response_due": iso(ticket.first_response_due),
         "resolution_due": iso(ticket.resolution_due),

@@ -31,6 +31,7 @@ from mailgate.config import Config, load_config
 from mailgate.db import Database
 from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
+from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.thread import TicketTag
 from mailgate.rules.engine import CompiledRules
@@ -66,6 +67,7 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
         blobs=BlobStore(main.state_dir / "attachments"),
         rules=CompiledRules(config.rules.rules),
         own_addresses=frozenset(a for a in own if a),
+        directory=Directory(config.agents),
         agents={a.email: i for i, a in enumerate(config.agents.agents, 1)},
     )
 

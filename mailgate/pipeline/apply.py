@@ -28,7 +28,7 @@ from mailgate.domain import (
     ThreadMatch,
 )
 from mailgate.identity import is_own_address
-from mailgate.model import AttachmentRow, Event, Inbound, Message, Participant, ThreadRef, Ticket
+from mailgate.model import AttachmentRow, Event, Message, Participant, ThreadRef, Ticket
 from mailgate.pipeline.thread import TicketTag
 from mailgate.store import Store
 
@@ -44,49 +44,53 @@ class Writer:
     now: datetime
 
 
-def _event(w: Writer, ticket: Ticket, kind: str, detail: str, actor: str = "system") -> str:
-    w.store.session.add(Event(ticket=ticket, at=w.now, kind=kind, actor=actor, detail=detail))
-    return kind
+def _event(w: Writer, ticket_id: int, kind: str, detail: str, actor: str = "system") -> dict[str, object]:
+    return {"ticket_id": ticket_id, "at": w.now, "kind": kind, "actor": actor, "detail": detail}
 
 
-def _insert_ticket(w: Writer, ticket: Ticket) -> bool:
-    """Add the ticket; False when its number was taken concurrently (only possible with several writers)."""
+def _insert_ticket(w: Writer, values: dict[str, object]) -> int | None:
+    """Insert the ticket; None when its number was taken concurrently (only possible with several writers)."""
     session = w.store.session
     if session.get_bind().dialect.name == "sqlite":  # one writer at a time: the check before was enough
-        session.add(ticket)
-        return True
+        return w.store.add(Ticket, values)
     try:
         with session.begin_nested():
-            session.add(ticket)
+            return w.store.add(Ticket, values)
     except IntegrityError:
-        return False
-    return True
+        return None
 
 
 def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ticket:
+    """A new ticket; returned as a detached Ticket holding its values (the row is already written)."""
     requester = parsed.from_addr
     for _attempt in range(50):
         number = w.tag.new_number()
         if w.store.number_taken(number):
             continue
-        ticket = Ticket(
-            number=number,
-            subject=parsed.subject or "(no subject)",
-            status=Status.OPEN.value,
-            priority=decision.priority.value,
-            help_topic=decision.help_topic,
-            department=decision.department,
-            assignee=decision.assignee,
-            sla_plan=decision.sla_plan,
-            requester_email=requester.email if requester else "",
-            requester_name=requester.name if requester else "",
-            created_at=w.now,
-            updated_at=w.now,
-            overdue=False,
-            conversation_index=_conversation_index(parsed),
-        )
-        if _insert_ticket(w, ticket):
-            return ticket
+        values: dict[str, object] = {
+            "number": number,
+            "subject": parsed.subject or "(no subject)",
+            "status": Status.OPEN.value,
+            "priority": decision.priority.value,
+            "help_topic": decision.help_topic,
+            "department": decision.department,
+            "assignee": decision.assignee,
+            "sla_plan": decision.sla_plan,
+            "requester_email": requester.email if requester else "",
+            "requester_name": requester.name if requester else "",
+            "created_at": w.now,
+            "updated_at": w.now,
+            "first_response_due": None,
+            "resolution_due": None,
+            "first_response_at": None,
+            "resolved_at": None,
+            "closed_at": None,
+            "overdue": False,
+            "conversation_index": _conversation_index(parsed),
+        }
+        ticket_id = _insert_ticket(w, values)
+        if ticket_id is not None:
+            return Ticket(id=ticket_id, **values)
     raise RuntimeError("could not allocate a free ticket number; widen tickets.number_format")
 
 
@@ -97,20 +101,25 @@ def _conversation_index(parsed: ParsedMail) -> str | None:
     return threadindex.encode(data[: threadindex.HEADER_LEN]) if data else None
 
 
-def _participants(w: Writer, ticket: Ticket, parsed: ParsedMail) -> None:
+def _participants(w: Writer, ticket_id: int, parsed: ParsedMail) -> None:
+    rows = []
     seen = set()
     if parsed.from_addr:
-        w.store.session.add(
-            Participant(
-                ticket=ticket, email=parsed.from_addr.email, name=parsed.from_addr.name, role=Role.REQUESTER.value
-            )
+        rows.append(
+            {
+                "ticket_id": ticket_id,
+                "email": parsed.from_addr.email,
+                "name": parsed.from_addr.name,
+                "role": Role.REQUESTER.value,
+            }
         )
         seen.add(parsed.from_addr.email)
     for addr in (*parsed.to, *parsed.cc):
         if addr.email in seen or is_own_address(addr.email, w.own_addresses):
             continue
         seen.add(addr.email)
-        w.store.session.add(Participant(ticket=ticket, email=addr.email, name=addr.name, role=Role.COLLABORATOR.value))
+        rows.append({"ticket_id": ticket_id, "email": addr.email, "name": addr.name, "role": Role.COLLABORATOR.value})
+    w.store.add_rows(Participant, rows)
 
 
 def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
@@ -119,73 +128,92 @@ def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
     return MessageKind.AGENT if sender.role is Role.AGENT else MessageKind.CUSTOMER
 
 
-def _store_message(
-    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound: Inbound, kind: MessageKind, body: str
-) -> Message:
-    message = Message(
-        ticket=ticket,
-        inbound=inbound,
-        kind=kind.value,
-        from_email=parsed.from_addr.email if parsed.from_addr else "",
-        from_name=parsed.from_addr.name if parsed.from_addr else "",
-        subject=parsed.subject,
-        body=body,
-        html=parsed.html,
-        message_id=parsed.message_id,
-        created_at=w.now,
+def _store_message(w: Writer, ticket_id: int, parsed: ParsedMail, inbound_id: int, kind: MessageKind, body: str) -> int:
+    message_id = w.store.add(
+        Message,
+        {
+            "ticket_id": ticket_id,
+            "inbound_id": inbound_id,
+            "kind": kind.value,
+            "from_email": parsed.from_addr.email if parsed.from_addr else "",
+            "from_name": parsed.from_addr.name if parsed.from_addr else "",
+            "subject": parsed.subject,
+            "body": body,
+            "html": parsed.html,
+            "message_id": parsed.message_id,
+            "created_at": w.now,
+        },
     )
-    w.store.session.add(message)
     for att in parsed.attachments:
         w.blobs.put(att.sha256, att.data)
-        message.attachments.append(
-            AttachmentRow(filename=att.filename, content_type=att.content_type, size=att.size, sha256=att.sha256)
-        )
+    w.store.add_rows(
+        AttachmentRow,
+        [
+            {
+                "message_row_id": message_id,
+                "filename": att.filename,
+                "content_type": att.content_type,
+                "size": att.size,
+                "sha256": att.sha256,
+            }
+            for att in parsed.attachments
+        ],
+    )
     if parsed.message_id:
-        w.store.session.add(ThreadRef(message_id=parsed.message_id, ticket=ticket, direction="in"))
-    return message
+        w.store.add_rows(ThreadRef, [{"message_id": parsed.message_id, "ticket_id": ticket_id, "direction": "in"}])
+    return message_id
 
 
 def apply(
     w: Writer,
     parsed: ParsedMail,
-    inbound: Inbound,
+    inbound_id: int,
     cls: Classification,
     match: ThreadMatch,
     sender: Sender,
     decision: RouteDecision,
+    source: str,
 ) -> tuple[Change, Ticket]:
     if match.ticket_id is None:
-        return _create(w, parsed, inbound, cls, sender, decision)
+        return _create(w, parsed, inbound_id, cls, sender, decision, source)
     existing = w.store.ticket(match.ticket_id)
     assert existing is not None
-    return _append(w, existing, parsed, inbound, cls, sender)
+    return _append(w, existing, parsed, inbound_id, cls, sender)
 
 
 def _create(
-    w: Writer, parsed: ParsedMail, inbound: Inbound, cls: Classification, sender: Sender, decision: RouteDecision
+    w: Writer,
+    parsed: ParsedMail,
+    inbound_id: int,
+    cls: Classification,
+    sender: Sender,
+    decision: RouteDecision,
+    source: str,
 ) -> tuple[Change, Ticket]:
     ticket = _create_ticket(w, parsed, decision)
-    _participants(w, ticket, parsed)
-    events = [_event(w, ticket, "created", f"from {sender.address or 'unknown sender'} via {inbound.source}")]
+    _participants(w, ticket.id, parsed)
     topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
     why = "; ".join(decision.changes) or "no rule matched"
     summary = (
         f"{topic}; department {decision.department!r}; priority {decision.priority.value}; "
         f"SLA {decision.sla_plan!r}; assignee {decision.assignee!r}. {why}"
     )
-    events.append(_event(w, ticket, "routed", summary))
+    events = [
+        _event(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"),
+        _event(w, ticket.id, "routed", summary),
+    ]
+    w.store.add_rows(Event, events)
     kind = _message_kind(cls, sender)
-    _store_message(w, ticket, parsed, inbound, kind, parsed.text)
-    w.store.session.flush()  # one flush for all of this mail's rows; notify needs the ticket id
-    return Change(ticket.id, ticket.number, True, False, kind, tuple(events)), ticket
+    _store_message(w, ticket.id, parsed, inbound_id, kind, parsed.text)
+    return Change(ticket.id, ticket.number, True, False, kind, ("created", "routed")), ticket
 
 
 def _append(
-    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound: Inbound, cls: Classification, sender: Sender
+    w: Writer, ticket: Ticket, parsed: ParsedMail, inbound_id: int, cls: Classification, sender: Sender
 ) -> tuple[Change, Ticket]:
-    events: list[str] = []
+    events: list[dict[str, object]] = []
     kind = _message_kind(cls, sender)
-    _store_message(w, ticket, parsed, inbound, kind, parsed.new_text or parsed.text)
+    _store_message(w, ticket.id, parsed, inbound_id, kind, parsed.new_text or parsed.text)
     ticket.updated_at = w.now
     reopened = False
     if kind is MessageKind.CUSTOMER and cls.kind is not Kind.AUTO_REPLY and ticket.status in _REOPEN_FROM:
@@ -195,10 +223,16 @@ def _append(
         reopened = previous in (Status.RESOLVED.value, Status.CLOSED.value)
         events.append(
             _event(
-                w, ticket, "reopened" if reopened else "status", f"{previous} -> open on customer reply", sender.address
+                w,
+                ticket.id,
+                "reopened" if reopened else "status",
+                f"{previous} -> open on customer reply",
+                sender.address,
             )
         )
     if cls.kind is Kind.BOUNCE:
         bounced = ", ".join(sorted(cls.bounced)) or "?"
-        events.append(_event(w, ticket, "bounce", f"{cls.reason}; bounced: {bounced}"))
-    return Change(ticket.id, ticket.number, False, reopened, kind, tuple(events)), ticket
+        events.append(_event(w, ticket.id, "bounce", f"{cls.reason}; bounced: {bounced}"))
+    w.store.add_rows(Event, events)
+    names = tuple(str(e["kind"]) for e in events)
+    return Change(ticket.id, ticket.number, False, reopened, kind, names), ticket

@@ -63,8 +63,14 @@ def _without(people: Sequence[Address], *exclude: str) -> list[Address]:
 
 
 def for_inbound(
-    change: Change, ticket: TicketView, parsed: ParsedMail, cls: Classification, sender: Sender,
-    directory: Directory, *, acknowledge: bool,
+    change: Change,
+    ticket: TicketView,
+    parsed: ParsedMail,
+    cls: Classification,
+    sender: Sender,
+    directory: Directory,
+    *,
+    acknowledge: bool,
 ) -> list[Planned]:
     """Notifications caused by a received mail (new ticket or a new message on one)."""
     planned: list[Planned] = []

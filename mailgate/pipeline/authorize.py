@@ -18,7 +18,7 @@ def authorize(parsed: ParsedMail, match: ThreadMatch, store: Store, agents: dict
         return Sender(address, Role.AGENT, agents[address], name)
     if match.ticket_id is None:
         return Sender(address, Role.REQUESTER, None, name)
-    for participant in store.participants(match.ticket_id):
-        if participant.email == address:
-            return Sender(address, Role(participant.role), None, name)
+    for email, _name, role in store.participants(match.ticket_id):
+        if email == address:
+            return Sender(address, Role(role), None, name)
     return Sender(address, Role.STRANGER, None, name)

@@ -17,11 +17,8 @@ from mailgate.store import Store
 class Duplicate:
     inbound_id: int
     ticket_id: int | None
-    status: str
 
 
 def find_duplicate(store: Store, parsed: ParsedMail) -> Duplicate | None:
-    earlier = store.find_duplicate(parsed.message_id, parsed.sha256)
-    if earlier is None:
-        return None
-    return Duplicate(earlier.id, earlier.ticket_id, earlier.status)
+    earlier = store.duplicate_of(parsed.message_id, parsed.sha256)
+    return Duplicate(*earlier) if earlier else None

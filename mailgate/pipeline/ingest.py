@@ -22,15 +22,29 @@ from mailgate.blobs import BlobStore
 from mailgate.clock import Clock
 from mailgate.config import Config
 from mailgate.db import Database, is_transient
-from mailgate.domain import Envelope, InboundStatus, Kind, Outcome
+from mailgate.domain import (
+    Change,
+    Classification,
+    Envelope,
+    InboundStatus,
+    Kind,
+    Notification,
+    Outcome,
+    ParsedMail,
+    RouteDecision,
+    Sender,
+)
 from mailgate.errors import ParseError, Rejected, TempFail
 from mailgate.identity import Identity
+from mailgate.model import Ticket
+from mailgate.pipeline import audience
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Writer, apply
+from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.authorize import authorize
 from mailgate.pipeline.classify import classify
 from mailgate.pipeline.dedupe import find_duplicate
-from mailgate.pipeline.notify import plan, support_address, write_outbox
+from mailgate.pipeline.notify import NotifyContext, Trigger, send, support_address, ticket_view
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.thread import TicketTag, match_thread
@@ -54,62 +68,84 @@ class Context:
     blobs: BlobStore
     rules: CompiledRules
     own_addresses: frozenset[str]
+    directory: Directory
     agents: Mapping[str, int] = field(default_factory=dict)
 
     def mailbox_topic(self, mailbox: str | None) -> str | None:
         return next((m.help_topic for m in self.config.main.intake.imap if m.name == mailbox), None)
 
 
+def _notify(
+    store: Store,
+    ctx: Context,
+    change: Change,
+    ticket: Ticket,
+    parsed: ParsedMail,
+    cls: Classification,
+    sender: Sender,
+    decision: RouteDecision,
+    env: Envelope,
+    now: datetime,
+) -> list[Notification]:
+    main = ctx.config.main
+    nc = NotifyContext(
+        ctx.identity, ctx.tag, ctx.templates, ctx.own_addresses, main.notifications, ctx.directory, main.outbound.from_
+    )
+    planned = audience.for_inbound(
+        change, ticket_view(ticket, store), parsed, cls, sender, ctx.directory, acknowledge=not decision.no_autoreply
+    )
+    support = support_address(parsed, env, ctx.own_addresses, main.intake.addresses[0])
+    message = {"text": parsed.new_text, "subject": parsed.subject, "from": sender.address, "from_name": sender.name}
+    trigger = Trigger(
+        parsed.message_id,
+        cls,
+        support,
+        message,
+        {"status": ticket.status},
+        key=f"in-{parsed.sha256[:20]}",
+        fresh=change.created,
+    )
+    return send(store, nc, planned, ticket, trigger, now)
+
+
 def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: datetime, blobs: BlobStore) -> Outcome:
     store = Store(session)
-    inbound = spooling.spool(session, raw, env)
+    inbound_id = spooling.spool(store, raw, env)
     parsed = parse(raw)
     mid = parsed.message_id
-    duplicate = find_duplicate(store, parsed)  # its query flushes the spooled row: inbound.id is known from here
+    duplicate = find_duplicate(store, parsed)
     if duplicate is not None:
         first = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
         spooling.finish(
-            inbound,
+            store,
+            inbound_id,
             InboundStatus.DUPLICATE,
             now,
             reason=f"same as inbound #{duplicate.inbound_id}",
-            ticket=first,
+            ticket_id=duplicate.ticket_id,
             message_id=mid,
             duplicate_of=duplicate.inbound_id,
         )
-        return Outcome("duplicate", first.number if first else None, "already stored", inbound.id)
+        return Outcome("duplicate", first.number if first else None, "already stored", inbound_id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
     match = match_thread(parsed, store, ctx.tag, ctx.identity)
     if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
         reason = f"{cls.kind.value}: {cls.reason}"
-        spooling.finish(inbound, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
-        return Outcome("quarantined", None, reason, inbound.id)
+        spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
+        return Outcome("quarantined", None, reason, inbound_id)
     sender = authorize(parsed, match, store, dict(ctx.agents))
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
-    if decision.reject is not None:
-        spooling.finish(inbound, InboundStatus.REJECTED, now, reason=decision.reject, message_id=mid)
-        inbound.raw = None  # refused mail stays with its sender; we keep only the record
-        return Outcome("rejected", None, decision.reject, inbound.id, decision.trace, route=decision)
-    change, ticket = apply(
-        Writer(store, ctx.tag, blobs, ctx.own_addresses, now), parsed, inbound, cls, match, sender, decision
-    )
-    support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
-    notes = plan(
-        change,
-        ticket,
-        parsed,
-        cls,
-        decision,
-        identity=ctx.identity,
-        tag=ctx.tag,
-        templates=ctx.templates,
-        own=ctx.own_addresses,
-        support=support,
-    )
-    write_outbox(store, ticket, notes, ctx.config.main.outbound.from_, support, now)
-    spooling.finish(inbound, InboundStatus.ACCEPTED, now, ticket=ticket, message_id=mid)
+    if decision.reject is not None:  # refused mail stays with its sender; we keep only the record
+        spooling.finish(
+            store, inbound_id, InboundStatus.REJECTED, now, reason=decision.reject, message_id=mid, drop_raw=True
+        )
+        return Outcome("rejected", None, decision.reject, inbound_id, decision.trace, route=decision)
+    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now)
+    change, ticket = apply(writer, parsed, inbound_id, cls, match, sender, decision, env.source)
+    notes = _notify(store, ctx, change, ticket, parsed, cls, sender, decision, env, now)
+    spooling.finish(store, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
     sent = tuple((n.kind, n.to) for n in notes)
-    return Outcome("accepted", change.number, None, inbound.id, decision.trace, sent, decision)
+    return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision)
 
 
 def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore) -> Outcome:
@@ -137,8 +173,8 @@ def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs
     else:
         savepoint.commit()
         return outcome
-    kept = spooling.keep_failed(session, raw, env, InboundStatus.QUARANTINED, reason, now)
-    return Outcome("quarantined", None, reason, kept.id)
+    kept = spooling.keep_failed(Store(session), raw, env, InboundStatus.QUARANTINED, reason, now)
+    return Outcome("quarantined", None, reason, kept)
 
 
 def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = False) -> Outcome:

@@ -13,7 +13,7 @@ from typing import Any
 
 from mailgate import threadindex
 from mailgate.config import Notifications
-from mailgate.domain import Address, Change, Classification, Envelope, Notification, ParsedMail, Role, RouteDecision
+from mailgate.domain import Address, Classification, Envelope, Notification, ParsedMail, Role
 from mailgate.identity import Identity, is_own_address
 from mailgate.model import Event, Outbox, ThreadRef, Ticket
 from mailgate.pipeline.audience import Directory, Planned, TicketView
@@ -30,94 +30,6 @@ def support_address(parsed: ParsedMail, envelope: Envelope, own: frozenset[str],
     return next((c.lower() for c in candidates if is_own_address(c, own)), default)
 
 
-def plan(
-    change: Change,
-    ticket: Ticket,
-    parsed: ParsedMail,
-    cls: Classification,
-    decision: RouteDecision,
-    *,
-    identity: Identity,
-    tag: TicketTag,
-    templates: Templates,
-    own: frozenset[str],
-    support: str,
-) -> list[Notification]:
-    if not change.created or cls.automatic or decision.no_autoreply:
-        return []
-    target = parsed.reply_to[0] if parsed.reply_to else parsed.from_addr
-    if target is None or is_own_address(target.email, own):
-        return []
-    context = {
-        "ticket": {
-            "number": ticket.number,
-            "subject": ticket.subject,
-            "status": ticket.status,
-            "priority": ticket.priority,
-            "help_topic": ticket.help_topic,
-            "department": ticket.department,
-            "tag": tag.tag(ticket.number),
-        },
-        "requester": {"name": target.name, "email": target.email},
-        "support_address": support,
-        "reply_marker": REPLY_MARKER,
-        "message": {"text": parsed.new_text, "subject": parsed.subject},
-    }
-    rendered = templates.render("ack_new", context)
-    references = tuple(dict.fromkeys([*parsed.references, *([parsed.message_id] if parsed.message_id else [])]))
-    return [
-        Notification(
-            kind="ack_new",
-            to=(target.email,),
-            ticket_id=ticket.id,
-            dedupe_key=f"ack_new:{ticket.id}",
-            subject=tag.with_tag(rendered.subject, ticket.number),
-            text=rendered.text,
-            html=rendered.html,
-            message_id=identity.message_id(ticket.id, target.email),
-            in_reply_to=parsed.message_id,
-            references=references[-10:],
-            auto_submitted="auto-replied",
-        )
-    ]
-
-
-def write_outbox(
-    store: Store, ticket: Ticket, notes: list[Notification], mail_from: str, support: str, now: datetime
-) -> None:
-    session = store.session
-    for note in notes:
-        if store.outbox_key_exists(note.dedupe_key):
-            continue  # e.g. a quarantined mail reprocessed: each notification goes out once
-        headers = {"Auto-Submitted": note.auto_submitted, "Reply-To": support}
-        if note.in_reply_to:
-            headers["In-Reply-To"] = note.in_reply_to
-        if note.references:
-            headers["References"] = " ".join(note.references)
-        session.add(
-            Outbox(
-                dedupe_key=note.dedupe_key,
-                ticket=ticket,
-                kind=note.kind,
-                mail_from=mail_from,
-                recipients=list(note.to),
-                recipient=note.to[0],
-                automatic=note.automatic,
-                message_id=note.message_id,
-                subject=note.subject,
-                headers=headers,
-                text=note.text,
-                html=note.html,
-                status="pending",
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
-            )
-        )
-        session.add(ThreadRef(message_id=note.message_id, ticket=ticket, direction="out"))
-
-
-# --------------------------------------------------------------------------- step 4: every kind, guarded
 @dataclass(frozen=True)
 class NotifyContext:
     identity: Identity
@@ -134,7 +46,7 @@ def ticket_view(ticket: Ticket, store: Store) -> TicketView:
     people = store.participants(ticket.id)
     return TicketView(
         requester=Address(ticket.requester_email, ticket.requester_name),
-        collaborators=tuple(Address(p.email, p.name) for p in people if p.role == Role.COLLABORATOR.value),
+        collaborators=tuple(Address(email, name) for email, name, role in people if role == Role.COLLABORATOR.value),
         assignee=ticket.assignee,
         department=ticket.department,
     )
@@ -179,112 +91,146 @@ def _context(
 
 
 def _verdict(
-    store: Store, nc: NotifyContext, plan_item: Planned, ticket: Ticket, trigger: Classification | None, now: datetime
+    store: Store,
+    nc: NotifyContext,
+    item: Planned,
+    ticket: Ticket,
+    trigger: Classification | None,
+    now: datetime,
+    fresh: bool,
 ) -> Verdict:
-    if not plan_item.automatic:
-        return Verdict(not is_own_address(plan_item.to.email, nc.own), "our own address")
-    agent = nc.directory.is_agent(plan_item.to.email)
-    horizon = now - max(
-        (r.within for r in (*nc.settings.rate_limits, *nc.settings.ticket_rate_limits)), default=timedelta(0)
-    )
+    if not item.automatic:
+        return Verdict(not is_own_address(item.to.email, nc.own), "our own address")
+    limited = not nc.directory.is_agent(item.to.email)  # agents are always alerted; limits protect customers
+    rungs = (*nc.settings.rate_limits, *nc.settings.ticket_rate_limits)
+    horizon = now - max((r.within for r in rungs), default=timedelta(0))
+    history = store.automatic_sent_at(item.to.email, horizon) if limited else []
+    on_ticket = store.automatic_sent_at(item.to.email, horizon, ticket.id) if limited and not fresh else []
     return may_send_automatic(
-        plan_item.to.email,
+        item.to.email,
         trigger=trigger,
         own=nc.own,
-        suppressed_until=store.suppressed_until(plan_item.to.email),
-        to_recipient=[] if agent else store.automatic_sent_at(plan_item.to.email, horizon),
-        to_recipient_on_ticket=[] if agent else store.automatic_sent_at(plan_item.to.email, horizon, ticket.id),
+        suppressed_until=store.suppressed_until(item.to.email),
+        to_recipient=history,
+        to_recipient_on_ticket=on_ticket,
         ladder=[Limit(r.count, r.within) for r in nc.settings.rate_limits],
         ticket_ladder=[Limit(r.count, r.within) for r in nc.settings.ticket_rate_limits],
         now=now,
     )
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """What caused the notifications: the mail (or event) they answer, for threading and templates."""
+
+    message_id: str | None
+    classification: Classification | None
+    support: str
+    message: dict[str, str]
+    change: dict[str, str]
+    key: str  # unique per cause, so each notification is queued once (dedupe key)
+    fresh: bool = False  # the ticket was created by this cause: nothing was sent for it before
+
+
 def send(
-    store: Store,
-    nc: NotifyContext,
-    planned: list[Planned],
-    ticket: Ticket,
-    *,
-    trigger_id: str | None,
-    trigger: Classification | None,
-    support: str,
-    message: dict[str, str],
-    change: dict[str, str],
-    key: str,
-    now: datetime,
+    store: Store, nc: NotifyContext, planned: list[Planned], ticket: Ticket, trigger: Trigger, now: datetime
 ) -> list[Notification]:
     """Render, guard and queue each planned notification; what is held back is recorded on the ticket."""
-    out = []
     overrides = (nc.directory.department_overrides(ticket.department), nc.topic_overrides)
-    for item in planned:
-        if not nc.settings.enabled(item.kind, *overrides):
-            continue
-        verdict = _verdict(store, nc, item, ticket, trigger, now)
+    wanted = [item for item in planned if nc.settings.enabled(item.kind, *overrides)]
+    if not wanted:
+        return []
+    references = _references(store, ticket, trigger.message_id)
+    out: list[Notification] = []
+    held: list[dict[str, object]] = []
+    for item in wanted:
+        verdict = _verdict(store, nc, item, ticket, trigger.classification, now, trigger.fresh)
         if not verdict.allowed:
-            store.session.add(
-                Event(
-                    ticket=ticket,
-                    at=now,
-                    kind="notification_held",
-                    detail=f"{item.kind} to {item.to.email} not sent: {verdict.reason}",
-                )
+            held.append(
+                {
+                    "ticket_id": ticket.id,
+                    "at": now,
+                    "kind": "notification_held",
+                    "actor": "system",
+                    "detail": f"{item.kind} to {item.to.email} not sent: {verdict.reason}",
+                }
             )
             continue
-        rendered = nc.templates.render(item.kind, _context(ticket, nc.tag, item.to, support, message, change))
-        headers = {
-            "Reply-To": support,
-            "Thread-Topic": ticket.subject,
-            "Thread-Index": _thread_index(ticket, nc.identity, now),
-        }
-        if item.auto_submitted:
-            headers["Auto-Submitted"] = item.auto_submitted
-        note = Notification(
-            kind=item.kind,
-            to=(item.to.email,),
-            ticket_id=ticket.id,
-            dedupe_key=f"{item.kind}:{ticket.id}:{key}:{item.to.email}",
-            subject=nc.tag.with_tag(rendered.subject, ticket.number),
-            text=rendered.text,
-            html=rendered.html,
-            message_id=nc.identity.message_id(ticket.id, item.to.email),
-            in_reply_to=trigger_id,
-            references=_references(store, ticket, trigger_id),
-            auto_submitted=item.auto_submitted or "",
-            automatic=item.automatic,
-            headers=tuple(headers.items()),
-        )
-        if store.outbox_key_exists(note.dedupe_key):
+        key = f"{item.kind}:{ticket.id}:{trigger.key}:{item.to.email}"
+        if not trigger.fresh and store.outbox_key_exists(key):
             continue  # e.g. a quarantined mail reprocessed: each notification goes out once
-        out.append(note)
-        _queue(store, ticket, note, nc.mail_from, now)
+        out.append(_build(nc, item, ticket, trigger, references, key, now))
+    store.add_rows(Event, held)
+    _queue(store, ticket, out, nc.mail_from, now)
     return out
 
 
-def _queue(store: Store, ticket: Ticket, note: Notification, mail_from: str, now: datetime) -> None:
-    headers = dict(note.headers)
-    if note.in_reply_to:
-        headers["In-Reply-To"] = note.in_reply_to
-    if note.references:
-        headers["References"] = " ".join(note.references)
-    store.session.add(
-        Outbox(
-            dedupe_key=note.dedupe_key,
-            ticket=ticket,
-            kind=note.kind,
-            mail_from=mail_from,
-            recipients=list(note.to),
-            recipient=note.to[0],
-            automatic=note.automatic,
-            message_id=note.message_id,
-            subject=note.subject,
-            headers=headers,
-            text=note.text,
-            html=note.html,
-            status="pending",
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
-        )
+def _build(
+    nc: NotifyContext,
+    item: Planned,
+    ticket: Ticket,
+    trigger: Trigger,
+    references: tuple[str, ...],
+    key: str,
+    now: datetime,
+) -> Notification:
+    context = _context(ticket, nc.tag, item.to, trigger.support, trigger.message, trigger.change)
+    rendered = nc.templates.render(item.kind, context)
+    headers = {
+        "Reply-To": trigger.support,
+        "Thread-Topic": ticket.subject,
+        "Thread-Index": _thread_index(ticket, nc.identity, now),
+    }
+    if item.auto_submitted:
+        headers["Auto-Submitted"] = item.auto_submitted
+    return Notification(
+        kind=item.kind,
+        to=(item.to.email,),
+        ticket_id=ticket.id,
+        dedupe_key=key,
+        subject=nc.tag.with_tag(rendered.subject, ticket.number),
+        text=rendered.text,
+        html=rendered.html,
+        message_id=nc.identity.message_id(ticket.id, item.to.email),
+        in_reply_to=trigger.message_id,
+        references=references,
+        auto_submitted=item.auto_submitted or "",
+        automatic=item.automatic,
+        headers=tuple(headers.items()),
     )
-    store.session.add(ThreadRef(message_id=note.message_id, ticket=ticket, direction="out"))
+
+
+def _queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: str, now: datetime) -> None:
+    rows, refs = [], []
+    for note in notes:
+        headers = dict(note.headers)
+        if note.in_reply_to:
+            headers["In-Reply-To"] = note.in_reply_to
+        if note.references:
+            headers["References"] = " ".join(note.references)
+        rows.append(
+            {
+                "dedupe_key": note.dedupe_key,
+                "ticket_id": ticket.id,
+                "kind": note.kind,
+                "mail_from": mail_from,
+                "recipients": list(note.to),
+                "recipient": note.to[0],
+                "automatic": note.automatic,
+                "message_id": note.message_id,
+                "subject": note.subject,
+                "headers": headers,
+                "text": note.text,
+                "html": note.html,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "locked_until": None,
+                "sent_at": None,
+                "last_error": None,
+            }
+        )
+        refs.append({"message_id": note.message_id, "ticket_id": ticket.id, "direction": "out"})
+    store.add_rows(Outbox, rows)
+    store.add_rows(ThreadRef, refs)

@@ -1,26 +1,47 @@
-"""Stage 8: for a new ticket, which help topic, and so which department, priority and SLA plan? (pure)
+"""Stage 8: which help topic, and so which department, priority and SLA plan; then the rules' actions (pure).
 
 The topic is found in a fixed order an admin can predict: receiving address,
 plus-address, the IMAP mailbox's default, a subject pattern, a
-``Help Topic:`` line in the body, then the configured default.
+``Help Topic:`` line in the body, then the configured default. Matched rules
+then apply in file order; a rule that sets a help topic brings that topic's
+defaults, and later actions override earlier ones. Every change is one line
+in ``changes``, which ``apply`` records on the ticket.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import replace
 
 from mailgate.domain import Envelope, ParsedMail, Priority, RouteDecision
 from mailgate.rules.engine import CompiledRules, Facts, decode_headers
-from mailgate.rules.schema import HelpTopic, RulesFile
+from mailgate.rules.regex import search
+from mailgate.rules.schema import HelpTopic, RulesFile, Then
 
-_BODY_TOPIC = re.compile(r"^\s*help[ -]?topic\s*:\s*(.+?)\s*$", re.I | re.M)
+_BODY_TOPIC = re.compile(r"help[ -]?topic[ \t]*:[ \t]*(\S.*)", re.I)  # on one stripped line: no backtracking blow-up
+_SIMPLE = (
+    ("department", "department"),
+    ("priority", "priority"),
+    ("sla", "sla_plan"),
+    ("team", "team"),
+    ("status", "status"),
+    ("reply", "canned_reply"),
+)
 
 
 def _recipients(parsed: ParsedMail, envelope: Envelope) -> list[str]:
     seen = [r.lower() for r in envelope.rcpt_tos]
-    seen += [a.email for a in (*parsed.to, *parsed.cc)]
+    seen += [a.email.lower() for a in (*parsed.to, *parsed.cc)]
     return list(dict.fromkeys(seen))
+
+
+def _body_topic(text: str, topics: dict[str, HelpTopic]) -> HelpTopic | None:
+    for line in text.splitlines():
+        m = _BODY_TOPIC.match(line.strip())
+        if m and m.group(1).strip() in topics:
+            return topics[m.group(1).strip()]
+    return None
 
 
 def find_topic(
@@ -37,12 +58,14 @@ def find_topic(
             return topic, "plus_address"
     if mailbox_topic and mailbox_topic in topics:
         return topics[mailbox_topic], "mailbox"
+    subject = unicodedata.normalize("NFKC", parsed.subject)
     for topic in rules.help_topics:
-        if topic.recognise.subject and re.search(topic.recognise.subject, parsed.subject):
+        pattern = topic.recognise.subject_pattern
+        if pattern is not None and search(pattern, subject):
             return topic, "subject"
-    m = _BODY_TOPIC.search(parsed.new_text)
-    if m and m.group(1) in topics:
-        return topics[m.group(1)], "body"
+    found = _body_topic(parsed.new_text, topics)
+    if found is not None:
+        return found, "body"
     if rules.default_help_topic is not None and rules.default_help_topic in topics:
         return topics[rules.default_help_topic], "default"
     return None, "none"
@@ -57,30 +80,59 @@ def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: Com
         body_full=parsed.text,
         help_topic=topic,
         headers=decode_headers(parsed.raw_headers) if rules.needs_headers else {},
+        attachments=tuple(a.filename for a in parsed.attachments if not a.inline),
+        received_at=envelope.received_at,
     )
 
 
-_THEN_TO_DECISION = {
-    "department": "department",
-    "priority": "priority",
-    "sla": "sla_plan",
-    "assignee": "assignee",
-    "reject": "reject",
-}
-
-
-def _from_topic(topic: HelpTopic | None, via: str) -> RouteDecision:
+def _with_topic(decision: RouteDecision, topic: HelpTopic | None, via: str) -> RouteDecision:
     if topic is None:
-        return RouteDecision(None, None, Priority.NORMAL, None, None, help_topic_via=via)
-    return RouteDecision(
-        topic.name,
-        topic.department,
-        topic.priority,
-        topic.sla,
-        None,
-        no_autoreply=not topic.auto_ack,
+        return replace(decision, help_topic=None, help_topic_via=via)
+    return replace(
+        decision,
+        help_topic=topic.name,
+        department=topic.department,
+        priority=topic.priority,
+        sla_plan=topic.sla,
         help_topic_via=via,
+        ack_template=topic.ack_template,
     )
+
+
+def _fate(decision: RouteDecision, name: str, then: Then, changes: list[str]) -> RouteDecision:
+    """reject / discard / quarantine: the last matching rule that says one wins."""
+    if then.reject is not None:
+        changes.append(f"rule {name} rejects the mail: {then.reject}")
+        return replace(decision, action="reject", reject=then.reject, quarantine=None)
+    if then.discard:
+        changes.append(f"rule {name} discards the mail (stored, no ticket)")
+        return replace(decision, action="discard", reject=None, quarantine=None)
+    if then.quarantine is not None:
+        changes.append(f"rule {name} quarantines the mail: {then.quarantine}")
+        return replace(decision, action="quarantine", reject=None, quarantine=then.quarantine)
+    return decision
+
+
+def _apply(decision: RouteDecision, name: str, then: Then, changes: list[str]) -> RouteDecision:
+    for key, attr in _SIMPLE:
+        value = getattr(then, key)
+        if value is not None:
+            decision = replace(decision, **{attr: value})
+            changes.append(f"rule {name} set {key}={value}")
+    if then.agent is not None:
+        decision = replace(decision, assignee=then.agent, assign_strategy=None, assign_team=None)
+        changes.append(f"rule {name} set assignee={then.agent}")
+    elif then.assign_strategy is not None:
+        decision = replace(decision, assignee=None, assign_strategy=then.assign_strategy, assign_team=then.assign_team)
+        changes.append(f"rule {name} set assignee={then.assignee}")
+    if then.tags:
+        decision = replace(decision, tags=tuple(dict.fromkeys((*decision.tags, *then.tags))))
+        changes.append(f"rule {name} added tags {', '.join(then.tags)}")
+    if then.collaborators:
+        both = (*decision.collaborators, *then.collaborators)
+        decision = replace(decision, collaborators=tuple(dict.fromkeys(both)))
+        changes.append(f"rule {name} added collaborators {', '.join(then.collaborators)}")
+    return _fate(decision, name, then, changes)
 
 
 def route(
@@ -88,24 +140,18 @@ def route(
 ) -> RouteDecision:
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
     matched, trace = compiled.evaluate(_facts(parsed, envelope, topic.name if topic else None, compiled))
-    decision = _from_topic(topic, via)
+    decision = _with_topic(RouteDecision(None, None, Priority.NORMAL, None, None), topic, via)
     topics = {t.name: t for t in rules.help_topics}
     changes: list[str] = []
+    no_ack_by_rule = False
     for name, then in matched:
         if then.help_topic and then.help_topic in topics:  # a topic brings its defaults; later actions override
-            decision = replace(
-                _from_topic(topics[then.help_topic], f"rule {name}"),
-                assignee=decision.assignee,
-                reject=decision.reject,
-                no_autoreply=decision.no_autoreply,
-            )
+            topic = topics[then.help_topic]
+            decision = _with_topic(decision, topic, f"rule {name}")
             changes.append(f"rule {name} set help_topic={then.help_topic}")
-        for key, attr in _THEN_TO_DECISION.items():
-            value = getattr(then, key)
-            if value is not None:
-                decision = replace(decision, **{attr: value})
-                changes.append(f"rule {name} set {key}={value}")
-        if then.no_autoreply and not decision.no_autoreply:
-            decision = replace(decision, no_autoreply=True)
+        decision = _apply(decision, name, then, changes)
+        if then.no_autoreply and not no_ack_by_rule:
+            no_ack_by_rule = True
             changes.append(f"rule {name} suppressed the acknowledgment")
-    return replace(decision, trace=trace, changes=tuple(changes))
+    no_ack = no_ack_by_rule or (topic is not None and not topic.auto_ack)
+    return replace(decision, no_autoreply=no_ack, trace=trace, changes=tuple(changes))

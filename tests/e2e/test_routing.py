@@ -163,6 +163,9 @@ def test_rules_test_matches_serve(routed: Service, tmp_path: Path) -> None:
     assert report["result"]["assignee"] == "jane@example.com"
     assert report["result"]["action"] == "accept"
     assert [r["name"] for r in report["rules"] if r["matched"]] == ["vip-domain", "invoice-words"]
-    assert report["notifications"] == [{"kind": "ack_new", "to": ["cfo@bigbank.example"]}]
+    assert report["notifications"] == [
+        {"kind": "ack_new", "to": ["cfo@bigbank.example"]},
+        {"kind": "alert_new", "to": ["jane@example.com"]},  # the assignee the rule chose
+    ]
     after = json.loads(run_cli(routed.config, "tickets", "list", "--json").stdout)
     assert before == after
