@@ -132,7 +132,7 @@ class Classification:
 @dataclass(frozen=True, slots=True)
 class ThreadMatch:
     ticket_id: int | None
-    via: Literal["tag", "in_reply_to", "references", "none"]
+    via: Literal["token", "tag", "in_reply_to", "references", "none"]
     number: str | None = None
 
 
@@ -157,18 +157,33 @@ class RuleTrace:
     reason: str
 
 
+RouteAction = Literal["accept", "reject", "discard", "quarantine"]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
+    """Where a mail goes and what happens to it; ``action`` says whether it becomes/joins a ticket at all."""
+
     help_topic: str | None
     department: str | None
     priority: Priority
     sla_plan: str | None
-    assignee: str | None
+    assignee: str | None  # an agent's address; None while assign_strategy still has to choose one
     no_autoreply: bool = False
     help_topic_via: str = "none"
     trace: tuple[RuleTrace, ...] = ()
-    reject: str | None = None
+    reject: str | None = None  # the polite bounce text; set exactly when action == "reject"
     changes: tuple[str, ...] = ()  # "rule vip set priority=high", recorded on the ticket
+    action: RouteAction = "accept"
+    quarantine: str | None = None  # the reason; set exactly when action == "quarantine"
+    team: str | None = None
+    tags: tuple[str, ...] = ()
+    status: Status | None = None  # None: the usual status (open for a new ticket)
+    collaborators: tuple[str, ...] = ()  # addresses to add as collaborators (cc'd on replies)
+    canned_reply: str | None = None  # template name: templates/<name>.txt.j2, sent to the requester
+    assign_strategy: Literal["round_robin", "least_loaded"] | None = None  # pick an agent of assign_team
+    assign_team: str | None = None
+    ack_template: str = "ack_new"  # the help topic's acknowledgment template
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
         )
         return Outcome("duplicate", first.number if first else None, "already stored", inbound_id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
-    match = match_thread(parsed, store, ctx.tag, ctx.identity)
+    match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
     if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
         reason = f"{cls.kind.value}: {cls.reason}"
         spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)

@@ -177,7 +177,9 @@ def _build(
     context = _context(ticket, nc.tag, item.to, trigger.support, trigger.message, trigger.change)
     rendered = nc.templates.render(item.kind, context)
     headers = {
-        "Reply-To": trigger.support,
+        "Reply-To": nc.identity.plus_address(trigger.support, "t", ticket.id)
+        if nc.settings.reply_to_token
+        else trigger.support,
         "Thread-Topic": ticket.subject,
         "Thread-Index": _thread_index(ticket, nc.identity, now),
     }

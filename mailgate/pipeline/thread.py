@@ -59,7 +59,15 @@ class TicketTag:
         return subject if tag in subject else f"{tag} {subject}".strip()
 
 
-def match_thread(parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity) -> ThreadMatch:
+def match_thread(
+    parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity, rcpt_tos: tuple[str, ...] = ()
+) -> ThreadMatch:
+    """Signed reply address first (it proves the mail answers our mail), then tag, In-Reply-To, References."""
+    for address in (*rcpt_tos, *(a.email for a in (*parsed.to, *parsed.cc))):
+        ticket_id = identity.read_token(address, "t")
+        ticket = store.ticket(ticket_id) if ticket_id is not None else None
+        if ticket is not None:
+            return ThreadMatch(ticket.id, "token", ticket.number)
     for number in tag.numbers_in(parsed.subject):
         ticket = store.ticket_by_number(number)
         if ticket is not None:

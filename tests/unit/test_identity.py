@@ -139,3 +139,16 @@ def test_processes_starting_together_share_one_secret(tmp_path: Path) -> None:
     assert all(isinstance(r, bytes) for r in results), results
     assert len(set(results)) == 1
     assert [p.name for p in path.parent.iterdir()] == ["secret"]  # no temporary files left behind
+
+
+def test_plus_address_tokens_round_trip_and_refuse_forgery() -> None:
+    ident = Identity(b"k" * 32, "example.com")
+    address = ident.plus_address("Support <support@example.com>", "t", 4711)
+    assert address.startswith("support+t4711-") and address.endswith("@example.com")
+    assert ident.read_token(address, "t") == 4711
+    assert ident.read_token(address.upper(), "t") == 4711  # mail systems may change case
+    assert ident.read_token(address, "b") is None  # a reply token is not a bounce token
+    forged = address.replace("t4711", "t4712")
+    assert ident.read_token(forged, "t") is None
+    assert ident.read_token("support@example.com", "t") is None
+    assert Identity(b"x" * 32, "example.com").read_token(address, "t") is None  # another installation's key

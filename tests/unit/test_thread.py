@@ -189,3 +189,18 @@ def test_custom_tag_format_end_to_end(custom_ctx: Context) -> None:
     assert re.fullmatch(r"MG-[1-9]\d{5}", number)
     match, found = _match(custom_ctx, _reply(f"RE: AW: [support #{number.lower()}] x"))
     assert (match.via, found) == ("tag", number)
+
+
+def test_signed_reply_address_threads_without_tag_or_headers(ctx: Context) -> None:
+    number = _new_ticket(ctx, "<tok@customer.example>")
+    with ctx.db.reader() as session:
+        ticket = Store(session).ticket_by_number(number)
+        assert ticket is not None
+        reply_to = ctx.identity.plus_address("support@example.com", "t", ticket.id)
+    raw = _reply("A completely new subject").replace(b"To: support@example.com", f"To: {reply_to}".encode())
+    with ctx.db.reader() as session:
+        match = match_thread(parse(raw), Store(session), ctx.tag, ctx.identity)
+    assert (match.via, match.number) == ("token", number)
+    forged = raw.replace(reply_to.split("+")[1][:1].encode() + reply_to.split("+")[1][1:4].encode(), b"t999")
+    with ctx.db.reader() as session:
+        assert match_thread(parse(forged), Store(session), ctx.tag, ctx.identity).via == "none"
