@@ -142,6 +142,8 @@ class Sender:
     role: Role
     agent_id: int | None = None
     name: str = ""
+    authenticated: bool = False  # agents only: how it was proven is in ``reason``
+    reason: str = ""  # why this role; a non-empty reason on a non-agent is worth an alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +196,11 @@ class Change:
     reopened: bool
     message_kind: MessageKind
     events: tuple[str, ...] = ()
+    status_changed: str | None = None  # the new status, when this mail changed it
+    assigned_to: str | None = None
+    transferred_to: str | None = None
+    command_errors: tuple[str, ...] = ()
+    text: str = ""  # what the mail said, as stored (commands and quotes removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +218,7 @@ class Notification:
     auto_submitted: str  # RFC 3834 value: auto-replied | auto-generated
     automatic: bool = True  # False for a human's words relayed (agent replies): not rate-limited
     headers: tuple[tuple[str, str], ...] = ()  # Reply-To, Thread-Topic, Thread-Index, Auto-Submitted
+    attachments: tuple[tuple[str, str, str], ...] = ()  # (sha256, filename, content type) relayed from a reply
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailgate.domain import Envelope
+from mailgate.domain import Envelope, Outcome, RouteDecision
 from mailgate.pipeline.ingest import Context, ingest
+
+
+def _assignee(decision: RouteDecision) -> str | None:
+    """The agent, or the request (``round_robin:Tier 2``) when apply still has to pick one."""
+    if decision.assignee is None and decision.assign_strategy is not None:
+        return f"{decision.assign_strategy}:{decision.assign_team}"
+    return decision.assignee
+
+
+def _action(outcome: Outcome) -> str:
+    if outcome.route is not None and outcome.route.action != "accept":
+        return outcome.route.action
+    return {"accepted": "accept", "rejected": "reject", "quarantined": "quarantine"}.get(outcome.status, "accept")
 
 
 def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
     rcpts = (to.lower(),) if to else ()
     outcome = ingest(raw, Envelope("", rcpts, "pipe", ctx.clock.now()), ctx, dry_run=True)
     decision = outcome.route
-    action = {"accepted": "accept", "rejected": "reject", "quarantined": "quarantine"}.get(outcome.status, "accept")
     return {
         "help_topic": {
             "name": decision.help_topic if decision else None,
@@ -28,11 +40,12 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
             "department": decision.department if decision else None,
             "priority": decision.priority.value if decision else None,
             "sla_plan": decision.sla_plan if decision else None,
-            "assignee": decision.assignee if decision else None,
-            "team": None,
-            "tags": [],
-            "action": action,
+            "assignee": _assignee(decision) if decision else None,
+            "team": decision.team if decision else None,
+            "tags": list(decision.tags) if decision else [],
+            "action": _action(outcome),
         },
+        "changes": list(decision.changes) if decision else [],
         "notifications": [{"kind": kind, "to": list(to_list)} for kind, to_list in outcome.notifications],
         "outcome": {"status": outcome.status, "ticket": outcome.number, "reason": outcome.reason},
     }
@@ -45,9 +58,17 @@ def render_text(report: dict[str, Any]) -> str:
         mark = "MATCH" if rule["matched"] else "-----"
         lines.append(f"  {mark} {rule['name']}: {rule['reason']}")
     lines.append("result:")
-    lines += [f"  {k:<11} {v if v not in (None, []) else '-'}" for k, v in report["result"].items()]
+    lines += [f"  {k:<11} {_shown(v)}" for k, v in report["result"].items()]
+    lines.append("changes:")
+    lines += [f"  {change}" for change in report["changes"]] or ["  (none)"]
     lines.append("notifications:")
     lines += [f"  {n['kind']} -> {', '.join(n['to'])}" for n in report["notifications"]] or ["  (none)"]
     out = report["outcome"]
     lines.append(f"outcome: {out['status']}" + (f" ({out['reason']})" if out["reason"] else ""))
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if value in (None, []):
+        return "-"
+    return ", ".join(value) if isinstance(value, list) else str(value)

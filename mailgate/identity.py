@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 
-_TOKEN = re.compile(r"^([tb])(\d{1,18})-([a-z2-7]{10})$")
+_TOKEN = re.compile(r"^([tba])(\d{1,18})-([a-z2-7]{10})$")
 _MID = re.compile(r"^<?mg\.(\d{1,18})\.([a-z2-7]{8})\.([a-z2-7]{6})\.([a-z2-7]{16})@([^>]+)>?$")
 
 
@@ -90,21 +90,23 @@ class Identity:
             return None
         return SignedId(ticket_id, rhash)
 
-    def token(self, kind: str, value: int) -> str:
-        """A signed plus-address token: ``t<ticket>`` in Reply-To, ``b<outbox row>`` as bounce address (VERP)."""
-        return f"{kind}{value}-{self._sign('plus', kind, value, length=10)}"
+    def token(self, kind: str, value: int, holder: str = "") -> str:
+        """A signed plus-address token: ``t<ticket>`` in Reply-To, ``b<outbox row>`` as bounce address (VERP),
+        ``a<ticket>`` in an agent's Reply-To, signed for that agent (``holder``) alone."""
+        return f"{kind}{value}-{self._sign('plus', kind, value, holder.lower(), length=10)}"
 
-    def plus_address(self, address: str, kind: str, value: int) -> str:
+    def plus_address(self, address: str, kind: str, value: int, holder: str = "") -> str:
         local, _, domain = parseaddr(address)[1].partition("@")
-        return f"{local.split('+', 1)[0]}+{self.token(kind, value)}@{domain}"
+        return f"{local.split('+', 1)[0]}+{self.token(kind, value, holder)}@{domain}"
 
-    def read_token(self, address: str, kind: str) -> int | None:
+    def read_token(self, address: str, kind: str, holder: str = "") -> int | None:
         """The id in a valid token of ``kind`` in this address's plus part, else None (forged or absent)."""
         m = _TOKEN.match(address.strip().strip("<>").lower().rpartition("@")[0].partition("+")[2])
         if m is None or m.group(1) != kind:
             return None
         value = int(m.group(2))
-        return value if hmac.compare_digest(m.group(3), self._sign("plus", kind, value, length=10)) else None
+        expected = self._sign("plus", kind, value, holder.lower(), length=10)
+        return value if hmac.compare_digest(m.group(3), expected) else None
 
     def is_own_loop(self, header_value: str | None) -> bool:
         if not header_value:

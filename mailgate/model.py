@@ -104,6 +104,7 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
     conversation_index: Mapped[str | None] = mapped_column(String(200))  # Outlook Thread-Index root
+    satisfaction: Mapped[int | None] = mapped_column(Integer)  # 1-5, the requester's rating on resolution
 
 
 class Participant(Base):
@@ -188,6 +189,7 @@ class Outbox(Base):
     recipients: Mapped[list[str]] = mapped_column(JSON)
     recipient: Mapped[str] = mapped_column(String(320), default="")  # one row per recipient: limits, bounces
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)  # machine-initiated (acks, alerts)
+    attachments: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # [sha256, filename, type]
     message_id: Mapped[str] = mapped_column(String(998))
     subject: Mapped[str] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)

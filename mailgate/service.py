@@ -32,7 +32,9 @@ from mailgate.db import Database
 from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
 from mailgate.pipeline.audience import Directory
+from mailgate.pipeline.commands import Vocabulary
 from mailgate.pipeline.ingest import Context
+from mailgate.pipeline.notify import NotifyContext
 from mailgate.pipeline.thread import TicketTag
 from mailgate.rules.engine import CompiledRules
 from mailgate.scheduler import Jobs, start_scheduler
@@ -57,18 +59,37 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
     if main.intake.notes_address:
         own.add(main.intake.notes_address)
     own.add(parseaddr(main.outbound.from_)[1].lower())
+    own_addresses = frozenset(a for a in own if a)
+    identity = Identity(load_secret(secret_file), domain)
+    tag = TicketTag(main.tickets.number_format, main.tickets.subject_tag)
+    directory = Directory(config.agents)
     return Context(
         config=config,
         db=db,
         clock=clock or SystemClock(),
         templates=templates,
-        identity=Identity(load_secret(secret_file), domain),
-        tag=TicketTag(main.tickets.number_format, main.tickets.subject_tag),
+        identity=identity,
+        tag=tag,
         blobs=BlobStore(main.state_dir / "attachments"),
         rules=CompiledRules(config.rules.rules),
-        own_addresses=frozenset(a for a in own if a),
-        directory=Directory(config.agents),
-        agents={a.email: i for i, a in enumerate(config.agents.agents, 1)},
+        own_addresses=own_addresses,
+        directory=directory,
+        vocabulary=Vocabulary(
+            agents=dict(directory.names),
+            departments=frozenset(d.name for d in config.agents.departments),
+            topics=frozenset(t.name for t in config.rules.help_topics),
+            plans=frozenset(config.sla.sla_plans),
+        ),
+        notifier=NotifyContext(
+            identity,
+            tag,
+            templates,
+            own_addresses,
+            main.notifications,
+            directory,
+            main.outbound.from_,
+            main.intake.addresses[0],
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, bindparam, func, insert, select, update
+from sqlalchemy import Insert, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -37,8 +37,7 @@ from mailgate.model import (
 
 _DEDUPE_STATUSES = (InboundStatus.ACCEPTED.value, InboundStatus.QUARANTINED.value)
 _RETURNING_ID: dict[type[Base], Insert] = {
-    model: insert(model).returning(model.id)
-    for model in (Inbound, Ticket, Message)
+    model: insert(model).returning(model.id) for model in (Inbound, Ticket, Message)
 }
 _INSERT: dict[type[Base], Insert] = {
     model: insert(model) for model in (Participant, Event, AttachmentRow, ThreadRef, Outbox)
@@ -145,6 +144,13 @@ class Store:
         """(email, name, role) of everyone on the ticket, in the order they joined."""
         return [(r[0], r[1], r[2]) for r in self._conn().execute(_PARTICIPANTS, {"ticket_id": ticket_id})]
 
+    def remove_collaborator(self, ticket_id: int, email: str) -> None:
+        self._conn().execute(
+            delete(Participant).where(
+                Participant.ticket_id == ticket_id, Participant.email == email, Participant.role == "collaborator"
+            )
+        )
+
     def messages(self, ticket_id: int) -> Sequence[Message]:
         return self.session.scalars(select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)).all()
 
@@ -161,8 +167,9 @@ class Store:
         if ticket_id is None:
             rows = self._conn().execute(_AUTOMATIC, {"recipient": recipient, "since": since})
         else:
-            rows = self._conn().execute(_AUTOMATIC_ON_TICKET, {"recipient": recipient, "since": since,
-                                                               "ticket_id": ticket_id})
+            rows = self._conn().execute(
+                _AUTOMATIC_ON_TICKET, {"recipient": recipient, "since": since, "ticket_id": ticket_id}
+            )
         return list(rows.scalars())
 
     def suppressed_until(self, address: str) -> datetime | None:

@@ -22,6 +22,7 @@ KINDS = (
     "notice_status",
     "alert_assigned",
     "alert_note",
+    "command_error",
     "rejected",
     "admin_alert",
 )

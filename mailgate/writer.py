@@ -85,7 +85,10 @@ class BatchWriter:
             for (_, _, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
             if self._on_commit is not None:
-                self._on_commit(results)
+                try:
+                    self._on_commit(results)
+                except Exception:  # a failed wake-up must not kill the thread every listener depends on
+                    log.exception("after-commit hook failed")
             if stop:
                 return
 

@@ -351,7 +351,11 @@ class ImapIntake:
         with self._lock:
             if self._closed:
                 return
-            wanted = {mb.name: mb for mb in mailboxes}
+            wanted: dict[str, ImapMailbox] = {}
+            for mb in mailboxes:
+                if mb.name in wanted:  # the name keys the checkpoint in mailbox_state: two would fight over it
+                    log.error("imap %s: mailbox name used twice in intake.imap; only the first is watched", mb.name)
+                wanted.setdefault(mb.name, mb)
             stale = [n for n, (mb, _, _) in self._running.items() if wanted.get(n) != mb]
             self._stop_units([self._running.pop(n) for n in stale])
             for name, mb in wanted.items():

@@ -1,5 +1,6 @@
 """Talking to an IMAP server, for the poller and ``mailgate imap check``: TLS mode, credentials, login,
-folders, acknowledging mail, and one-line wording of failures.
+folders, fetch batches, the envelope a mail carries in its headers, acknowledging mail (MOVE, or
+COPY + \\Deleted + UID EXPUNGE), and one-line wording of failures.
 
 Credentials are read at every login, so a password file or OAuth2 token that
 the admin's tooling rewrites is picked up without a restart. An OAuth2 token

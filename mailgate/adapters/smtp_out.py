@@ -83,8 +83,9 @@ class SmtpTransport:
             with self._connect() as client:
                 client.ehlo_or_helo_if_needed()
                 if eai and not client.has_extn("smtputf8"):
-                    return PermFailure(f"relay {self.host}:{self.port} does not offer SMTPUTF8, "
-                                       f"needed for {', '.join(eai)}")
+                    return PermFailure(
+                        f"relay {self.host}:{self.port} does not offer SMTPUTF8, needed for {', '.join(eai)}"
+                    )
                 if self.username:
                     client.login(self.username, self.password or "")
                 refused = client.sendmail(mail_from, recipients, data, mail_options=["SMTPUTF8"] if eai else [])

@@ -29,6 +29,7 @@ from mailgate.domain import (
 )
 from mailgate.identity import is_own_address
 from mailgate.model import AttachmentRow, Event, Message, Participant, ThreadRef, Ticket
+from mailgate.pipeline.commands import AgentMail
 from mailgate.pipeline.thread import TicketTag
 from mailgate.store import Store
 
@@ -44,7 +45,7 @@ class Writer:
     now: datetime
 
 
-def _event(w: Writer, ticket_id: int, kind: str, detail: str, actor: str = "system") -> dict[str, object]:
+def event_row(w: Writer, ticket_id: int, kind: str, detail: str, actor: str = "system") -> dict[str, object]:
     return {"ticket_id": ticket_id, "at": w.now, "kind": kind, "actor": actor, "detail": detail}
 
 
@@ -128,7 +129,7 @@ def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
     return MessageKind.AGENT if sender.role is Role.AGENT else MessageKind.CUSTOMER
 
 
-def _store_message(w: Writer, ticket_id: int, parsed: ParsedMail, inbound_id: int, kind: MessageKind, body: str) -> int:
+def store_message(w: Writer, ticket_id: int, parsed: ParsedMail, inbound_id: int, kind: MessageKind, body: str) -> int:
     message_id = w.store.add(
         Message,
         {
@@ -164,6 +165,16 @@ def _store_message(w: Writer, ticket_id: int, parsed: ParsedMail, inbound_id: in
     return message_id
 
 
+@dataclass(frozen=True)
+class Intent:
+    """What authorize/commands decided, for apply to carry out."""
+
+    follow_up_of: str | None = None
+    add_collaborator: bool = False
+    agent_mail: AgentMail | None = None  # an authenticated agent's mail to a ticket: see apply_agent.py
+    to_notes: bool = False
+
+
 def apply(
     w: Writer,
     parsed: ParsedMail,
@@ -173,11 +184,17 @@ def apply(
     sender: Sender,
     decision: RouteDecision,
     source: str,
+    intent: Intent,
 ) -> tuple[Change, Ticket]:
     if match.ticket_id is None:
-        return _create(w, parsed, inbound_id, cls, sender, decision, source)
+        return _create(w, parsed, inbound_id, cls, sender, decision, source, intent)
     existing = w.store.ticket(match.ticket_id)
     assert existing is not None
+    if intent.add_collaborator:
+        w.store.add_rows(
+            Participant,
+            [{"ticket_id": existing.id, "email": sender.address, "name": sender.name, "role": Role.COLLABORATOR.value}],
+        )
     return _append(w, existing, parsed, inbound_id, cls, sender)
 
 
@@ -189,6 +206,7 @@ def _create(
     sender: Sender,
     decision: RouteDecision,
     source: str,
+    intent: Intent,
 ) -> tuple[Change, Ticket]:
     ticket = _create_ticket(w, parsed, decision)
     _participants(w, ticket.id, parsed)
@@ -199,13 +217,18 @@ def _create(
         f"SLA {decision.sla_plan!r}; assignee {decision.assignee!r}. {why}"
     )
     events = [
-        _event(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"),
-        _event(w, ticket.id, "routed", summary),
+        event_row(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"),
+        event_row(w, ticket.id, "routed", summary),
     ]
+    if intent.follow_up_of:
+        events.append(event_row(w, ticket.id, "follow_up", f"follows up ticket {intent.follow_up_of}"))
+    if sender.reason:
+        events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)
     kind = _message_kind(cls, sender)
-    _store_message(w, ticket.id, parsed, inbound_id, kind, parsed.text)
-    return Change(ticket.id, ticket.number, True, False, kind, ("created", "routed")), ticket
+    store_message(w, ticket.id, parsed, inbound_id, kind, parsed.text)
+    names = tuple(str(e["kind"]) for e in events)
+    return Change(ticket.id, ticket.number, True, False, kind, names, text=parsed.text), ticket
 
 
 def _append(
@@ -213,7 +236,8 @@ def _append(
 ) -> tuple[Change, Ticket]:
     events: list[dict[str, object]] = []
     kind = _message_kind(cls, sender)
-    _store_message(w, ticket.id, parsed, inbound_id, kind, parsed.new_text or parsed.text)
+    text = parsed.new_text or parsed.text
+    store_message(w, ticket.id, parsed, inbound_id, kind, text)
     ticket.updated_at = w.now
     reopened = False
     if kind is MessageKind.CUSTOMER and cls.kind is not Kind.AUTO_REPLY and ticket.status in _REOPEN_FROM:
@@ -222,7 +246,7 @@ def _append(
         ticket.closed_at = None
         reopened = previous in (Status.RESOLVED.value, Status.CLOSED.value)
         events.append(
-            _event(
+            event_row(
                 w,
                 ticket.id,
                 "reopened" if reopened else "status",
@@ -232,7 +256,10 @@ def _append(
         )
     if cls.kind is Kind.BOUNCE:
         bounced = ", ".join(sorted(cls.bounced)) or "?"
-        events.append(_event(w, ticket.id, "bounce", f"{cls.reason}; bounced: {bounced}"))
+        events.append(event_row(w, ticket.id, "bounce", f"{cls.reason}; bounced: {bounced}"))
+    if sender.reason:
+        events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)
     names = tuple(str(e["kind"]) for e in events)
-    return Change(ticket.id, ticket.number, False, reopened, kind, names), ticket
+    status = Status.OPEN.value if reopened else None
+    return Change(ticket.id, ticket.number, False, reopened, kind, names, status_changed=status, text=text), ticket

@@ -6,7 +6,7 @@ customers are acknowledged, notes never reach a customer") read as a list.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailgate.config import AgentsFile
@@ -33,7 +33,7 @@ class Directory:
     """Agents and departments from agents.yaml, for looking up who works a ticket."""
 
     def __init__(self, agents: AgentsFile) -> None:
-        self.names: Mapping[str, str] = {a.email: a.name for a in agents.agents}
+        self.names: dict[str, str] = {a.email: a.name for a in agents.agents}
         self.departments = {d.name: d for d in agents.departments}
 
     def is_agent(self, address: str) -> bool:
@@ -72,15 +72,36 @@ def for_inbound(
     *,
     acknowledge: bool,
 ) -> list[Planned]:
-    """Notifications caused by a received mail (new ticket or a new message on one)."""
-    planned: list[Planned] = []
+    """Notifications caused by a received mail: a new ticket, a customer message, or an agent's action."""
     agents = _without(directory.responsible(ticket), sender.address)
     if change.created:
         reply_to = parsed.reply_to[0] if parsed.reply_to else ticket.requester
+        planned = []
         if acknowledge and not cls.automatic and reply_to.email:
             planned.append(Planned("ack_new", reply_to, True, "auto-replied"))
-        planned += [Planned("alert_new", agent, True, "auto-generated") for agent in agents]
-        return planned
+        return planned + [Planned("alert_new", agent, True, "auto-generated") for agent in agents]
+    if change.command_errors:
+        return [Planned("command_error", directory.agent(sender.address), True, "auto-replied")]
     if change.message_kind is MessageKind.CUSTOMER:
-        planned += [Planned("alert_message", agent, True, "auto-generated") for agent in agents]
+        return [Planned("alert_message", agent, True, "auto-generated") for agent in agents]
+    if change.message_kind in (MessageKind.AGENT, MessageKind.NOTE):
+        return _for_agent_action(change, ticket, sender, directory, agents)
+    return []
+
+
+def _for_agent_action(
+    change: Change, ticket: TicketView, sender: Sender, directory: Directory, agents: list[Address]
+) -> list[Planned]:
+    planned: list[Planned] = []
+    customers = _without([ticket.requester, *ticket.collaborators], sender.address)
+    if change.message_kind is MessageKind.AGENT:  # a human's words: relayed, not an automatic mail
+        planned += [Planned("agent_reply", person, False, None) for person in customers if person.email]
+    elif change.text:
+        planned += [Planned("alert_note", agent, True, "auto-generated") for agent in agents]
+    if change.status_changed in ("resolved", "closed") and ticket.requester.email:
+        planned.append(Planned("notice_status", ticket.requester, True, "auto-generated"))
+    if change.assigned_to and change.assigned_to != sender.address:
+        planned.append(Planned("alert_assigned", directory.agent(change.assigned_to), True, "auto-generated"))
+    elif change.transferred_to:
+        planned += [Planned("alert_assigned", agent, True, "auto-generated") for agent in agents]
     return planned

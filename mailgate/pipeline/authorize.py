@@ -1,24 +1,131 @@
-"""Stage 6: who is writing — requester, collaborator, agent or stranger?
+"""Stage 6: who is writing — requester, collaborator, agent or stranger — and may they act on this ticket?
 
-The role decides what a mail may do to a ticket. Roles come from the ticket's
-participants and the agent directory, never from anything the mail claims
-about itself beyond its From address.
+Decision order (README, "Who may do what"):
+
+1. From is in the agent directory *and* the mail is authenticated (the agent's own
+   signed reply address, or a trusted ``Authentication-Results`` with DKIM/SPF
+   passing for the agent's domain) -> agent. From alone is never enough: a failed
+   check makes the mail an ordinary message and raises an alert.
+2. No ticket matched -> requester of a new ticket.
+3. A participant of the matched ticket -> their role (requester or collaborator).
+4. The mail answers our mail for that ticket (signed reply address) -> collaborator.
+5. Anyone else is a stranger; ``security.stranger_reply`` decides: a new ticket
+   (default), added as collaborator, or rejected with an explanation.
 """
 
 from __future__ import annotations
 
-from mailgate.domain import ParsedMail, Role, Sender, ThreadMatch
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from mailgate.config import AgentAuthentication
+from mailgate.domain import ParsedMail, Role, Sender, Status, ThreadMatch
+from mailgate.identity import Identity
+from mailgate.model import Ticket
 from mailgate.store import Store
 
+_RESULT = re.compile(r"\b(dkim|spf)\s*=\s*(\w+)([^;]*)", re.I)
+_PROP = re.compile(r"\b(header\.d|header\.i|smtp\.mailfrom|smtp\.from)\s*=\s*\"?([^\s;\"]+)", re.I)
 
-def authorize(parsed: ParsedMail, match: ThreadMatch, store: Store, agents: dict[str, int]) -> Sender:
+
+def _domain(value: str) -> str:
+    return value.rpartition("@")[2].lower().strip(">").rstrip(".")
+
+
+def authenticated_by_mx(parsed: ParsedMail, address: str, policy: AgentAuthentication) -> str | None:
+    """Which method vouches for ``address``, per the topmost Authentication-Results of a trusted server."""
+    trusted = {a.lower() for a in policy.authserv_ids}
+    if not trusted:
+        return None
+    for name, value in parsed.raw_headers:  # topmost first: the receiving MX prepends its own
+        if name.lower() != "authentication-results":
+            continue
+        authserv = value.split(";", 1)[0].strip().split()[0].lower() if value.strip() else ""
+        if authserv not in trusted:
+            continue
+        wanted = _domain(address)
+        for method, result, props in _RESULT.findall(value):
+            if method.lower() not in policy.methods or result.lower() != "pass":
+                continue
+            domains = {_domain(v) for _, v in _PROP.findall(props)}
+            if wanted in domains or any(wanted.endswith("." + d) for d in domains):
+                return f"{method.lower()}=pass ({authserv})"
+        return None  # only the first header from our own MX counts; later ones are the sender's words
+    return None
+
+
+def _agent_token(identity: Identity, recipients: tuple[str, ...], ticket_id: int | None, address: str) -> bool:
+    return ticket_id is not None and any(identity.read_token(r, "a", address) == ticket_id for r in recipients)
+
+
+def authorize(
+    parsed: ParsedMail,
+    match: ThreadMatch,
+    store: Store,
+    agents: dict[str, str],
+    identity: Identity,
+    policy: AgentAuthentication,
+    recipients: tuple[str, ...],
+) -> Sender:
     address = parsed.from_addr.email if parsed.from_addr else ""
     name = parsed.from_addr.name if parsed.from_addr else ""
+    suspect = ""
     if address in agents:
-        return Sender(address, Role.AGENT, agents[address], name)
+        how = (
+            "own reply address"
+            if policy.reply_token and _agent_token(identity, recipients, match.ticket_id, address)
+            else authenticated_by_mx(parsed, address, policy)
+        )
+        if how:
+            return Sender(address, Role.AGENT, None, name or agents[address], authenticated=True, reason=how)
+        suspect = "From names an agent but the mail is not authenticated; treated as an ordinary message"
     if match.ticket_id is None:
-        return Sender(address, Role.REQUESTER, None, name)
+        return Sender(address, Role.REQUESTER, None, name, reason=suspect)
     for email, _name, role in store.participants(match.ticket_id):
         if email == address:
-            return Sender(address, Role(role), None, name)
-    return Sender(address, Role.STRANGER, None, name)
+            return Sender(address, Role(role), None, name, reason=suspect)
+    if match.via == "token":  # the mail answers a mail we sent for this ticket
+        return Sender(address, Role.COLLABORATOR, None, name, reason=suspect or "answered our signed reply address")
+    return Sender(address, Role.STRANGER, None, name, reason=suspect)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether the mail joins the matched ticket, and if not what happens instead."""
+
+    match: ThreadMatch
+    sender: Sender
+    follow_up_of: str | None = None  # ticket number a new ticket refers back to
+    reject: str | None = None
+    add_collaborator: bool = False
+
+
+def admit(
+    match: ThreadMatch,
+    sender: Sender,
+    ticket: Ticket | None,
+    stranger_policy: str,
+    reopen_window: timedelta,
+    now: datetime,
+) -> Admission:
+    """Apply the stranger policy and the reopen window of closed tickets."""
+    if ticket is None:
+        return Admission(match, sender)
+    number = ticket.number
+    if sender.role is Role.STRANGER:
+        if stranger_policy == "reject":
+            return Admission(
+                match, sender, reject=f"you are not a participant of ticket {number}; please write to us in a new mail"
+            )
+        if stranger_policy == "collaborator":
+            return Admission(
+                match,
+                replace(sender, role=Role.COLLABORATOR, reason="added by stranger_reply policy"),
+                add_collaborator=True,
+            )
+        return Admission(ThreadMatch(None, "none"), replace(sender, role=Role.REQUESTER), follow_up_of=number)
+    too_late = ticket.closed_at is not None and now - ticket.closed_at > reopen_window
+    if ticket.status == Status.CLOSED.value and too_late and sender.role is not Role.AGENT:
+        return Admission(ThreadMatch(None, "none"), replace(sender, role=Role.REQUESTER), follow_up_of=number)
+    return Admission(match, sender, add_collaborator=match.via == "token" and sender.role is Role.COLLABORATOR)

@@ -11,8 +11,8 @@ source only after ``ingest``/``ingest_batch`` has returned, i.e. committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
@@ -28,23 +28,25 @@ from mailgate.domain import (
     Envelope,
     InboundStatus,
     Kind,
-    Notification,
     Outcome,
     ParsedMail,
+    Role,
     RouteDecision,
     Sender,
+    ThreadMatch,
 )
 from mailgate.errors import ParseError, Rejected, TempFail
 from mailgate.identity import Identity
 from mailgate.model import Ticket
-from mailgate.pipeline import audience
 from mailgate.pipeline import spool as spooling
-from mailgate.pipeline.apply import Writer, apply
+from mailgate.pipeline.apply import Intent, Writer, apply
+from mailgate.pipeline.apply_agent import apply_agent
 from mailgate.pipeline.audience import Directory
-from mailgate.pipeline.authorize import authorize
+from mailgate.pipeline.authorize import Admission, admit, authorize
 from mailgate.pipeline.classify import classify
+from mailgate.pipeline.commands import Vocabulary, parse_agent_mail
 from mailgate.pipeline.dedupe import find_duplicate
-from mailgate.pipeline.notify import NotifyContext, Trigger, send, support_address, ticket_view
+from mailgate.pipeline.notify import NotifyContext, notify_mail, recipients
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.thread import TicketTag, match_thread
@@ -69,43 +71,38 @@ class Context:
     rules: CompiledRules
     own_addresses: frozenset[str]
     directory: Directory
-    agents: Mapping[str, int] = field(default_factory=dict)
+    vocabulary: Vocabulary
+    notifier: NotifyContext
 
     def mailbox_topic(self, mailbox: str | None) -> str | None:
         return next((m.help_topic for m in self.config.main.intake.imap if m.name == mailbox), None)
 
 
-def _notify(
-    store: Store,
+def _act(
+    w: Writer,
     ctx: Context,
-    change: Change,
-    ticket: Ticket,
     parsed: ParsedMail,
+    inbound_id: int,
     cls: Classification,
+    match: ThreadMatch,
     sender: Sender,
     decision: RouteDecision,
     env: Envelope,
-    now: datetime,
-) -> list[Notification]:
-    main = ctx.config.main
-    nc = NotifyContext(
-        ctx.identity, ctx.tag, ctx.templates, ctx.own_addresses, main.notifications, ctx.directory, main.outbound.from_
+    admission: Admission,
+) -> tuple[Change, Ticket]:
+    """apply, or apply_agent for an authenticated agent's mail to a ticket (commands parsed first)."""
+    notes_address = ctx.config.main.intake.notes_address
+    intent = Intent(
+        admission.follow_up_of,
+        admission.add_collaborator,
+        to_notes=bool(notes_address) and notes_address in recipients(parsed, env),
     )
-    planned = audience.for_inbound(
-        change, ticket_view(ticket, store), parsed, cls, sender, ctx.directory, acknowledge=not decision.no_autoreply
-    )
-    support = support_address(parsed, env, ctx.own_addresses, main.intake.addresses[0])
-    message = {"text": parsed.new_text, "subject": parsed.subject, "from": sender.address, "from_name": sender.name}
-    trigger = Trigger(
-        parsed.message_id,
-        cls,
-        support,
-        message,
-        {"status": ticket.status},
-        key=f"in-{parsed.sha256[:20]}",
-        fresh=change.created,
-    )
-    return send(store, nc, planned, ticket, trigger, now)
+    if sender.role is Role.AGENT and match.ticket_id is not None:
+        ticket = w.store.ticket(match.ticket_id)
+        assert ticket is not None
+        mail = parse_agent_mail(parsed.new_text, ctx.vocabulary, sender.address)
+        return apply_agent(w, ticket, parsed, inbound_id, sender, mail, intent.to_notes), ticket
+    return apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
 
 
 def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: datetime, blobs: BlobStore) -> Outcome:
@@ -133,16 +130,22 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
         reason = f"{cls.kind.value}: {cls.reason}"
         spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
         return Outcome("quarantined", None, reason, inbound_id)
-    sender = authorize(parsed, match, store, dict(ctx.agents))
+    security = ctx.config.main.security
+    sender = authorize(
+        parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
+    )
+    ticket = store.ticket(match.ticket_id) if match.ticket_id is not None else None
+    admission = admit(match, sender, ticket, security.stranger_reply, ctx.config.main.lifecycle.reopen_window, now)
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
-    if decision.reject is not None:  # refused mail stays with its sender; we keep only the record
-        spooling.finish(
-            store, inbound_id, InboundStatus.REJECTED, now, reason=decision.reject, message_id=mid, drop_raw=True
-        )
-        return Outcome("rejected", None, decision.reject, inbound_id, decision.trace, route=decision)
+    refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
+    if refusal is not None:  # refused mail stays with its sender; we keep only the record
+        spooling.finish(store, inbound_id, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
+        return Outcome("rejected", None, refusal, inbound_id, decision.trace, route=decision)
     writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now)
-    change, ticket = apply(writer, parsed, inbound_id, cls, match, sender, decision, env.source)
-    notes = _notify(store, ctx, change, ticket, parsed, cls, sender, decision, env, now)
+    change, ticket = _act(
+        writer, ctx, parsed, inbound_id, cls, admission.match, admission.sender, decision, env, admission
+    )
+    notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
     spooling.finish(store, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
     sent = tuple((n.kind, n.to) for n in notes)
     return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision)

@@ -13,9 +13,21 @@ from typing import Any
 
 from mailgate import threadindex
 from mailgate.config import Notifications
-from mailgate.domain import Address, Classification, Envelope, Notification, ParsedMail, Role
+from mailgate.domain import (
+    Address,
+    Attachment,
+    Change,
+    Classification,
+    Envelope,
+    Notification,
+    ParsedMail,
+    Role,
+    RouteDecision,
+    Sender,
+)
 from mailgate.identity import Identity, is_own_address
 from mailgate.model import Event, Outbox, ThreadRef, Ticket
+from mailgate.pipeline import audience
 from mailgate.pipeline.audience import Directory, Planned, TicketView
 from mailgate.pipeline.guard import Limit, Verdict, may_send_automatic
 from mailgate.pipeline.quotes import REPLY_MARKER
@@ -24,10 +36,66 @@ from mailgate.store import Store
 from mailgate.templates import Templates
 
 
+def recipients(parsed: ParsedMail, envelope: Envelope) -> tuple[str, ...]:
+    """Everyone the mail was addressed to: envelope first, then To and Cc."""
+    return tuple(dict.fromkeys([*(r.lower() for r in envelope.rcpt_tos), *(a.email for a in (*parsed.to, *parsed.cc))]))
+
+
 def support_address(parsed: ParsedMail, envelope: Envelope, own: frozenset[str], default: str) -> str:
-    """The address the customer wrote to, so replies come back to the same place."""
-    candidates = [*envelope.rcpt_tos, *(a.email for a in (*parsed.to, *parsed.cc))]
-    return next((c.lower() for c in candidates if is_own_address(c, own)), default)
+    """The address the customer wrote to (without any plus token), so replies come back to the same place."""
+    found = next((c for c in recipients(parsed, envelope) if is_own_address(c, own)), default)
+    local, _, domain = found.partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def notify_mail(
+    store: Store,
+    nc: NotifyContext,
+    change: Change,
+    ticket: Ticket,
+    parsed: ParsedMail,
+    cls: Classification,
+    sender: Sender,
+    decision: RouteDecision,
+    env: Envelope,
+    now: datetime,
+) -> list[Notification]:
+    """Everything a received mail's change should tell anyone."""
+    planned = audience.for_inbound(
+        change, ticket_view(ticket, store), parsed, cls, sender, nc.directory, acknowledge=not decision.no_autoreply
+    )
+    support = support_address(parsed, env, nc.own, nc.default_support)
+    message = {
+        "text": change.text or parsed.new_text,
+        "subject": parsed.subject,
+        "from": sender.address,
+        "from_name": sender.name,
+    }
+    details = {
+        "status": ticket.status,
+        "what": _what(change, ticket),
+        "by": sender.address,
+        "reason": "; ".join(change.command_errors) or sender.reason,
+    }
+    trigger = Trigger(
+        parsed.message_id,
+        cls,
+        support,
+        message,
+        details,
+        key=f"in-{parsed.sha256[:20]}",
+        fresh=change.created,
+        attachments=parsed.attachments if change.message_kind.value == "agent" else (),
+    )
+    return send(store, nc, planned, ticket, trigger, now)
+
+
+def _what(change: Change, ticket: Ticket) -> str:
+    if change.transferred_to:
+        return f"Transferred to {change.transferred_to}"
+    if change.assigned_to:
+        return "Assigned to you"
+    return f"Status {ticket.status}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +107,7 @@ class NotifyContext:
     settings: Notifications
     directory: Directory
     mail_from: str
+    default_support: str
     topic_overrides: dict[str, bool] | None = None
 
 
@@ -130,6 +199,7 @@ class Trigger:
     change: dict[str, str]
     key: str  # unique per cause, so each notification is queued once (dedupe key)
     fresh: bool = False  # the ticket was created by this cause: nothing was sent for it before
+    attachments: tuple[Attachment, ...] = ()  # relayed with an agent's reply (never with notes)
 
 
 def send(
@@ -177,9 +247,7 @@ def _build(
     context = _context(ticket, nc.tag, item.to, trigger.support, trigger.message, trigger.change)
     rendered = nc.templates.render(item.kind, context)
     headers = {
-        "Reply-To": nc.identity.plus_address(trigger.support, "t", ticket.id)
-        if nc.settings.reply_to_token
-        else trigger.support,
+        "Reply-To": _reply_to(nc, trigger.support, ticket, item.to.email),
         "Thread-Topic": ticket.subject,
         "Thread-Index": _thread_index(ticket, nc.identity, now),
     }
@@ -199,7 +267,17 @@ def _build(
         auto_submitted=item.auto_submitted or "",
         automatic=item.automatic,
         headers=tuple(headers.items()),
+        attachments=tuple((a.sha256, a.filename, a.content_type) for a in trigger.attachments)
+        if item.kind == "agent_reply"
+        else (),
     )
+
+
+def _reply_to(nc: NotifyContext, support: str, ticket: Ticket, recipient: str) -> str:
+    """Agents get their own signed address (it authenticates their replies); others the ticket's."""
+    if nc.directory.is_agent(recipient) and nc.settings.reply_to_token:
+        return nc.identity.plus_address(support, "a", ticket.id, recipient)
+    return nc.identity.plus_address(support, "t", ticket.id) if nc.settings.reply_to_token else support
 
 
 def _queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: str, now: datetime) -> None:

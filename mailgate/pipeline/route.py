@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import replace
+from typing import Any
 
 from mailgate.domain import Envelope, ParsedMail, Priority, RouteDecision
 from mailgate.rules.engine import CompiledRules, Facts, decode_headers
@@ -20,14 +20,6 @@ from mailgate.rules.regex import search
 from mailgate.rules.schema import HelpTopic, RulesFile, Then
 
 _BODY_TOPIC = re.compile(r"help[ -]?topic[ \t]*:[ \t]*(\S.*)", re.I)  # on one stripped line: no backtracking blow-up
-_SIMPLE = (
-    ("department", "department"),
-    ("priority", "priority"),
-    ("sla", "sla_plan"),
-    ("team", "team"),
-    ("status", "status"),
-    ("reply", "canned_reply"),
-)
 
 
 def _recipients(parsed: ParsedMail, envelope: Envelope) -> list[str]:
@@ -79,60 +71,38 @@ def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: Com
         body=parsed.new_text,
         body_full=parsed.text,
         help_topic=topic,
-        headers=decode_headers(parsed.raw_headers) if rules.needs_headers else {},
+        headers=decode_headers(parsed.raw_headers, rules.header_names) if rules.needs_headers else {},
         attachments=tuple(a.filename for a in parsed.attachments if not a.inline),
         received_at=envelope.received_at,
     )
 
 
-def _with_topic(decision: RouteDecision, topic: HelpTopic | None, via: str) -> RouteDecision:
+Draft = dict[str, Any]  # RouteDecision's fields while rules apply; one RouteDecision is built at the end
+
+
+def _topic(draft: Draft, topic: HelpTopic | None, via: str) -> None:
+    draft["help_topic_via"] = via
     if topic is None:
-        return replace(decision, help_topic=None, help_topic_via=via)
-    return replace(
-        decision,
+        return
+    draft.update(
         help_topic=topic.name,
         department=topic.department,
         priority=topic.priority,
         sla_plan=topic.sla,
-        help_topic_via=via,
         ack_template=topic.ack_template,
     )
 
 
-def _fate(decision: RouteDecision, name: str, then: Then, changes: list[str]) -> RouteDecision:
-    """reject / discard / quarantine: the last matching rule that says one wins."""
-    if then.reject is not None:
-        changes.append(f"rule {name} rejects the mail: {then.reject}")
-        return replace(decision, action="reject", reject=then.reject, quarantine=None)
-    if then.discard:
-        changes.append(f"rule {name} discards the mail (stored, no ticket)")
-        return replace(decision, action="discard", reject=None, quarantine=None)
-    if then.quarantine is not None:
-        changes.append(f"rule {name} quarantines the mail: {then.quarantine}")
-        return replace(decision, action="quarantine", reject=None, quarantine=then.quarantine)
-    return decision
-
-
-def _apply(decision: RouteDecision, name: str, then: Then, changes: list[str]) -> RouteDecision:
-    for key, attr in _SIMPLE:
-        value = getattr(then, key)
-        if value is not None:
-            decision = replace(decision, **{attr: value})
-            changes.append(f"rule {name} set {key}={value}")
-    if then.agent is not None:
-        decision = replace(decision, assignee=then.agent, assign_strategy=None, assign_team=None)
-        changes.append(f"rule {name} set assignee={then.agent}")
-    elif then.assign_strategy is not None:
-        decision = replace(decision, assignee=None, assign_strategy=then.assign_strategy, assign_team=then.assign_team)
-        changes.append(f"rule {name} set assignee={then.assignee}")
+def _apply(draft: Draft, name: str, then: Then, changes: list[str]) -> None:
+    for fields, change in then.settings:  # all but tags and collaborators, which add up
+        draft.update(fields)
+        changes.append(f"rule {name} {change}")
     if then.tags:
-        decision = replace(decision, tags=tuple(dict.fromkeys((*decision.tags, *then.tags))))
+        draft["tags"] += then.tags
         changes.append(f"rule {name} added tags {', '.join(then.tags)}")
     if then.collaborators:
-        both = (*decision.collaborators, *then.collaborators)
-        decision = replace(decision, collaborators=tuple(dict.fromkeys(both)))
+        draft["collaborators"] += then.collaborators
         changes.append(f"rule {name} added collaborators {', '.join(then.collaborators)}")
-    return _fate(decision, name, then, changes)
 
 
 def route(
@@ -140,18 +110,29 @@ def route(
 ) -> RouteDecision:
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
     matched, trace = compiled.evaluate(_facts(parsed, envelope, topic.name if topic else None, compiled))
-    decision = _with_topic(RouteDecision(None, None, Priority.NORMAL, None, None), topic, via)
+    draft: Draft = {
+        "help_topic": None,
+        "department": None,
+        "priority": Priority.NORMAL,
+        "sla_plan": None,
+        "assignee": None,
+        "tags": [],
+        "collaborators": [],
+    }
+    _topic(draft, topic, via)
     topics = {t.name: t for t in rules.help_topics}
     changes: list[str] = []
     no_ack_by_rule = False
     for name, then in matched:
         if then.help_topic and then.help_topic in topics:  # a topic brings its defaults; later actions override
             topic = topics[then.help_topic]
-            decision = _with_topic(decision, topic, f"rule {name}")
+            _topic(draft, topic, f"rule {name}")
             changes.append(f"rule {name} set help_topic={then.help_topic}")
-        decision = _apply(decision, name, then, changes)
+        _apply(draft, name, then, changes)
         if then.no_autoreply and not no_ack_by_rule:
             no_ack_by_rule = True
             changes.append(f"rule {name} suppressed the acknowledgment")
     no_ack = no_ack_by_rule or (topic is not None and not topic.auto_ack)
-    return replace(decision, no_autoreply=no_ack, trace=trace, changes=tuple(changes))
+    draft["tags"] = tuple(dict.fromkeys(draft["tags"]))
+    draft["collaborators"] = tuple(dict.fromkeys(draft["collaborators"]))
+    return RouteDecision(**draft, no_autoreply=no_ack, trace=trace, changes=tuple(changes))
