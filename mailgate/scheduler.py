@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from mailgate import outbox
+from mailgate import lifecycle, outbox
 from mailgate.adapters.smtp_out import Transport
 from mailgate.pipeline.ingest import Context
 
@@ -45,6 +45,9 @@ class Jobs:
             )
             if result.sent + result.retried + result.failed < main.scheduler.batch_size:
                 return total
+
+    def auto_close(self) -> int:
+        return lifecycle.auto_close(self._context())
 
 
 class RunningScheduler:
@@ -78,6 +81,16 @@ def start_scheduler(jobs: Jobs, outbox_interval: timedelta) -> RunningScheduler:
         "interval",
         id="flush_outbox",
         seconds=outbox_interval.total_seconds(),
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        _safe("auto_close", jobs.auto_close),
+        "interval",
+        id="auto_close",
+        seconds=300,
         max_instances=1,
         coalesce=True,
         misfire_grace_time=None,
