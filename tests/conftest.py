@@ -334,19 +334,25 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 30, what: str =
         time.sleep(0.1)
 
 
-def wait_for_outgoing(config: Path, count: int, service: Service | None = None, timeout: float = 30) -> list[Any]:
-    """Wait until the outgoing Maildir holds at least ``count`` mails; return them all."""
-    return list(wait_until(lambda: (m := outgoing_mail(config)) and len(m) >= count and m, timeout=timeout,
-                           what=f"{count} outgoing mail(s)", log=service.output if service else None))
+def outgoing_to(config: Path, address: str = "pat@customer.example") -> list[Any]:
+    """The outgoing mails addressed to ``address`` (a customer), leaving out alerts to agents."""
+    return [m for m in outgoing_mail(config) if address in {a.addr_spec for a in m["To"].addresses}]
+
+
+def wait_for_outgoing(config: Path, count: int, service: Service | None = None, timeout: float = 30,
+                      to: str = "pat@customer.example") -> list[Any]:
+    """Wait until the outgoing Maildir holds at least ``count`` mails to ``to``; return those."""
+    return list(wait_until(lambda: (m := outgoing_to(config, to)) and len(m) >= count and m, timeout=timeout,
+                           what=f"{count} outgoing mail(s) to {to}", log=service.output if service else None))
 
 
 def smtp_deliver(host: str, port: int, raw: bytes, *, mail_from: str = "pat@customer.example",
-                 rcpts: tuple[str, ...] = ("support@example.com",)) -> tuple[int, str]:
+                 rcpts: tuple[str, ...] = ("support@example.com",), timeout: float = 60) -> tuple[int, str]:
     """One SMTP transaction with smtplib; return the server's final (code, text) for DATA.
 
     Refused recipients are skipped; if none is left the RCPT answer is returned instead.
     """
-    with smtplib.SMTP(host, port, timeout=60) as client:
+    with smtplib.SMTP(host, port, timeout=timeout) as client:
         client.ehlo("client.example")
         code, text = client.mail(mail_from)
         if code != 250:

@@ -30,10 +30,11 @@ from datetime import datetime, timedelta
 from email.utils import make_msgid
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mailgate.adapters.imap_server import token_expiry
 from mailgate.config import ImapMailbox
+from mailgate.errors import TempFail
 from mailgate.model import Inbound, Outbox
 from mailgate.pipeline.ingest import Context
 from mailgate.store import Store
@@ -199,6 +200,8 @@ class MailboxWatchdog:
         while not self._stop.wait(self.mailbox.watchdog.check_interval.total_seconds()):
             try:
                 self.check()
+            except (TempFail, DBAPIError) as exc:  # the database is down: the poller says so too; try again
+                log.warning("imap %s: watchdog check skipped: %s", self.mailbox.name, " ".join(str(exc).split())[:200])
             except Exception:  # never let the watchdog die of its own bug; try again next interval
                 log.exception("imap %s: watchdog check failed", self.mailbox.name)
 

@@ -34,7 +34,24 @@ class IntakeSMTP(SMTP):
 
 
 class IntakeLMTP(LMTP):
+    """LMTP whose own refusals after DATA (too big, line too long) also come once per recipient.
+
+    aiosmtpd answers those with a single line; an LMTP client waiting for one
+    reply per recipient (RFC 2033 section 4.2) would hang and lose track.
+    """
+
     line_length_limit = MAX_LINE
+    _after_data = False
+
+    async def push(self, status: Any) -> None:  # str or bytes, as in aiosmtpd
+        if isinstance(status, str) and status.startswith("354"):
+            self._after_data = True  # the next reply is the final answer to DATA
+        elif self._after_data:
+            self._after_data = False
+            count = len(self.envelope.rcpt_tos) if self.envelope is not None else 1
+            if isinstance(status, str) and "\r\n" not in status and count > 1:
+                status = "\r\n".join([status] * count)
+        await super().push(status)
 
 
 def protocol_class(*, lmtp: bool) -> type[Any]:
