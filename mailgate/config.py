@@ -171,6 +171,15 @@ class Intake(_Strict):
     smtp: SmtpIntake | None = SmtpIntake()
     imap: list[ImapMailbox] = []
 
+    @field_validator("imap")
+    @classmethod
+    def _unique_names(cls, value: list[ImapMailbox]) -> list[ImapMailbox]:
+        names = [mb.name for mb in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:  # the name keys each mailbox's UID checkpoint
+            raise ValueError(f"mailbox names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
 
 class OutboundSmtp(_Strict):
     host: str = "127.0.0.1"

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailgate.errors import TempFail
 
 BUSY_TIMEOUT_MS = 5000
+READONLY = "mailgate_readonly"
 
 
 def migrations_dir() -> Path:
@@ -45,7 +46,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front (no read-then-upgrade deadlocks); readers must not, so
+        # that `tickets list` or a report never waits for, or blocks, intake (WAL lets them read).
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -85,7 +89,9 @@ class Database:
 
     @contextmanager
     def reader(self) -> Iterator[Session]:
+        """A read-only session: on SQLite a deferred transaction that never takes the write lock."""
         with self.sessions() as session:
+            session.connection(execution_options={READONLY: True})
             yield session
 
     def upgrade(self) -> None:

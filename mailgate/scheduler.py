@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailgate import lifecycle, outbox
 from mailgate.adapters.smtp_out import Transport
+from mailgate.errors import TempFail
 from mailgate.pipeline.ingest import Context
 
 log = logging.getLogger(__name__)
@@ -26,12 +29,21 @@ class Jobs:
     def __init__(self, context: Callable[[], Context], transport: Callable[[], Transport]) -> None:
         self._context = context
         self._transport = transport
+        self.stopping = threading.Event()  # set on shutdown: a draining job stops after its current batch
+        self.flushing = threading.Event()  # set while flush_outbox runs, so wake-ups do not pile up
 
     def flush_outbox(self) -> outbox.FlushResult:
         ctx = self._context()
-        main = ctx.config.main
         total = outbox.FlushResult()
-        while True:  # drain what is due now, one claimed batch at a time
+        self.flushing.set()
+        try:
+            return self._drain(ctx, total)
+        finally:
+            self.flushing.clear()
+
+    def _drain(self, ctx: Context, total: outbox.FlushResult) -> outbox.FlushResult:
+        main = ctx.config.main
+        while not self.stopping.is_set():  # drain what is due now, one claimed batch at a time
             result = outbox.flush(
                 ctx.db,
                 self._transport(),
@@ -45,29 +57,40 @@ class Jobs:
             )
             if result.sent + result.retried + result.failed < main.scheduler.batch_size:
                 return total
+        return total
 
     def auto_close(self) -> int:
         return lifecycle.auto_close(self._context())
 
 
 class RunningScheduler:
-    def __init__(self, scheduler: AsyncIOScheduler) -> None:
+    def __init__(self, scheduler: AsyncIOScheduler, jobs: Jobs) -> None:
         self._scheduler = scheduler
+        self._jobs = jobs
 
     def wake_outbox(self) -> None:
         job = self._scheduler.get_job("flush_outbox")
-        if job is not None:
+        if job is not None and not self._jobs.flushing.is_set():  # a running flush will see the new rows
             job.modify(next_run_time=datetime.now(UTC))
 
     async def stop(self) -> None:
+        """Stop ticking and let a running job finish its current batch (it checks ``stopping``)."""
+        self._jobs.stopping.set()
         self._scheduler.shutdown(wait=False)
-        await asyncio.sleep(0)
+        await asyncio.to_thread(self._wait_idle)
+
+    def _wait_idle(self, limit: float = 30.0) -> None:
+        deadline = time.monotonic() + limit
+        while self._jobs.flushing.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _safe(name: str, func: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
         try:
             func()
+        except TempFail as exc:  # e.g. the database busy with a burst of intake: the next tick retries
+            log.warning("scheduled job %s postponed: %s", name, exc)
         except Exception:  # one failed tick must not kill the job; the next tick retries
             log.exception("scheduled job %s failed", name)
 
@@ -97,4 +120,4 @@ def start_scheduler(jobs: Jobs, outbox_interval: timedelta) -> RunningScheduler:
         next_run_time=datetime.now(UTC),
     )
     scheduler.start()
-    return RunningScheduler(scheduler)
+    return RunningScheduler(scheduler, jobs)
