@@ -21,6 +21,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 _TOKEN = re.compile(r"^([tba])(\d{1,18})-([a-z2-7]{10})$")
+_MID_IN_TEXT = re.compile(r"<mg\.\d{1,18}\.[a-z2-7]{8}\.[a-z2-7]{6}\.[a-z2-7]{16}@[^>\s]+>", re.I)
 _MID = re.compile(r"^<?mg\.(\d{1,18})\.([a-z2-7]{8})\.([a-z2-7]{6})\.([a-z2-7]{16})@([^>]+)>?$")
 
 
@@ -107,6 +108,15 @@ class Identity:
         value = int(m.group(2))
         expected = self._sign("plus", kind, value, holder.lower(), length=10)
         return value if hmac.compare_digest(m.group(3), expected) else None
+
+    def signed_ids_in(self, text: str) -> list[SignedId]:
+        """Our signed Message-IDs quoted anywhere in ``text`` (e.g. the headers a DSN sends back)."""
+        found = []
+        for m in _MID_IN_TEXT.finditer(text):
+            signed = self.verify_message_id(m.group(0))
+            if signed is not None:
+                found.append(signed)
+        return found
 
     def is_own_loop(self, header_value: str | None) -> bool:
         if not header_value:

@@ -294,7 +294,11 @@ def bodies_and_attachments(msg: Message) -> tuple[str | None, str | None, list[A
 
 
 def _final_recipients(part: Message) -> list[str]:
-    """Final-Recipient (or Original-Recipient) of each per-recipient block of a DSN."""
+    """Final-Recipient (or Original-Recipient) of each per-recipient block of a DSN that failed for good.
+
+    A block whose Action is ``delayed`` (or ``delivered``, ``relayed``, ``expanded``) or whose Status is
+    4.x.x is a warning, not a failure: its recipient may still get the mail, so it is not listed.
+    """
     out = []
     payload = part.get_payload()
     blocks = payload if isinstance(payload, list) else []
@@ -303,7 +307,11 @@ def _final_recipients(part: Message) -> list[str]:
             continue
         try:
             value = block.get("Final-Recipient") or block.get("Original-Recipient")
+            action = str(block.get("Action", "failed")).strip().lower()
+            status = str(block.get("Status", "5")).strip()
         except Exception:  # an unparsable field: the text search below may still find it
+            continue
+        if action != "failed" or status.startswith("4"):
             continue
         if value and ";" in str(value):
             address = str(value).split(";", 1)[1].strip().strip("<>").lower()

@@ -172,6 +172,19 @@ class Store:
             )
         return list(rows.scalars())
 
+    def outbox_ticket(self, row_id: int) -> int | None:
+        """The ticket of an outbox row (a returned bounce names the row in its VERP address)."""
+        value: int | None = self._conn().execute(select(Outbox.ticket_id).where(Outbox.id == row_id)).scalar()
+        return value
+
+    def suppress(self, address: str, until: datetime, reason: str, now: datetime) -> None:
+        """No automatic mail to ``address`` until ``until`` (a permanent bounce); extends an earlier entry."""
+        row = self.session.get(Suppression, address.lower())
+        if row is None:
+            self.session.add(Suppression(address=address.lower(), until=until, reason=reason[:1000], created_at=now))
+        else:
+            row.until, row.reason = max(row.until, until), reason[:1000]
+
     def suppressed_until(self, address: str) -> datetime | None:
         until: datetime | None = self._conn().execute(_SUPPRESSED, {"address": address.lower()}).scalar()
         return until

@@ -108,9 +108,16 @@ def admit(
     stranger_policy: str,
     reopen_window: timedelta,
     now: datetime,
+    *,
+    machine: bool = False,
 ) -> Admission:
-    """Apply the stranger policy and the reopen window of closed tickets."""
-    if ticket is None:
+    """Apply the stranger policy and the reopen window of closed tickets.
+
+    Machine mail (a bounce or auto-reply answering our mail) stays on its ticket whoever sent it: it
+    never reopens or changes the ticket, and a new ticket per delivery report would be noise. It must
+    have found the ticket through our own signed ids, though; a guessed subject tag is not enough.
+    """
+    if ticket is None or (machine and match.via != "tag"):
         return Admission(match, sender)
     number = ticket.number
     if sender.role is Role.STRANGER:

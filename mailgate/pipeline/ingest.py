@@ -37,7 +37,7 @@ from mailgate.domain import (
 )
 from mailgate.errors import ParseError, Rejected, TempFail
 from mailgate.identity import Identity
-from mailgate.model import Ticket
+from mailgate.model import Event, Ticket
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Intent, Writer, apply
 from mailgate.pipeline.apply_agent import apply_agent
@@ -49,7 +49,7 @@ from mailgate.pipeline.dedupe import find_duplicate
 from mailgate.pipeline.notify import NotifyContext, notify_mail, recipients
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
-from mailgate.pipeline.thread import TicketTag, match_thread
+from mailgate.pipeline.thread import TicketTag, match_bounce, match_thread
 from mailgate.rules.engine import CompiledRules
 from mailgate.store import Store
 from mailgate.templates import Templates
@@ -105,6 +105,25 @@ def _act(
     return apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
 
 
+def _undeliverable(store: Store, ctx: Context, ticket_id: int, cls: Classification, now: datetime) -> None:
+    """A permanent bounce of our mail: that address gets no automatic mail for a while."""
+    until = now + ctx.config.main.notifications.bounce_suppression
+    for address in sorted(cls.bounced):
+        store.suppress(address, until, f"bounced ({cls.reason}) on ticket id {ticket_id}", now)
+        store.add_rows(
+            Event,
+            [
+                {
+                    "ticket_id": ticket_id,
+                    "at": now,
+                    "kind": "undeliverable",
+                    "actor": "system",
+                    "detail": f"{address} bounced; no automatic mail to it until {until.date()}",
+                }
+            ],
+        )
+
+
 def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: datetime, blobs: BlobStore) -> Outcome:
     store = Store(session)
     inbound_id = spooling.spool(store, raw, env)
@@ -126,6 +145,8 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
         return Outcome("duplicate", first.number if first else None, "already stored", inbound_id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
     match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
+    if cls.kind is Kind.BOUNCE and match.ticket_id is None:
+        match = match_bounce(raw, store, ctx.identity, env.rcpt_tos)
     if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
         reason = f"{cls.kind.value}: {cls.reason}"
         spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
@@ -135,7 +156,15 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
         parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
     )
     ticket = store.ticket(match.ticket_id) if match.ticket_id is not None else None
-    admission = admit(match, sender, ticket, security.stranger_reply, ctx.config.main.lifecycle.reopen_window, now)
+    admission = admit(
+        match,
+        sender,
+        ticket,
+        security.stranger_reply,
+        ctx.config.main.lifecycle.reopen_window,
+        now,
+        machine=cls.automatic,
+    )
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
@@ -145,6 +174,8 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     change, ticket = _act(
         writer, ctx, parsed, inbound_id, cls, admission.match, admission.sender, decision, env, admission
     )
+    if cls.kind is Kind.BOUNCE:
+        _undeliverable(store, ctx, change.ticket_id, cls, now)
     notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
     spooling.finish(store, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
     sent = tuple((n.kind, n.to) for n in notes)

@@ -81,3 +81,18 @@ def match_thread(
             ticket = store.ticket(ticket_id)
             return ThreadMatch(ticket_id, via, ticket.number if ticket else None)  # type: ignore[arg-type]
     return ThreadMatch(None, "none")
+
+
+def match_bounce(raw: bytes, store: Store, identity: Identity, rcpt_tos: tuple[str, ...]) -> ThreadMatch:
+    """The ticket a delivery report is about: our bounce address (VERP) it was sent to, else our
+    signed Message-ID in the returned headers. A report about nothing of ours matches nothing."""
+    for address in rcpt_tos:
+        row = identity.read_token(address, "b")
+        ticket_id = store.outbox_ticket(row) if row is not None else None
+        if ticket_id is not None:
+            return ThreadMatch(ticket_id, "token")
+    for signed in identity.signed_ids_in(raw.decode("latin-1")):
+        ticket = store.ticket(signed.ticket_id)
+        if ticket is not None:
+            return ThreadMatch(ticket.id, "references", ticket.number)
+    return ThreadMatch(None, "none")
