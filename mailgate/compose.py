@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, parseaddr
 
+from mailgate.blobs import BlobStore
 from mailgate.model import Outbox
 
 LOOP_HEADER = "X-Mailgate-Loop"
@@ -20,7 +21,7 @@ def _clean(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
-def compose(row: Outbox, loop_value: str, now: datetime) -> bytes:
+def compose(row: Outbox, loop_value: str, now: datetime, blobs: BlobStore | None = None) -> bytes:
     internationalised = not all(a.isascii() for a in (parseaddr(row.mail_from)[1], *row.recipients))
     msg = EmailMessage(policy=SMTPUTF8 if internationalised else SMTP)  # RFC 6531 addresses stay raw UTF-8
     msg["From"] = _clean(row.mail_from)
@@ -35,4 +36,14 @@ def compose(row: Outbox, loop_value: str, now: datetime) -> bytes:
     msg.set_content(row.text)
     if row.html:
         msg.add_alternative(row.html, subtype="html")
+    for sha256, filename, content_type in row.attachments or []:  # relayed from an agent's reply
+        if blobs is None:
+            raise RuntimeError("attachments to relay but no attachment store")
+        maintype, _, subtype = content_type.partition("/")
+        msg.add_attachment(
+            blobs.get(sha256),
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=_clean(filename),
+        )
     return msg.as_bytes()

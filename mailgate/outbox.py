@@ -15,16 +15,17 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 
 from sqlalchemy import and_, or_, select
 
 from mailgate.adapters.smtp_out import PermFailure, Sent, TempFailure, Transport
+from mailgate.blobs import BlobStore
 from mailgate.clock import Clock
 from mailgate.compose import compose
 from mailgate.config import Retry
 from mailgate.db import Database
 from mailgate.errors import TempFail
+from mailgate.identity import Identity
 from mailgate.model import Event, Outbox
 
 log = logging.getLogger(__name__)
@@ -92,25 +93,32 @@ def _record(db: Database, row_id: int, result: Sent | TempFailure | PermFailure,
 
 
 def _send_one(
-    db: Database, row_id: int, transport: Transport, clock: Clock, loop_value: str
+    db: Database, row_id: int, transport: Transport, clock: Clock, identity: Identity, blobs: BlobStore | None
 ) -> Sent | TempFailure | PermFailure | None:
     with db.reader() as session:
         row = session.get(Outbox, row_id)
         if row is None or row.status != "sending" or row.locked_until is None or row.locked_until <= clock.now():
             return None
-        data = compose(row, loop_value, clock.now())
-        mail_from = parseaddr(row.mail_from)[1]
+        data = compose(row, identity.loop_value, clock.now(), blobs)
+        # VERP: a bounce comes back to support+b<row>-<sig>@..., naming the row (and so ticket and recipient)
+        mail_from = identity.plus_address(row.mail_from, "b", row.id)
         recipients = list(row.recipients)
     return transport.send(mail_from, recipients, data)
 
 
 def flush(
-    db: Database, transport: Transport, clock: Clock, retry: Retry, loop_value: str, limit: int = 50
+    db: Database,
+    transport: Transport,
+    clock: Clock,
+    retry: Retry,
+    identity: Identity,
+    limit: int = 50,
+    blobs: BlobStore | None = None,
 ) -> FlushResult:
     counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
     for row_id in claim(db, clock.now(), limit):
         try:
-            result = _send_one(db, row_id, transport, clock, loop_value)
+            result = _send_one(db, row_id, transport, clock, identity, blobs)
         except TempFail:
             raise  # the database is away: the claimed rows' leases expire and they are retried
         except Exception as exc:  # a bug or odd data in one row must not stall the rows claimed after it

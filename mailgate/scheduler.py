@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from mailgate import lifecycle, outbox
+from mailgate import lifecycle, outbox, sla_sweep
 from mailgate.adapters.smtp_out import Transport
 from mailgate.errors import TempFail
 from mailgate.pipeline.ingest import Context
@@ -49,8 +49,9 @@ class Jobs:
                 self._transport(),
                 ctx.clock,
                 main.outbound.retry,
-                ctx.identity.loop_value,
+                ctx.identity,
                 main.scheduler.batch_size,
+                ctx.blobs,
             )
             total = outbox.FlushResult(
                 total.sent + result.sent, total.retried + result.retried, total.failed + result.failed
@@ -59,8 +60,14 @@ class Jobs:
                 return total
         return total
 
+    def context(self) -> Context:
+        return self._context()
+
     def auto_close(self) -> int:
         return lifecycle.auto_close(self._context())
+
+    def sla_sweep(self) -> int:
+        return sla_sweep.sweep(self._context(), stop=self.stopping)
 
 
 class RunningScheduler:
@@ -97,8 +104,19 @@ def _safe(name: str, func: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def start_scheduler(jobs: Jobs, outbox_interval: timedelta) -> RunningScheduler:
+def start_scheduler(jobs: Jobs, outbox_interval: timedelta, sla_interval: timedelta | None = None) -> RunningScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
+    sla_interval = sla_interval or jobs.context().config.main.scheduler.sla_interval
+    scheduler.add_job(  # first run at start: a daemon that was down catches up (each missed step once)
+        _safe("sla_sweep", jobs.sla_sweep),
+        "interval",
+        id="sla_sweep",
+        seconds=sla_interval.total_seconds(),
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        next_run_time=datetime.now(UTC),
+    )
     scheduler.add_job(
         _safe("flush_outbox", jobs.flush_outbox),
         "interval",

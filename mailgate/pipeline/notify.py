@@ -309,6 +309,7 @@ def _queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: s
                 "locked_until": None,
                 "sent_at": None,
                 "last_error": None,
+                "attachments": [list(a) for a in note.attachments],
             }
         )
         refs.append({"message_id": note.message_id, "ticket_id": ticket.id, "direction": "out"})

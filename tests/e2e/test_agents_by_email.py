@@ -173,3 +173,17 @@ def test_collaborator_reply_joins_the_thread(desk: Service) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert ticket(desk, number)["messages"][1]["from"] == "sam@customer.example"
+
+
+def test_agent_reply_attachments_reach_the_customer(desk: Service) -> None:
+    number, alert = open_ticket(desk)
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = "jane@example.com", alert["Reply-To"], f"Re: {alert['Subject']}"
+    reply.set_content("Here is the manual.")
+    reply.add_attachment(b"%PDF-1.4 manual", maintype="application", subtype="pdf", filename="manual.pdf")
+    with desk.smtp() as client:
+        client.sendmail("jane@example.com", [alert["Reply-To"]], reply.as_bytes())
+    [relayed] = wait_mail(desk, CUSTOMER, "Here is the manual.")
+    [attachment] = list(relayed.iter_attachments())
+    assert attachment.get_filename() == "manual.pdf" and attachment.get_content() == b"%PDF-1.4 manual"
+    assert ticket(desk, number)["messages"][-1]["attachments"][0]["filename"] == "manual.pdf"

@@ -132,3 +132,24 @@ def test_header_injection_and_html_escaping(relayed: Any) -> None:
     assert html is not None
     content = html.get_content()
     assert "<script>" not in content and "&lt;script&gt;" in content
+
+
+def test_bounce_of_our_ack_returns_to_its_verp_address_and_suppresses(relayed: Any) -> None:
+    svc, sink = relayed
+    send(svc, "From: pat@customer.example\nTo: support@example.com\nSubject: Gone soon\n\nhi\n")
+    wait_until(lambda: len(to(sink, "pat@customer.example")) == 1)
+    [delivery] = [m for m in sink.messages if m.rcpt_tos == ["pat@customer.example"]]
+    verp = delivery.mail_from
+    dsn = ("From: MAILER-DAEMON@mx.customer.example\nTo: " + verp + "\nSubject: Undelivered Mail\n"
+           'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+           "--B\nContent-Type: text/plain\n\nUser unknown.\n--B\nContent-Type: message/delivery-status\n\n"
+           "Reporting-MTA: dns; mx.customer.example\n\nFinal-Recipient: rfc822; pat@customer.example\n"
+           "Action: failed\nStatus: 5.1.1\n--B--\n")
+    send(svc, dsn, sender="", rcpt=verp)
+    number = tickets(svc)[0]["number"]
+    wait_until(lambda: "undeliverable" in run_cli(svc.config, "tickets", "show", number).stdout)
+    assert len(tickets(svc)) == 1  # a bounce never opens a ticket
+    send(svc, "From: pat@customer.example\nTo: support@example.com\nSubject: Another one\n\nhi\n")
+    wait_until(lambda: len(tickets(svc)) == 2)
+    time.sleep(1.5)
+    assert len(to(sink, "pat@customer.example")) == 1  # no automatic mail to a bounced address
