@@ -211,6 +211,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_sla_due(args: argparse.Namespace) -> int:
+    from mailgate.sla_sweep import due
+
+    ctx = _ctx(args)
+    steps = due(ctx, args.at or ctx.clock.now())
+    if args.json:
+        _print_json(
+            [
+                {
+                    "number": s.number,
+                    "target": s.target,
+                    "step": f"{s.step}%",
+                    "due_at": s.due_at.isoformat(),
+                    "plan": s.plan,
+                    "actions": list(s.actions),
+                }
+                for s in steps
+            ]
+        )
+    for s in [] if args.json else steps:
+        print(f"{s.number}  {s.due_at.isoformat()}  {s.target:<15} {s.step:>4}%  {s.plan}: {'; '.join(s.actions)}")
+    return EX_OK
+
+
 def cmd_rules_test(args: argparse.Namespace) -> int:
     from mailgate.dryrun import explain, render_text
 
@@ -249,6 +273,13 @@ def _parser() -> argparse.ArgumentParser:
     db = add("db", lambda a: EX_CONFIG, "database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    sla = add("sla", lambda a: EX_CONFIG, "SLA timers")
+    s_sub = sla.add_subparsers(dest="sla_command", required=True)
+    p = s_sub.add_parser("due", parents=[common], help="what the SLA sweep would fire at TIME (default now)")
+    p.add_argument("--at", type=_date, help="ISO date or datetime (default now)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sla_due)
 
     tickets = add("tickets", cmd_tickets, "look at tickets")
     t_sub = tickets.add_subparsers(dest="tickets_command", required=True)

@@ -15,11 +15,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailgate.errors import ConfigError
 from mailgate.rules.resolve import Binder
 from mailgate.rules.schema import HelpTopic, ListFile, Rule, RulesFile, Then, conditions
+from mailgate.sla import parse_schedule
 from mailgate.yamlfile import YamlDoc, load_yaml, raise_if, validation_problems
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
@@ -198,6 +207,15 @@ class Retry(_Strict):
     give_up_after: Duration = timedelta(days=2)
 
 
+class Dkim(_Strict):
+    """Sign outgoing mail (dkimpy): the key file is PEM, the public key is published at
+    ``<selector>._domainkey.<domain>``."""
+
+    selector: str
+    domain: str
+    private_key_file: Path
+
+
 class Outbound(_Strict):
     from_: str = Field(alias="from")
     transport: Literal["maildir", "smtp"] = "maildir"
@@ -205,6 +223,7 @@ class Outbound(_Strict):
     smtp: OutboundSmtp = OutboundSmtp()
     retry: Retry = Retry()
     domain: str | None = None  # for Message-IDs; defaults to the From domain
+    dkim: Dkim | None = None
 
 
 class Tickets(_Strict):
@@ -236,6 +255,7 @@ class Database(_Strict):
 class Scheduler(_Strict):
     outbox_interval: Duration = timedelta(seconds=5)
     batch_size: int = 50
+    sla_interval: Duration = timedelta(seconds=60)
 
 
 NOTIFICATION_KINDS = (
@@ -248,6 +268,8 @@ NOTIFICATION_KINDS = (
     "alert_note",
     "command_error",
     "rejected",
+    "sla_warning",
+    "sla_overdue",
 )
 
 
@@ -345,12 +367,58 @@ class AgentsFile(_Strict):
     teams: list[Team] = []
 
 
+def _percent(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        value = value.strip()[:-1]
+    try:
+        return int(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"not a percentage: {value!r} (use e.g. 75%)") from None
+
+
+SlaTarget = Literal["first_response", "resolution"]
+
+
+class Escalation(_Strict):
+    """One rung of a plan's ladder: at ``at`` percent of a target (``of``; both targets when left out)."""
+
+    at: Annotated[int, BeforeValidator(_percent), Field(gt=0, le=1000)]
+    of: SlaTarget | None = None
+    notify: list[str] = []  # assignee | manager | department | an address
+    overdue: bool = False
+    priority: Literal["low", "normal", "high", "emergency"] | None = None
+    assign: Email | None = None
+    tag: str | None = None
+
+    @field_validator("notify")
+    @classmethod
+    def _audience(cls, value: list[str]) -> list[str]:
+        return [v if v in ("assignee", "manager", "department") else _email(v) for v in value]
+
+
+class SlaTargets(_Strict):
+    first_response: Duration | None = None
+    resolution: Duration | None = None
+
+
 class SlaPlan(_Strict):
     first_response: Duration | None = None
     resolution: Duration | None = None
     schedule: str = "24x7"
-    pause_on: list[str] = []
-    escalations: list[dict[str, Any]] = []
+    pause_on: list[Literal["awaiting_reply", "in_progress"]] = []
+    priorities: dict[Literal["low", "normal", "high", "emergency"], SlaTargets] = {}  # per-priority targets
+    escalations: list[Escalation] = []
+
+    @field_validator("escalations")
+    @classmethod
+    def _distinct_steps(cls, value: list[Escalation]) -> list[Escalation]:
+        seen: set[tuple[str, int]] = set()
+        for rung in value:
+            for target in (rung.of,) if rung.of else ("first_response", "resolution"):
+                if (target, rung.at) in seen:
+                    raise ValueError(f"two escalations at {rung.at}% of {target}; put the actions in one")
+                seen.add((target, rung.at))
+        return value
 
 
 class SlaFile(_Strict):
@@ -464,6 +532,9 @@ def _resolve_main(base: Path, main: MainFile) -> MainFile:
             "outbound": out.model_copy(
                 update={
                     "maildir": _resolve(base, out.maildir) or state_dir / "outgoing",
+                    "dkim": out.dkim.model_copy(update={"private_key_file": _resolve(base, out.dkim.private_key_file)})
+                    if out.dkim
+                    else None,
                     "smtp": out.smtp.model_copy(update={"password_file": _resolve(base, out.smtp.password_file)}),
                 }
             ),
@@ -717,6 +788,12 @@ class _CrossCheck:
         for i, team in enumerate(self.config.agents.teams):
             for j, member in enumerate(team.members):
                 self.need(member in self.agents, "agents", ("teams", i, "members", j), f"unknown agent '{member}'")
+        for name, spec in self.config.sla.schedules.items():  # also those no rule uses (the binder did those)
+            try:
+                parse_schedule(spec)
+            except ValueError as exc:
+                problem = f"{self.where('sla', ('schedules', name))}: schedule '{name}': {exc}"
+                self.problems += [] if problem in self.problems else [problem]
         for name, plan in self.config.sla.sla_plans.items():
             if plan.schedule != "24x7":
                 self.need(
@@ -725,6 +802,14 @@ class _CrossCheck:
                     ("sla_plans", name, "schedule"),
                     f"unknown schedule '{plan.schedule}'",
                 )
+            for i, rung in enumerate(plan.escalations):
+                if rung.assign is not None:
+                    self.need(
+                        rung.assign in self.agents,
+                        "sla",
+                        ("sla_plans", name, "escalations", i, "assign"),
+                        f"unknown agent '{rung.assign}'",
+                    )
 
 
 def cross_check(config: Config, docs: dict[str, YamlDoc | None]) -> list[str]:

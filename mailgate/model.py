@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -105,6 +106,11 @@ class Ticket(Base):
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
     conversation_index: Mapped[str | None] = mapped_column(String(200))  # Outlook Thread-Index root
     satisfaction: Mapped[int | None] = mapped_column(Integer)  # 1-5, the requester's rating on resolution
+    # SLA clock: business seconds used before ``sla_running_since``; None while paused or stopped
+    sla_consumed: Mapped[float] = mapped_column(Float, default=0.0)
+    sla_running_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_response_breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolution_breached: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Participant(Base):
@@ -203,6 +209,24 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     ticket: Mapped[Ticket | None] = relationship()
+
+
+class SlaTimer(Base):
+    """One step of a ticket's SLA ladder; ``fired_at`` set once, under a claim, by one sweeper."""
+
+    __tablename__ = "sla_timer"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "target", "step"),
+        Index("ix_sla_timer_due", "fired_at", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    target: Mapped[str] = mapped_column(String(20))  # first_response | resolution
+    step: Mapped[int] = mapped_column(Integer)  # percent of the target
+    plan: Mapped[str] = mapped_column(String(200))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fired_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class Suppression(Base):

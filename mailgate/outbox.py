@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -92,14 +93,24 @@ def _record(db: Database, row_id: int, result: Sent | TempFailure | PermFailure,
         return "failed"
 
 
+Signer = Callable[[bytes], bytes]
+
+
 def _send_one(
-    db: Database, row_id: int, transport: Transport, clock: Clock, identity: Identity, blobs: BlobStore | None
+    db: Database,
+    row_id: int,
+    transport: Transport,
+    clock: Clock,
+    identity: Identity,
+    blobs: BlobStore | None,
+    sign: Signer | None = None,
 ) -> Sent | TempFailure | PermFailure | None:
     with db.reader() as session:
         row = session.get(Outbox, row_id)
         if row is None or row.status != "sending" or row.locked_until is None or row.locked_until <= clock.now():
             return None
         data = compose(row, identity.loop_value, clock.now(), blobs)
+        data = sign(data) if sign is not None else data
         # VERP: a bounce comes back to support+b<row>-<sig>@..., naming the row (and so ticket and recipient)
         mail_from = identity.plus_address(row.mail_from, "b", row.id)
         recipients = list(row.recipients)
@@ -114,11 +125,12 @@ def flush(
     identity: Identity,
     limit: int = 50,
     blobs: BlobStore | None = None,
+    sign: Signer | None = None,
 ) -> FlushResult:
     counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
     for row_id in claim(db, clock.now(), limit):
         try:
-            result = _send_one(db, row_id, transport, clock, identity, blobs)
+            result = _send_one(db, row_id, transport, clock, identity, blobs, sign)
         except TempFail:
             raise  # the database is away: the claimed rows' leases expire and they are retried
         except Exception as exc:  # a bug or odd data in one row must not stall the rows claimed after it

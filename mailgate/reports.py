@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailgate.model import Inbound, Outbox, Ticket
@@ -73,6 +73,7 @@ def ticket_text(ticket: Ticket, store: Store) -> str:
         lines.append(f"  {key:<19} {data[key] if data[key] is not None else '-'}")
     if data["collaborators"]:
         lines.append(f"  {'collaborators':<19} {', '.join(data['collaborators'])}")
+    lines += _sla_lines(ticket, store)
     lines.append("Events:")
     lines += [f"  {e.at.isoformat()}  {e.kind:<12} {e.actor}: {e.detail}" for e in store.events(ticket.id)]
     lines.append("Messages:")
@@ -81,6 +82,36 @@ def ticket_text(ticket: Ticket, store: Store) -> str:
         lines += [f"  | {line}" for line in (m["body"] or "").splitlines()]
         lines += [f"  [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)" for a in m["attachments"]]
     return "\n".join(lines)
+
+
+def _sla_lines(ticket: Ticket, store: Store) -> list[str]:
+    """Time left or overdue per target, then the escalation history."""
+    now = datetime.now(UTC)
+    lines = []
+    for target, due, met in (
+        ("first_response", ticket.first_response_due, ticket.first_response_at),
+        ("resolution", ticket.resolution_due, ticket.resolved_at if ticket.status in ("resolved", "closed") else None),
+    ):
+        if due is None:
+            continue
+        breached = getattr(ticket, f"{target}_breached")
+        if met is not None:
+            state = f"met at {met.isoformat()}" + (" (late)" if breached or met > due else "")
+        else:
+            left = due - now
+            state = f"{_span(left)} left" if left.total_seconds() > 0 else f"overdue by {_span(-left)}"
+        lines.append(f"  {target + ' SLA':<19} {state}")
+    history = [e for e in store.events(ticket.id) if e.kind in ("sla_escalation", "sla_breach")]
+    if history:
+        lines.append("Escalations:")
+        lines += [f"  {e.at.isoformat()}  {e.kind:<14} {e.detail}" for e in history]
+    return lines
+
+
+def _span(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 1440)
+    return (f"{days}d " if days else "") + f"{rest // 60}h{rest % 60:02d}m"
 
 
 def inbound_json(row: Inbound) -> dict[str, Any]:

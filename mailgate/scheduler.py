@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailgate import lifecycle, outbox, sla_sweep
 from mailgate.adapters.smtp_out import Transport
+from mailgate.dkimsign import DkimSigner
 from mailgate.errors import TempFail
 from mailgate.pipeline.ingest import Context
 
@@ -52,6 +53,7 @@ class Jobs:
                 ctx.identity,
                 main.scheduler.batch_size,
                 ctx.blobs,
+                DkimSigner(main.outbound.dkim).sign if main.outbound.dkim else None,
             )
             total = outbox.FlushResult(
                 total.sent + result.sent, total.retried + result.retried, total.failed + result.failed

@@ -29,6 +29,7 @@ from mailgate.blobs import BlobStore
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config, load_config
 from mailgate.db import Database
+from mailgate.dkimsign import DkimSigner
 from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
 from mailgate.pipeline.audience import Directory
@@ -55,6 +56,8 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
     problems = templates.check()
     if problems:
         raise ConfigError(problems)
+    if main.outbound.dkim is not None:
+        DkimSigner(main.outbound.dkim)  # an unreadable or invalid key is a configuration error, found now
     own = {a.lower() for a in main.intake.addresses}
     if main.intake.notes_address:
         own.add(main.intake.notes_address)

@@ -30,6 +30,7 @@ from mailgate.model import (
     Message,
     Outbox,
     Participant,
+    SlaTimer,
     Suppression,
     ThreadRef,
     Ticket,
@@ -40,7 +41,7 @@ _RETURNING_ID: dict[type[Base], Insert] = {
     model: insert(model).returning(model.id) for model in (Inbound, Ticket, Message)
 }
 _INSERT: dict[type[Base], Insert] = {
-    model: insert(model) for model in (Participant, Event, AttachmentRow, ThreadRef, Outbox)
+    model: insert(model) for model in (Participant, Event, AttachmentRow, ThreadRef, Outbox, SlaTimer)
 }
 _UPDATE_INBOUND = update(Inbound).where(Inbound.id == bindparam("inbound_id"))
 _NUMBER_TAKEN = select(func.count()).where(Ticket.number == bindparam("number"))

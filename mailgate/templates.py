@@ -25,6 +25,8 @@ KINDS = (
     "command_error",
     "rejected",
     "admin_alert",
+    "sla_warning",
+    "sla_overdue",
 )
 
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -53,6 +55,9 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "what": "Assigned to you",
         "by": "jerry@example.com",
         "reason": "Mail from this sender is not accepted.",
+        "target": "first response",
+        "step": "75%",
+        "due": "2026-01-05T17:00:00+00:00",
     },
     "alert": {
         "kind": "failing",

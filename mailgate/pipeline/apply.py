@@ -13,8 +13,9 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from mailgate import threadindex
+from mailgate import sla_timers, threadindex
 from mailgate.blobs import BlobStore
+from mailgate.config import SlaFile
 from mailgate.domain import (
     Change,
     Classification,
@@ -43,6 +44,7 @@ class Writer:
     blobs: BlobStore
     own_addresses: frozenset[str]
     now: datetime
+    sla: SlaFile | None = None  # plans for due times and ladder timers (sla_timers.sync)
 
 
 def event_row(w: Writer, ticket_id: int, kind: str, detail: str, actor: str = "system") -> dict[str, object]:
@@ -209,6 +211,7 @@ def _create(
     intent: Intent,
 ) -> tuple[Change, Ticket]:
     ticket = _create_ticket(w, parsed, decision)
+    sla_timers.sync(w.store, w.sla, ticket, w.now)
     _participants(w, ticket.id, parsed)
     topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
     why = "; ".join(decision.changes) or "no rule matched"
@@ -260,6 +263,8 @@ def _append(
     if sender.reason:
         events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)
+    if events and events[0]["kind"] in ("reopened", "status"):  # the customer's turn is over: the clock runs
+        sla_timers.sync(w.store, w.sla, ticket, w.now)
     names = tuple(str(e["kind"]) for e in events)
     status = Status.OPEN.value if reopened else None
     return Change(ticket.id, ticket.number, False, reopened, kind, names, status_changed=status, text=text), ticket

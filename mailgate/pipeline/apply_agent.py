@@ -9,6 +9,7 @@ records the first-response time.
 
 from __future__ import annotations
 
+from mailgate import sla_timers
 from mailgate.domain import Change, Command, MessageKind, ParsedMail, Sender, Status
 from mailgate.model import Event, Participant, Ticket
 from mailgate.pipeline.apply import Writer, event_row, store_message
@@ -76,6 +77,7 @@ def apply_agent(
         )
     kind = MessageKind.NOTE if (mail.note or to_notes) else MessageKind.AGENT
     effects: dict[str, str] = {}
+    before = (ticket.status, ticket.first_response_at, ticket.sla_plan, ticket.priority)
     events = [_command(w, ticket, cmd, sender.address, effects) for cmd in mail.commands]
     if mail.text or kind is MessageKind.AGENT:
         store_message(w, ticket.id, parsed, inbound_id, kind, mail.text)
@@ -88,6 +90,8 @@ def apply_agent(
         events.append(event_row(w, ticket.id, "note", "internal note", sender.address))
     ticket.updated_at = w.now
     w.store.add_rows(Event, events)
+    if before != (ticket.status, ticket.first_response_at, ticket.sla_plan, ticket.priority):
+        sla_timers.sync(w.store, w.sla, ticket, w.now, before=before[2])
     return Change(
         ticket.id,
         ticket.number,

@@ -170,7 +170,7 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         spooling.finish(store, inbound_id, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
         return Outcome("rejected", None, refusal, inbound_id, decision.trace, route=decision)
-    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now)
+    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla)
     change, ticket = _act(
         writer, ctx, parsed, inbound_id, cls, admission.match, admission.sender, decision, env, admission
     )

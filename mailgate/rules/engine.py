@@ -93,12 +93,13 @@ class _View:
 
     def __init__(self, facts: Facts) -> None:
         self.facts = facts
-        self.norm = _Lazy(lambda name: tuple(_norm(v) for v in facts.values(name)))
-        self.one = _Lazy(lambda name: self.norm[name][0])
-        self.utf8 = _Lazy(
+        # the closures capture the dicts, not self: no reference cycle, so a view is freed without the GC
+        self.norm = norm = _Lazy(lambda name: tuple(_norm(v) for v in facts.values(name)))
+        self.one = _Lazy(lambda name: norm[name][0])
+        self.utf8 = utf8 = _Lazy(
             lambda name: tuple(unicodedata.normalize("NFKC", v).encode("utf-8", "replace") for v in facts.values(name))
         )
-        self.one8 = _Lazy(lambda name: self.utf8[name][0])
+        self.one8 = _Lazy(lambda name: utf8[name][0])
         self._memo: dict[tuple[str, object], object] = {}
 
     def is_open(self, schedule: Schedule, at: datetime) -> bool:
@@ -284,15 +285,18 @@ class CompiledRules:
         self._checks = tuple(_compile(rule.when) for rule in rules)
         self.header_names = frozenset(set().union(*(_header_names(rule.when) for rule in rules)))
         self.needs_headers = bool(self.header_names)
-        self._held = tuple(RuleTrace(rule.name, True, "all conditions held") for rule in rules)
-        self._failed: tuple[dict[str, RuleTrace], ...] = tuple({} for _ in rules)  # a condition's reason is fixed
+        # (rule, check, its "matched" trace line, its "failed" trace lines by reason: a condition's reason is fixed)
+        self._entries = tuple(
+            (rule, check, RuleTrace(rule.name, True, "all conditions held"), dict[str, RuleTrace]())
+            for rule, check in zip(self.rules, self._checks, strict=True)
+        )
 
     def evaluate(self, facts: Facts) -> tuple[list[tuple[str, Then]], tuple[RuleTrace, ...]]:
         view = _View(facts)
         matched: list[tuple[str, Then]] = []
         trace: list[RuleTrace] = []
         stopped_by: str | None = None
-        for rule, check, held, failures in zip(self.rules, self._checks, self._held, self._failed, strict=True):
+        for rule, check, held, failures in self._entries:
             if stopped_by:
                 trace.append(RuleTrace(rule.name, False, f"not evaluated: '{stopped_by}' stopped evaluation"))
                 continue

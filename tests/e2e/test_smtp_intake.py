@@ -3,12 +3,12 @@
 The promises checked here are the ones a customer and an admin see:
 a new mail opens one ticket and gets one acknowledgment (tagged, RFC 3834,
 threaded); replies find their ticket by tag, In-Reply-To or References;
-the listener is never an open relay and refuses oversize mail; the same
-mail delivered twice (or to two support addresses) is one ticket; machine
-mail and our own mail get no acknowledgment; forged ``X-Mailgate-*``
-headers change nothing; the JSON views keep the DESIGN contract; and a
-locked database answers 451 (the sender keeps the mail) with nothing
-half-written.
+the listener is never an open relay and refuses oversize mail, but never
+bounces a mail for an over-long line; the same mail delivered twice (or to
+two support addresses) is one ticket; machine mail and our own mail get no
+acknowledgment; forged ``X-Mailgate-*`` headers change nothing; the JSON
+views keep the DESIGN contract; and a locked database answers 451 (the
+sender keeps the mail) with nothing half-written.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tests.conftest import (
     Service,
     cli_json,
     make_mail,
-    outgoing_mail,
+    outgoing_to,
     smtp_deliver,
     sql_rows,
     start_service,
@@ -58,6 +58,11 @@ def outbox(service: Service) -> list[dict[str, Any]]:
     return list(cli_json(service.config, "outbox", "list"))
 
 
+def acks(service: Service) -> list[dict[str, Any]]:
+    """Automatic answers to the customer (agents' alerts about new tickets are not counted)."""
+    return [row for row in outbox(service) if row["kind"].startswith("ack")]
+
+
 def open_ticket(service: Service, mid: str = "<first@customer.example>") -> tuple[str, Any]:
     """Send a new mail, return (ticket number, the acknowledgment as delivered)."""
     code, text = send(service, make_mail(message_id=mid))
@@ -79,7 +84,7 @@ def test_new_mail_opens_a_ticket_and_sends_one_threaded_acknowledgment(service: 
     own_id = ack["Message-ID"]
     assert own_id.startswith("<") and own_id.endswith("@example.com>")
     assert own_id != "<first@customer.example>"
-    [row] = outbox(service)
+    [row] = acks(service)
     assert row["message_id"] == own_id and row["status"] == "sent" and row["kind"] == "ack_new"
 
 
@@ -106,7 +111,7 @@ def test_reply_joins_the_same_ticket_without_a_second_acknowledgment(service: Se
     shown = cli_json(service.config, "tickets", "show", number)
     assert [m["message_id"] for m in shown["messages"]] == ["<first@customer.example>", "<reply@customer.example>"]
     assert "Still burning." in shown["messages"][1]["body"]
-    assert [r["kind"] for r in outbox(service)] == ["ack_new"]  # written in the ingest transaction: final now
+    assert [r["kind"] for r in acks(service)] == ["ack_new"]  # written in the ingest transaction: final now
 
 
 # --------------------------------------------------------------------------- what the listener refuses
@@ -114,7 +119,8 @@ def test_unknown_recipient_is_refused_at_rcpt_and_never_relayed(service: Service
     with service.smtp() as client:
         client.ehlo("client.example")
         assert client.mail("spammer@elsewhere.example")[0] == 250
-        for rcpt in ("victim@gmail.example", "sales@example.com", "support@example.com.evil.example"):
+        for rcpt in ("victim@gmail.example", "sales@example.com", "support@example.com.evil.example",
+                     "victim%gmail.example@example.com", '"support@example.com"@evil.example'):
             code, text = client.rcpt(rcpt)
             assert (code, text[:5]) == (550, b"5.1.1"), (rcpt, code, text)
         # a mixed envelope: the good recipient is taken, the stranger is not
@@ -127,6 +133,13 @@ def test_unknown_recipient_is_refused_at_rcpt_and_never_relayed(service: Service
     with pytest.raises(smtplib.SMTPRecipientsRefused), service.smtp() as client:
         client.sendmail("spammer@elsewhere.example", ["victim@gmail.example"], make_mail())
     assert len(tickets(service)) == 1
+
+
+def test_support_addresses_match_without_case_and_with_plus_tags(service: Service) -> None:
+    for n, rcpt in enumerate(("Support@Example.COM", "support+billing@example.com")):
+        code, text = send(service, make_mail(f"Case {n}", message_id=f"<case-{n}@customer.example>"), rcpts=(rcpt,))
+        assert code == 250, (rcpt, text)
+    assert sorted(t["subject"] for t in tickets(service)) == ["Case 0", "Case 1"]
 
 
 def test_message_over_max_message_size_is_refused_with_552(make_config: MakeConfig, tmp_path: Path) -> None:
@@ -147,6 +160,18 @@ def test_message_over_max_message_size_is_refused_with_552(make_config: MakeConf
         assert svc.stop() == 0
 
 
+@pytest.mark.xfail(strict=True, reason="bug: service.py _start_smtp instantiates aiosmtpd's SMTP/LMTP, whose "
+                   "line_length_limit=1001 answers a permanent '500 Line too long'; use "
+                   "mailgate.adapters.smtp_in.protocol_class(lmtp=...) instead")
+def test_mail_with_lines_longer_than_998_characters_is_stored_not_bounced(service: Service) -> None:
+    html_mailer = make_mail(message_id="<long-line@customer.example>", body="<p>" + "word " * 1000 + "</p>")
+    code, text = send(service, html_mailer)
+    assert code == 250, (code, text)  # a 5xx would make the sender's MTA bounce a customer's mail
+    [ticket] = tickets(service)
+    shown = cli_json(service.config, "tickets", "show", ticket["number"])
+    assert shown["messages"][0]["body"].count("word") == 1000
+
+
 # --------------------------------------------------------------------------- one mail, one ticket
 def test_same_mail_delivered_twice_makes_one_ticket_and_one_ack(service: Service) -> None:
     raw = make_mail(message_id="<twice@customer.example>")
@@ -154,7 +179,7 @@ def test_same_mail_delivered_twice_makes_one_ticket_and_one_ack(service: Service
     code, text = send(service, raw)
     assert code == 250 and "duplicate" in text
     assert len(tickets(service)) == 1
-    assert len(outbox(service)) == 1
+    assert len(acks(service)) == 1
 
 
 def test_same_mail_to_two_support_addresses_makes_one_ticket(service: Service) -> None:
@@ -164,7 +189,7 @@ def test_same_mail_to_two_support_addresses_makes_one_ticket(service: Service) -
                    f"Delivered-To: {rcpt}\r\nX-Original-To: {rcpt}\r\n").encode()
         assert send(service, transit + body, rcpts=(rcpt,))[0] == 250
     assert len(tickets(service)) == 1
-    assert len(outbox(service)) == 1
+    assert len(acks(service)) == 1
 
 
 # --------------------------------------------------------------------------- no answers to machines or ourselves
@@ -186,14 +211,14 @@ def test_machine_mail_is_kept_but_never_acknowledged(service: Service, case: str
     assert send(service, raw, mail_from=envelope_from)[0] == 250
     kept = sql_rows(service.config, f"SELECT status FROM inbound WHERE message_id = '<{case}@customer.example>'")
     assert kept and kept[0][0] in ("accepted", "quarantined")  # stored either way, never dropped
-    assert outbox(service) == []
+    assert acks(service) == []
 
 
 def test_mail_from_our_own_support_address_gets_no_ack(service: Service) -> None:
     raw = make_mail(sender="Example Support <support@example.com>", message_id="<self@example.com>")
     assert send(service, raw, mail_from="support@example.com")[0] == 250
     assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 1
-    assert outbox(service) == []
+    assert acks(service) == []
 
 
 def test_forged_mailgate_headers_are_ignored_and_the_mail_is_acknowledged(service: Service) -> None:
@@ -260,12 +285,14 @@ class _Lock:
         from mailgate.config import load_config
 
         engine = sa.create_engine(load_config(self.config).database_url)
-        with engine.connect() as conn:
-            conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
-            self._held.set()
-            self._release.wait(120)
-            conn.rollback()
-        engine.dispose()
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
+                self._held.set()
+                self._release.wait(120)
+                conn.rollback()
+        finally:
+            engine.dispose()
 
     def __enter__(self) -> _Lock:
         if PG_URL:
@@ -289,10 +316,12 @@ class _Lock:
             self._conn.close()
 
 
+@pytest.mark.xfail(bool(PG_URL), strict=True, reason="bug: db.py sets no lock_timeout on PostgreSQL, so a locked "
+                   "table makes ingest wait forever instead of answering 451")
 def test_locked_database_answers_451_then_250_once_released(service: Service) -> None:
     raw = make_mail(message_id="<locked@customer.example>")
     with _Lock(service.config):
-        code, text = send(service, raw)
+        code, text = send(service, raw, timeout=30)  # 451 comes after the 5 s busy timeout
     assert code == 451, text
     assert text.startswith("4.")
     assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 0  # nothing half-written
@@ -303,4 +332,4 @@ def test_locked_database_answers_451_then_250_once_released(service: Service) ->
     assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 1
     [ack] = wait_for_outgoing(service.config, 1, service)
     assert ack["In-Reply-To"] == "<locked@customer.example>"
-    assert len(outgoing_mail(service.config)) == 1
+    assert len(outgoing_to(service.config)) == 1

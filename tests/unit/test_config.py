@@ -4,14 +4,17 @@ against the config file's folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailgate.config import load_config, parse_duration
 from mailgate.errors import ConfigError
+from mailgate.rules.schema import Condition, ListFile
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -147,8 +150,7 @@ def test_bad_regex_in_a_rule(tmp_path: Path) -> None:
     )
     path = write(tmp_path, rules=rules)
     assert problems(path) == [
-        f"{path.parent / 'rules.yaml'}:12: bad regular expression '(outage': "
-        "missing ), unterminated subpattern at position 0"
+        f"{path.parent / 'rules.yaml'}:12: bad regular expression '(outage': missing ): (outage"
     ]
 
 
@@ -188,8 +190,15 @@ def test_bad_enum_value_names_the_field(tmp_path: Path) -> None:
 
 
 def test_wrong_type_for_a_union_field_is_one_problem(tmp_path: Path) -> None:
-    path = write(tmp_path, rules=RULES.replace("value: bigbank.example", "value: 500"))
-    assert problems(path) == [f"{path.parent / 'rules.yaml'}:12: value: Input should be a valid string or a valid list"]
+    path = write(tmp_path, rules=RULES.replace("value: bigbank.example", "value: {domain: bigbank.example}"))
+    assert problems(path) == [
+        f"{path.parent / 'rules.yaml'}:12: value must be text, a list of texts, true/false, or {{file: <list file>}}"
+    ]
+
+
+def test_a_number_is_text(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, rules=RULES.replace("value: bigbank.example", "value: [500, 1.5]")))
+    assert config.rules.rules[0].when.all[0].value == ["500", "1.5"]  # type: ignore[union-attr]
 
 
 def test_missing_condition_key_inside_a_group(tmp_path: Path) -> None:
@@ -271,3 +280,268 @@ def test_duplicate_rule_name(tmp_path: Path) -> None:
     rules = RULES + "  - name: vip\n    then: {priority: low}\n"
     path = write(tmp_path, rules=rules)
     assert problems(path) == [f"{path.parent / 'rules.yaml'}:14: duplicate rule name 'vip'"]
+
+
+# --------------------------------------------------------------------------- the rules vocabulary (Step 3)
+TEAMS = AGENTS + "teams:\n  - {name: Tier 2, members: [jane@example.com]}\n"
+
+# Block style, so each problem has a line of its own.
+FULL_RULES = """\
+help_topics:
+  - name: General
+    department: Support
+    sla: standard
+default_help_topic: General
+rules:
+  - name: catch-up
+    when:
+      all:
+        - field: sender_domain
+          op: in
+          value: {file: lists/vip-domains.txt}
+        - field: received.business_hours
+          op: equals
+          value: false
+          schedule: business
+        - field: received.weekday
+          op: in
+          value: [sat, sun]
+        - field: has_attachment
+          op: equals
+          value: true
+    then:
+      assignee: round_robin:Tier 2
+      team: Tier 2
+      status: in_progress
+      tags: [vip, after-hours]
+      collaborators: [Boss@BigBank.example]
+      no_autoreply: true
+      reply: ack_new
+  - name: spam
+    when:
+      any:
+        - field: attachment_name
+          op: ends
+          value: [.exe, .scr]
+    then:
+      quarantine: executable attachment
+"""
+
+
+def write_rules(tmp_path: Path, rules: str, *, lists: dict[str, str | bytes] | None = None, **files: str) -> Path:
+    path = write(tmp_path, rules=rules, agents=files.pop("agents", TEAMS), **files)
+    default = {"lists/vip-domains.txt": "# VIP customers\nbigbank.example\n\nBigCorp.example   # since 2025\n"}
+    for name, content in (default if lists is None else lists).items():
+        target = path.parent / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    return path
+
+
+def rules_problems(tmp_path: Path, rules: str, **kw: Any) -> list[str]:
+    path = write_rules(tmp_path, rules, **kw)
+    return [p.replace(f"{path.parent}/", "") for p in problems(path)]
+
+
+def test_the_full_vocabulary_loads_and_binds_list_files_and_schedules(tmp_path: Path) -> None:
+    config = load_config(write_rules(tmp_path, FULL_RULES))
+    rule = config.rules.rules[0]
+    listed, hours, _, _ = rule.when.all
+    assert isinstance(listed, Condition) and isinstance(listed.value, ListFile)
+    assert listed.value.entries == ("bigbank.example", "BigCorp.example")  # comments and blank lines skipped
+    assert listed.value.path == tmp_path / "conf" / "lists" / "vip-domains.txt"
+    assert isinstance(hours, Condition) and hours.bound_schedule is not None
+    assert str(hours.bound_schedule.tz) == "Europe/Berlin"
+    assert rule.then.assign_strategy == "round_robin" and rule.then.assign_team == "Tier 2"
+    assert rule.then.agent is None
+    assert rule.then.collaborators == ["boss@bigbank.example"]  # addresses are caseless
+    assert config.rules.list_files() == [tmp_path / "conf" / "lists" / "vip-domains.txt"]
+
+
+def test_list_files_resolve_relative_to_rules_yaml_not_the_main_config(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, FULL_RULES, main=MAIN.replace("rules: rules.yaml", "rules: routing/rules.yaml"),
+                       lists={"routing/lists/vip-domains.txt": "bigbank.example\n"})
+    (path.parent / "routing" / "rules.yaml").write_text(FULL_RULES)
+    config = load_config(path)
+    assert config.rules.list_files() == [tmp_path / "conf" / "routing" / "lists" / "vip-domains.txt"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    rules = (
+        FULL_RULES.replace("op: in\n          value: {file", "op: inside\n          value: {file")
+        .replace("schedule: business", "schedule: office")
+        .replace("field: received.weekday", "field: received.day")
+        .replace("round_robin:Tier 2", "least_loaded:Tier 3")
+        .replace("team: Tier 2", "team: Tier 3")
+        .replace("reply: ack_new", "reply: thanks")
+        .replace("      quarantine: executable attachment", "      help_topic: Malware\n      sla: gold")
+        .replace("op: ends\n          value: [.exe, .scr]", "op: matches\n          value: '(\\w+)\\.\\1'")
+    )
+    rules += "  - name: spam\n    then: {department: Nobody}\n  - name: everything\n    stop: true\n"
+    rules += "  - name: never\n    then: {assignee: joe@example.com}\n"
+    # Errors in the file's own shapes, and dangling references from the rules that are valid, in line order:
+    assert rules_problems(tmp_path, rules, lists={}) == [
+        "rules.yaml:11: unknown operator 'inside' (use one of: equals, not_equals, contains, not_contains, "
+        "starts, ends, matches, not_matches, in)",
+        "rules.yaml:17: unknown field 'received.day'",
+        "rules.yaml:36: bad regular expression '(\\w+)\\.\\1': invalid escape sequence: \\1 "
+        "(lookaround and backreferences are not supported: patterns must match in linear time)",
+        "rules.yaml:40: duplicate rule name 'spam'",
+        "rules.yaml:41: unknown department 'Nobody'",
+        "rules.yaml:44: rule 'never' is unreachable: 'everything' matches every mail and stops",
+        "rules.yaml:45: unknown agent 'joe@example.com'",
+    ]
+    # With those fixed, the rules that were left out are cross-checked too:
+    rules = rules.replace("op: inside", "op: in").replace("received.day", "received.weekday")
+    rules = rules.replace("'(\\w+)\\.\\1'", "'\\.exe$'")
+    assert rules_problems(tmp_path, rules, lists={}) == [
+        "rules.yaml:12: list file 'lists/vip-domains.txt' not found",
+        "rules.yaml:16: unknown schedule 'office'",
+        "rules.yaml:24: unknown team 'Tier 3'",
+        "rules.yaml:25: unknown team 'Tier 3'",
+        f"rules.yaml:30: unknown template 'thanks' (no {REPO / 'templates' / 'thanks.txt.j2'})",
+        "rules.yaml:38: unknown help topic 'Malware'",
+        "rules.yaml:39: unknown SLA plan 'gold'",
+        "rules.yaml:40: duplicate rule name 'spam'",
+        "rules.yaml:41: unknown department 'Nobody'",
+        "rules.yaml:44: rule 'never' is unreachable: 'everything' matches every mail and stops",
+        "rules.yaml:45: unknown agent 'joe@example.com'",
+    ]
+
+
+def test_unreachable_rule_after_a_catch_all_stop(tmp_path: Path) -> None:
+    rules = RULES + "  - name: the-rest\n    then: {priority: low}\n    stop: true\n  - name: late\n"
+    assert rules_problems(tmp_path, rules) == ["rules.yaml:17: rule 'late' is unreachable: "
+                                               "'the-rest' matches every mail and stops"]
+
+
+def test_unknown_field_in_then(tmp_path: Path) -> None:
+    assert rules_problems(tmp_path, RULES.replace("then: {priority: high,", "then: {priorty: high,")) == [
+        "rules.yaml:13: unknown field 'priorty'"
+    ]
+
+
+def test_help_topic_condition_must_name_a_topic(tmp_path: Path) -> None:
+    rules = RULES.replace("field: sender_domain, op: equals, value: bigbank.example",
+                          "field: help_topic, op: in, value: [general, Outages]")
+    assert rules_problems(tmp_path, rules) == ["rules.yaml:12: unknown help topic 'Outages'"]  # caseless, like matching
+
+
+def test_help_topic_ack_template_must_exist(tmp_path: Path) -> None:
+    rules = RULES.replace("    sla: standard\n", "    sla: standard\n    ack_template: welcome\n")
+    assert rules_problems(tmp_path, rules) == [
+        f"rules.yaml:9: unknown template 'welcome' (no {REPO / 'templates' / 'welcome.txt.j2'})"
+    ]
+
+
+def test_a_canned_reply_template_in_the_configured_folder_is_found(tmp_path: Path) -> None:
+    folder = tmp_path / "tpl"
+    shutil.copytree(REPO / "templates", folder)
+    (folder / "thanks.txt.j2").write_text("Thanks, {{ requester.name }}.\n")
+    main = MAIN + f"templates: {folder}\n"
+    config = load_config(write_rules(tmp_path, RULES.replace("then: {", "then: {reply: thanks, "), main=main))
+    assert config.rules.rules[0].then.reply == "thanks"
+
+
+def test_team_members_must_be_agents(tmp_path: Path) -> None:
+    agents = AGENTS + "teams:\n  - name: Tier 2\n    members: [jane@example.com, jim@example.com]\n"
+    assert rules_problems(tmp_path, RULES, agents=agents) == ["agents.yaml:8: unknown agent 'jim@example.com'"]
+
+
+def test_a_broken_schedule_a_rule_uses_is_reported_in_sla_yaml(tmp_path: Path) -> None:
+    sla = SLA.replace("timezone: Europe/Berlin", "timezone: Europe/Berlyn")
+    assert rules_problems(tmp_path, FULL_RULES, sla=sla) == [
+        "sla.yaml:2: schedule 'business': unknown timezone 'Europe/Berlyn'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("{field: has_attachment, op: contains, value: pdf}",
+         "field 'has_attachment' takes only equals or not_equals, not 'contains'"),
+        ("{field: has_attachment, op: equals, value: maybe}", "field 'has_attachment' takes true or false"),
+        ("{field: received, op: equals, value: x}",
+         "unknown field 'received' (use received.business_hours or received.weekday)"),
+        ("{field: received.business_hours, op: equals, value: true}",
+         "received.business_hours needs 'schedule: <name of a schedule in sla.yaml>'"),
+        ("{field: received.weekday, op: in, value: [sat, sunday]}",
+         "unknown weekday 'sunday' (use mon, tue, wed, thu, fri, sat, sun)"),
+        ("{field: received.weekday, op: in, value: sat}",
+         "received.weekday: 'in' takes a list of days, equals/not_equals one day (mon..sun)"),
+        ("{field: received.weekday, op: contains, value: sat}",
+         "field 'received.weekday' takes only equals, not_equals or in, not 'contains'"),
+        ("{field: subject, op: equals, value: x, schedule: business}",
+         "'schedule' applies only to received.business_hours and received.weekday"),
+        ("{field: subject, op: in, value: urgent}", "operator 'in' needs a list value or {file: <list file>}"),
+        ("{field: subject, op: matches, value: [a, b]}", "operator 'matches' needs a string value"),
+        ("{field: header:X-Spam, op: equals, value: yes}",
+         "field 'header:X-Spam' compares text: YAML reads yes/no/true/false/on/off as true or false: "
+         "put text in quotes"),
+        ("{field: subject, op: matches, value: '(?<!re: )invoice'}",
+         "bad regular expression '(?<!re: )invoice': invalid perl operator: (?<! "
+         "(lookaround and backreferences are not supported: patterns must match in linear time)"),
+        ("{field: subject, op: equals, value: null}", 'value is empty (write value: "" to compare with empty text)'),
+    ],
+)
+def test_condition_problems(tmp_path: Path, condition: str, message: str) -> None:
+    rules = RULES.replace("{field: sender_domain, op: equals, value: bigbank.example}", condition)
+    assert rules_problems(tmp_path, rules) == [f"rules.yaml:12: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("then", "message"),
+    [
+        ("{assignee: roundrobin:Tier 2}", "unknown assignment strategy 'roundrobin' (use round_robin or least_loaded)"),
+        ("{assignee: jane}",
+         "assignee must be an agent's address, round_robin:<team> or least_loaded:<team>, not 'jane'"),
+        ("{assignee: 'least_loaded:Tier 9'}", "unknown team 'Tier 9'"),
+        ("{collaborators: [boss]}", "not an email address: 'boss'"),
+        ("{tags: [vip, ' ']}", "a tag may not be empty"),
+        ("{status: pending}",
+         "status: Input should be 'open', 'in_progress', 'awaiting_reply', 'resolved' or 'closed'"),
+        ("{reply: ../../etc/passwd}",
+         "reply names a template (templates/<name>.txt.j2), not a path: '../../etc/passwd'"),
+        ("{reject: ' '}", "give the text (reject: the bounce text; quarantine: the reason)"),
+        ("{reject: go away, discard: true}",
+         "a rule can do only one of reject, discard and quarantine (got reject and discard)"),
+    ],
+)
+def test_action_problems(tmp_path: Path, then: str, message: str) -> None:
+    rules = RULES.replace("{priority: high, assignee: jane@example.com}", then)
+    assert rules_problems(tmp_path, rules) == [f"rules.yaml:13: {message}"]
+
+
+def test_list_file_problems_name_the_list_file_and_line(tmp_path: Path) -> None:
+    rules = FULL_RULES
+    text = "bigbank.example\n# ok\ncfo@bigbank.example\nbig corp.example\n"
+    lists: dict[str, str | bytes] = {"lists/vip-domains.txt": text}
+    assert rules_problems(tmp_path, rules, lists=lists) == [
+        "lists/vip-domains.txt:3: 'cfo@bigbank.example' is an address; sender_domain compares domains",
+        "lists/vip-domains.txt:4: 'big corp.example' is not one address or domain (one entry per line)",
+    ]
+    lists = {"lists/vip-domains.txt": b"bigbank.example\nm\xfcller.example\n"}
+    assert rules_problems(tmp_path, rules, lists=lists) == ["lists/vip-domains.txt:2: list file is not UTF-8 text"]
+
+
+def test_a_list_file_shared_by_two_rules_is_read_once_and_reported_once(tmp_path: Path) -> None:
+    rules = FULL_RULES + (
+        "  - name: vip-too\n    when: {all: [{field: recipient, op: in, value: {file: lists/vip-domains.txt}}]}\n"
+    )
+    lists = {"lists/vip-domains.txt": "a b\n"}
+    assert rules_problems(tmp_path, rules, lists=lists) == [
+        "lists/vip-domains.txt:1: 'a b' is not one address or domain (one entry per line)",
+    ]
+
+
+def test_a_broken_help_topic_still_counts_as_existing(tmp_path: Path) -> None:
+    """While rules.yaml has errors its valid parts are cross-checked; a topic with an error is no dangling name."""
+    rules = RULES.replace("    sla: standard\n", '    sla: standard\n    recognise: {subject: "(?=x)"}\n')
+    rules = rules.replace("then: {priority: high,", "then: {help_topic: General, priority: high,")
+    assert rules_problems(tmp_path, rules) == [
+        "rules.yaml:9: bad regular expression '(?=x)': invalid perl operator: (?= "
+        "(lookaround and backreferences are not supported: patterns must match in linear time)"
+    ]

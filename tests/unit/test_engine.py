@@ -1,15 +1,23 @@
 """rules.engine: every operator, all/any/not nesting, stop, caseless and NFKC-normalised comparison,
-header:<Name> fields (RFC 2047 decoded), and the trace line each rule leaves."""
+header:<Name> fields (RFC 2047 decoded), attachments, received (weekday, business hours), list files,
+regex safety (RE2), and the trace line each rule leaves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from mailgate.pipeline.parse import parse
 from mailgate.rules.engine import CompiledRules, Facts, decode_headers
-from mailgate.rules.schema import Rule
+from mailgate.rules.resolve import resolve
+from mailgate.rules.schema import Condition, Rule, RulesFile, When
+from mailgate.sla import Schedule, parse_schedule
+from mailgate.yamlfile import Loc
 
 
 def facts(**overrides: Any) -> Facts:
@@ -190,3 +198,133 @@ def test_trace_explains_any_and_not_failures() -> None:
     _, trace = rules({"when": {"any": [NO, NO]}}, {"when": {"not": YES}}).evaluate(facts())
     assert trace[0].reason == "none of 2 'any' conditions held"
     assert trace[1].reason == "'not' condition held"
+
+
+# --------------------------------------------------------------------------- attachments
+def test_has_attachment_equals_true_or_false() -> None:
+    with_file = facts(attachments=("invoice.pdf",))
+    assert holds({"field": "has_attachment", "op": "equals", "value": True}, with_file)
+    assert not holds({"field": "has_attachment", "op": "equals", "value": True})
+    assert holds({"field": "has_attachment", "op": "equals", "value": False})
+    assert holds({"field": "has_attachment", "op": "not_equals", "value": "yes"})  # text true/false/yes/no too
+    assert not holds({"field": "has_attachment", "op": "not_equals", "value": "true"}, with_file)
+
+
+def test_an_unnamed_attachment_counts_but_has_no_name() -> None:
+    f = facts(attachments=("",))
+    assert holds({"field": "has_attachment", "op": "equals", "value": True}, f)
+    assert not holds({"field": "attachment_name", "op": "contains", "value": ""}, f)
+
+
+def test_attachment_name_matches_any_attachment() -> None:
+    f = facts(attachments=("Screenshot.PNG", "invoice-42.pdf"))
+    assert holds({"field": "attachment_name", "op": "ends", "value": [".exe", ".pdf"]}, f)
+    assert holds({"field": "attachment_name", "op": "equals", "value": "screenshot.png"}, f)  # caseless
+    assert holds({"field": "attachment_name", "op": "matches", "value": r"^invoice-\d+\.pdf$"}, f)
+    assert not holds({"field": "attachment_name", "op": "ends", "value": ".exe"}, f)
+    assert holds({"field": "attachment_name", "op": "not_contains", "value": "x"})  # no attachments at all
+
+
+# --------------------------------------------------------------------------- received: weekday, business hours
+BERLIN = parse_schedule({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}, "holidays": ["2026-12-25"]})
+FRI_1630_BERLIN = datetime(2026, 3, 6, 15, 30, tzinfo=UTC)  # 16:30 CET
+FRI_2330_UTC = datetime(2026, 3, 6, 23, 30, tzinfo=UTC)  # already Saturday 00:30 in Berlin
+
+
+def bound(cond: dict[str, Any], schedule: Schedule | None = None) -> CompiledRules:
+    rule = Rule.model_validate({"name": "r", "when": {"all": [cond]}})
+    c = rule.when.all[0]
+    assert isinstance(c, Condition)
+    c = c.with_schedule(schedule) if schedule is not None else c
+    return CompiledRules([rule.model_copy(update={"when": When(all=[c])})])
+
+
+def received(compiled: CompiledRules, at: datetime | None) -> bool:
+    matched, _ = compiled.evaluate(facts(received_at=at))
+    return bool(matched)
+
+
+def test_business_hours_against_a_named_schedule() -> None:
+    open_ = bound({"field": "received.business_hours", "op": "equals", "value": True, "schedule": "b"}, BERLIN)
+    closed = bound({"field": "received.business_hours", "op": "equals", "value": False, "schedule": "b"}, BERLIN)
+    not_open = bound({"field": "received.business_hours", "op": "not_equals", "value": True, "schedule": "b"}, BERLIN)
+    assert received(open_, FRI_1630_BERLIN) and not received(closed, FRI_1630_BERLIN)
+    later = FRI_1630_BERLIN + timedelta(hours=1)  # 17:30 in Berlin
+    assert not received(open_, later) and received(closed, later) and received(not_open, later)
+    christmas = datetime(2026, 12, 25, 10, 0, tzinfo=UTC)  # a Friday, but a holiday
+    assert received(closed, christmas)
+
+
+def test_weekday_is_taken_in_the_schedules_timezone_or_utc() -> None:
+    weekend = {"field": "received.weekday", "op": "in", "value": ["sat", "sun"]}
+    assert not received(bound(weekend), FRI_2330_UTC)  # UTC: still Friday
+    assert received(bound({**weekend, "schedule": "b"}, BERLIN), FRI_2330_UTC)  # Berlin: Saturday
+    assert received(bound({"field": "received.weekday", "op": "equals", "value": "Fri"}), FRI_2330_UTC)
+    assert received(bound({"field": "received.weekday", "op": "not_equals", "value": "mon"}), FRI_2330_UTC)
+
+
+def test_received_conditions_do_not_hold_without_a_time() -> None:
+    assert not received(bound({"field": "received.weekday", "op": "not_equals", "value": "mon"}), None)
+
+
+def test_a_schedule_must_be_bound_before_evaluation() -> None:
+    with pytest.raises(ValueError, match="schedule 'b' was not bound"):
+        rules({"when": {"all": [{"field": "received.business_hours", "op": "equals", "value": True,
+                                 "schedule": "b"}]}})
+
+
+# --------------------------------------------------------------------------- list files
+def test_list_file_entries_are_compared_like_a_list(tmp_path: Path) -> None:
+    rule = Rule.model_validate({"name": "vip", "when": {"all": [
+        {"field": "sender_domain", "op": "in", "value": {"file": "lists/vip.txt"}}]}})
+    with pytest.raises(ValueError, match=r"list file 'lists/vip\.txt' was not loaded"):
+        CompiledRules([rule])
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "vip.txt").write_text("# VIPs\nBIGBANK.example   # since 2025\n")
+    no_where: Callable[[Loc], str] = lambda loc: "rules.yaml:1"  # noqa: E731
+    bound_rules, problems = resolve(RulesFile(rules=[rule]), tmp_path, {}, no_where, no_where)
+    assert problems == []
+    compiled = CompiledRules(bound_rules.rules)
+    matched, trace = compiled.evaluate(facts())
+    assert matched and trace[0].matched
+    _, trace = compiled.evaluate(facts(sender="pat@smallbank.example"))
+    assert trace[0].reason == "sender_domain in {file: lists/vip.txt} did not hold"
+
+
+def test_an_empty_list_matches_nothing_and_its_negation_everything() -> None:
+    assert not holds({"field": "subject", "op": "in", "value": []})
+    assert not holds({"field": "subject", "op": "starts", "value": []})
+    assert holds({"field": "subject", "op": "not_contains", "value": []})
+
+
+def test_trace_shows_booleans_as_written() -> None:
+    _, trace = rules({"when": {"all": [{"field": "has_attachment", "op": "equals", "value": True}]}}).evaluate(facts())
+    assert trace[0].reason == "has_attachment equals true did not hold"
+
+
+# --------------------------------------------------------------------------- regex safety (RE2)
+def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    """With Python's re, each of these would backtrack for longer than the test suite's timeout."""
+    long_a = "a" * 50_000 + "!"
+    for pattern in (r"(a+)+$", r"(a|aa)+$", r"(a*)*b", r"^(\w+\s?)*$"):
+        assert not holds({"field": "subject", "op": "matches", "value": pattern}, facts(subject=long_a))
+    assert holds({"field": "body", "op": "matches", "value": r"(a+)+!$"}, facts(body=long_a))
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"foo(?=bar)", r"(?<!re: )invoice", r"(?!x)y"])
+def test_backtracking_only_features_are_refused_at_load(pattern: str) -> None:
+    with pytest.raises(ValidationError, match="lookaround and backreferences are not supported"):
+        rules({"when": {"all": [{"field": "subject", "op": "matches", "value": pattern}]}})
+
+
+def test_regex_folds_unicode_case_and_sees_nfkc_text() -> None:
+    f = facts(subject="Störung: ＳＥＲＶＥＲ DOWN")
+    assert holds({"field": "subject", "op": "matches", "value": "(?i)STÖRUNG"}, f)
+    assert holds({"field": "subject", "op": "matches", "value": "SERVER DOWN$"}, f)  # full-width folded by NFKC
+
+
+def test_addresses_are_caseless() -> None:
+    f = facts(sender="Pat@BigBank.EXAMPLE", recipients=("Support@Example.COM",))
+    assert holds({"field": "sender", "op": "equals", "value": "pat@bigbank.example"}, f)
+    assert holds({"field": "sender_domain", "op": "in", "value": ["bigbank.example"]}, f)
+    assert holds({"field": "recipient", "op": "equals", "value": "SUPPORT@example.com"}, f)
