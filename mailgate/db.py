@@ -52,6 +52,16 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+def _postgres_timeouts(engine: Engine) -> None:
+    """Waiting for a lock is bounded as on SQLite (busy_timeout): past it the source is told to retry."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET lock_timeout = {BUSY_TIMEOUT_MS}")
+        dbapi_conn.commit()
+
+
 def is_transient(exc: BaseException) -> bool:
     """Database trouble worth retrying (locked, gone, restarting) rather than a bug of ours."""
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
@@ -64,11 +74,15 @@ class Database:
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # e.g. a full or read-only disk: the MTA must retry, not bounce
+                    raise TempFail(f"database folder {Path(path).parent}: {exc.strerror or exc}") from exc
             self.engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 5})
             _sqlite_pragmas(self.engine)
         else:
             self.engine = create_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            _postgres_timeouts(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Lock()
 

@@ -59,6 +59,7 @@ class InboundStatus(StrEnum):
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
     REJECTED = "rejected"
+    DISCARDED = "discarded"  # a rule said so: kept with its bytes, no ticket, nothing sent
     REPROCESSED = "reprocessed"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.adapters.imap import ImapIntake
-from mailgate.adapters.smtp_in import IntakeHandler
+from mailgate.adapters.smtp_in import IntakeHandler, protocol_class
 from mailgate.adapters.smtp_out import MaildirTransport, SmtpTransport, Transport
 from mailgate.blobs import BlobStore
 from mailgate.clock import Clock, SystemClock
@@ -217,14 +217,11 @@ async def _watchdog(stop: asyncio.Event) -> None:
 
 
 async def _start_smtp(holder: Holder, writer: BatchWriter, clock: Clock) -> asyncio.base_events.Server | None:
-    from aiosmtpd.lmtp import LMTP
-    from aiosmtpd.smtp import SMTP
-
     smtp_cfg = holder.get().config.main.intake.smtp
     if smtp_cfg is None:
         return None
     handler = IntakeHandler(writer.submit_async, lambda: holder.get().own_addresses, clock, lmtp=smtp_cfg.lmtp)
-    protocol: Any = LMTP if smtp_cfg.lmtp else SMTP
+    protocol = protocol_class(lmtp=smtp_cfg.lmtp)  # ours: 451 not 500, long lines, LMTP per-recipient answers
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: protocol(

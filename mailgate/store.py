@@ -173,6 +173,25 @@ class Store:
             )
         return list(rows.scalars())
 
+    def least_loaded(self, agents: list[str]) -> str:
+        """The agent with the fewest tickets not yet resolved or closed (ties: the order given)."""
+        rows = self._conn().execute(
+            select(Ticket.assignee, func.count())
+            .where(Ticket.assignee.in_(agents), Ticket.status.not_in(("resolved", "closed")))
+            .group_by(Ticket.assignee)
+        )
+        load = {assignee: count for assignee, count in rows}
+        return min(agents, key=lambda a: (load.get(a, 0), agents.index(a)))
+
+    def next_in_turn(self, agents: list[str]) -> str:
+        """Round robin: the member after the one who got the team's latest ticket."""
+        last = (
+            self._conn()
+            .execute(select(Ticket.assignee).where(Ticket.assignee.in_(agents)).order_by(Ticket.id.desc()).limit(1))
+            .scalar()
+        )
+        return agents[(agents.index(last) + 1) % len(agents)] if last in agents else agents[0]
+
     def outbox_ticket(self, row_id: int) -> int | None:
         """The ticket of an outbox row (a returned bounce names the row in its VERP address)."""
         value: int | None = self._conn().execute(select(Outbox.ticket_id).where(Outbox.id == row_id)).scalar()

@@ -8,7 +8,7 @@ mail writes them all in dependency order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -73,7 +73,7 @@ def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ti
         values: dict[str, object] = {
             "number": number,
             "subject": parsed.subject or "(no subject)",
-            "status": Status.OPEN.value,
+            "status": (decision.status or Status.OPEN).value,
             "priority": decision.priority.value,
             "help_topic": decision.help_topic,
             "department": decision.department,
@@ -167,6 +167,17 @@ def store_message(w: Writer, ticket_id: int, parsed: ParsedMail, inbound_id: int
     return message_id
 
 
+def choose_assignee(store: Store, decision: RouteDecision, teams: dict[str, list[str]]) -> RouteDecision:
+    """Resolve a rule's ``round_robin:<team>`` / ``least_loaded:<team>`` into an agent, from the database."""
+    members = teams.get(decision.assign_team or "", [])
+    if decision.assign_strategy is None or not members:
+        return decision
+    pick = store.least_loaded if decision.assign_strategy == "least_loaded" else store.next_in_turn
+    chosen = pick(members)
+    how = f"{decision.assign_strategy} in team {decision.assign_team} chose {chosen}"
+    return replace(decision, assignee=chosen, changes=(*decision.changes, how))
+
+
 @dataclass(frozen=True)
 class Intent:
     """What authorize/commands decided, for apply to carry out."""
@@ -225,6 +236,14 @@ def _create(
     ]
     if intent.follow_up_of:
         events.append(event_row(w, ticket.id, "follow_up", f"follows up ticket {intent.follow_up_of}"))
+    if decision.team:
+        events.append(event_row(w, ticket.id, "team", f"team {decision.team}"))
+    events += [event_row(w, ticket.id, "tag", tag) for tag in decision.tags]
+    present = {parsed.from_addr.email if parsed.from_addr else "", *(a.email for a in (*parsed.to, *parsed.cc))}
+    extra = [a for a in decision.collaborators if a not in present and not is_own_address(a, w.own_addresses)]
+    w.store.add_rows(
+        Participant, [{"ticket_id": ticket.id, "email": a, "name": "", "role": Role.COLLABORATOR.value} for a in extra]
+    )
     if sender.reason:
         events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)

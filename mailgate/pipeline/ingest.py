@@ -39,7 +39,7 @@ from mailgate.errors import ParseError, Rejected, TempFail
 from mailgate.identity import Identity
 from mailgate.model import Event, Ticket
 from mailgate.pipeline import spool as spooling
-from mailgate.pipeline.apply import Intent, Writer, apply
+from mailgate.pipeline.apply import Intent, Writer, apply, choose_assignee
 from mailgate.pipeline.apply_agent import apply_agent
 from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.authorize import Admission, admit, authorize
@@ -170,6 +170,21 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         spooling.finish(store, inbound_id, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
         return Outcome("rejected", None, refusal, inbound_id, decision.trace, route=decision)
+    if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
+        status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
+        why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"
+        spooling.finish(store, inbound_id, status, now, reason=why, message_id=mid)
+        return Outcome(
+            "quarantined" if status is InboundStatus.QUARANTINED else "accepted",
+            None,
+            why,
+            inbound_id,
+            decision.trace,
+            route=decision,
+        )
+    if admission.match.ticket_id is None:
+        teams = {t.name: list(t.members) for t in ctx.config.agents.teams}
+        decision = choose_assignee(store, decision, teams)
     writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla)
     change, ticket = _act(
         writer, ctx, parsed, inbound_id, cls, admission.match, admission.sender, decision, env, admission

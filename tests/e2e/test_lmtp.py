@@ -118,8 +118,6 @@ def _two_recipient_transaction(svc: Service, raw: bytes, timeout: float = 30) ->
         lmtp.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: service.py _start_smtp uses aiosmtpd's LMTP, which answers an "
-                   "oversize DATA with one line for all recipients; use mailgate.adapters.smtp_in.protocol_class")
 def test_oversize_mail_is_refused_once_per_recipient(make_config: MakeConfig, tmp_path: Path) -> None:
     svc = start_service(make_config(intake={"smtp": {"lmtp": True, "max_message_size": "4KiB"}}),
                         tmp_path / "serve.log")
@@ -130,7 +128,7 @@ def test_oversize_mail_is_refused_once_per_recipient(make_config: MakeConfig, tm
         assert svc.stop() == 0
 
 
-@pytest.mark.skipif(bool(PG_URL), reason="PostgreSQL: see the lock_timeout xfail in test_smtp_intake.py")
+@pytest.mark.skipif(bool(PG_URL), reason="holds a lock on the SQLite file; test_smtp_intake.py covers PostgreSQL locks")
 def test_temporary_failure_is_answered_once_per_recipient(lmtp_service: Service) -> None:
     path = load_config(lmtp_service.config).database_url.split("///", 1)[1]
     lock = sqlite3.connect(path, isolation_level=None, timeout=30)

@@ -98,8 +98,6 @@ def test_database_path_that_cannot_be_opened_exits_75(make_config: MakeConfig, t
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="bug: db.py Database.__init__ lets the OSError of mkdir escape, so "
-                   "`ingest` crashes with exit 1 (the MTA bounces the mail) instead of 75")
 def test_database_folder_that_cannot_be_created_exits_75(make_config: MakeConfig, tmp_path: Path) -> None:
     (tmp_path / "plain-file").write_text("not a folder")
     config = make_config(database={"url": f"sqlite:///{tmp_path / 'plain-file' / 'sub' / 'mailgate.db'}"})
@@ -108,8 +106,6 @@ def test_database_folder_that_cannot_be_created_exits_75(make_config: MakeConfig
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(bool(PG_URL), strict=True, reason="bug: db.py sets no lock_timeout on PostgreSQL, so "
-                   "`ingest` waits forever on a locked table instead of exiting 75")
 def test_locked_database_exits_75_and_stores_nothing(config_path: Path) -> None:
     assert run_cli(config_path, "db", "upgrade").code == 0
     url = load_config(config_path).database_url

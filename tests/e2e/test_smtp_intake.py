@@ -160,9 +160,6 @@ def test_message_over_max_message_size_is_refused_with_552(make_config: MakeConf
         assert svc.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: service.py _start_smtp instantiates aiosmtpd's SMTP/LMTP, whose "
-                   "line_length_limit=1001 answers a permanent '500 Line too long'; use "
-                   "mailgate.adapters.smtp_in.protocol_class(lmtp=...) instead")
 def test_mail_with_lines_longer_than_998_characters_is_stored_not_bounced(service: Service) -> None:
     html_mailer = make_mail(message_id="<long-line@customer.example>", body="<p>" + "word " * 1000 + "</p>")
     code, text = send(service, html_mailer)
@@ -316,8 +313,6 @@ class _Lock:
             self._conn.close()
 
 
-@pytest.mark.xfail(bool(PG_URL), strict=True, reason="bug: db.py sets no lock_timeout on PostgreSQL, so a locked "
-                   "table makes ingest wait forever instead of answering 451")
 def test_locked_database_answers_451_then_250_once_released(service: Service) -> None:
     raw = make_mail(message_id="<locked@customer.example>")
     with _Lock(service.config):
