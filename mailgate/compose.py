@@ -7,14 +7,53 @@ customer-controlled text (subject, display name) can smuggle in a header.
 from __future__ import annotations
 
 from datetime import datetime
+from email.header import Header
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
-from email.utils import format_datetime, parseaddr
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import SMTP, SMTPUTF8, compat32
+from email.utils import format_datetime, formataddr, parseaddr
+from typing import Any
 
 from mailgate.blobs import BlobStore
 from mailgate.model import Outbox
 
 LOOP_HEADER = "X-Mailgate-Loop"
+
+
+def _header(value: str) -> Any:
+    """ASCII as is; anything else as RFC 2047 words (``Header``, which compat32 messages accept)."""
+    value = _clean(value)
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _address(value: str) -> str:
+    name, address = parseaddr(_clean(value))
+    if name.isascii():
+        return _clean(value)
+    return formataddr((name, address), charset="utf-8")
+
+
+def _compose_fast(row: Outbox, loop_value: str, now: datetime) -> bytes:
+    """The common case (ASCII addresses, no attachments) with the ``compat32`` classes: the same mail
+    as the general path below at a fraction of the cost, since ``policy.SMTP`` parses every header it sets."""
+    text = MIMEText(row.text, "plain", "utf-8")
+    if row.html:
+        msg: MIMEMultipart | MIMEText = MIMEMultipart("alternative")
+        msg.attach(text)
+        msg.attach(MIMEText(row.html, "html", "utf-8"))
+    else:
+        msg = text
+    msg["From"] = _address(row.mail_from)
+    msg["To"] = ", ".join(_address(r) for r in row.recipients)
+    msg["Subject"] = _header(row.subject)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = _clean(row.message_id)
+    for name, value in row.headers.items():
+        msg[name] = _header(value)
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg[LOOP_HEADER] = loop_value
+    return msg.as_bytes(policy=compat32.clone(linesep="\r\n"))
 
 
 def _clean(value: str) -> str:
@@ -23,6 +62,8 @@ def _clean(value: str) -> str:
 
 def compose(row: Outbox, loop_value: str, now: datetime, blobs: BlobStore | None = None) -> bytes:
     internationalised = not all(a.isascii() for a in (parseaddr(row.mail_from)[1], *row.recipients))
+    if not internationalised and not row.attachments:
+        return _compose_fast(row, loop_value, now)
     msg = EmailMessage(policy=SMTPUTF8 if internationalised else SMTP)  # RFC 6531 addresses stay raw UTF-8
     msg["From"] = _clean(row.mail_from)
     msg["To"] = ", ".join(_clean(r) for r in row.recipients)

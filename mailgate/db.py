@@ -8,6 +8,7 @@ SQLite: WAL with ``synchronous=FULL`` (a 250 means the row is on disk) and
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,12 +86,36 @@ class Database:
             _postgres_timeouts(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Lock()
+        self._others = 0  # transactions of this process other than the bulk writer's, running or waiting
+        self._others_lock = threading.Lock()
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One unit of work; database trouble becomes ``TempFail`` so sources keep their mail."""
-        with self._transient_as_tempfail(), self.sessions() as session, session.begin():
-            yield session
+    def transaction(self, *, bulk: bool = False) -> Iterator[Session]:
+        """One unit of work; database trouble becomes ``TempFail`` so sources keep their mail.
+
+        ``bulk`` is the group-commit writer: SQLite's lock is not fair, and a writer that begins its
+        next batch the moment it commits would starve everyone else (the outbox, the SLA sweep) for
+        as long as a burst of mail lasts. So it first lets the others of this process have their turn.
+        """
+        if bulk:
+            self._make_way()
+        else:
+            with self._others_lock:
+                self._others += 1
+        try:
+            with self._transient_as_tempfail(), self.sessions() as session, session.begin():
+                yield session
+        finally:
+            if not bulk:
+                with self._others_lock:
+                    self._others -= 1
+
+    def _make_way(self, limit: float = 0.2) -> None:
+        if not self.is_sqlite:  # PostgreSQL locks rows, not the database
+            return
+        deadline = time.monotonic() + limit
+        while self._others and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     @contextmanager
     def _transient_as_tempfail(self) -> Iterator[None]:

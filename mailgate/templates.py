@@ -86,6 +86,7 @@ class Templates:
             undefined=StrictUndefined,
             autoescape=lambda name: bool(name and name.endswith(".html.j2")),
             keep_trailing_newline=True,
+            auto_reload=False,  # a reload (SIGHUP, file watch) builds new Templates; no stat() per render
         )
 
     def render(self, kind: str, context: dict[str, Any]) -> Rendered:

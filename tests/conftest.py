@@ -374,3 +374,52 @@ def sql_rows(config: Path, query: str) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in conn.exec_driver_sql(query)]
     finally:
         engine.dispose()
+
+
+class DatabaseLocked:
+    """Hold the database's write lock from outside mailgate, as another process could.
+
+    SQLite: a connection in ``BEGIN EXCLUSIVE``. PostgreSQL: ``LOCK TABLE inbound`` in a
+    transaction of its own (held by a thread, so the test can talk to serve meanwhile).
+    Use as ``with DatabaseLocked(config): ...``; the lock is released on exit.
+    """
+
+    def __init__(self, config: Path) -> None:
+        self.url = load_config(config).database_url
+        self._release = threading.Event()
+        self._held = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sqlite: Any = None
+
+    def _hold_table(self) -> None:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
+                self._held.set()
+                self._release.wait(300)
+                conn.rollback()
+        finally:
+            engine.dispose()
+
+    def __enter__(self) -> DatabaseLocked:
+        if self.url.startswith("sqlite"):
+            import sqlite3
+
+            self._sqlite = sqlite3.connect(self.url.split("///", 1)[1], isolation_level=None, timeout=30)
+            self._sqlite.execute("BEGIN EXCLUSIVE")
+            return self
+        self._thread = threading.Thread(target=self._hold_table, name="test-database-lock")
+        self._thread.start()
+        assert self._held.wait(30), "could not lock the inbound table"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sqlite is not None:
+            self._sqlite.rollback()
+            self._sqlite.close()
+        if self._thread is not None:
+            self._release.set()
+            self._thread.join(60)

@@ -245,7 +245,7 @@ def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = Fals
 def ingest_batch(items: Sequence[tuple[bytes, Envelope]], ctx: Context) -> list[Outcome | TempFail]:
     """Group commit: many mails, one transaction, one fsync. Nothing is acknowledged before commit."""
     try:
-        with ctx.db.transaction() as session:
+        with ctx.db.transaction(bulk=True) as session:
             outcomes: list[Outcome | TempFail] = []
             for raw, env in items:
                 try:

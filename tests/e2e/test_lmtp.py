@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mailgate.config import load_config
-from tests.conftest import PG_URL, MakeConfig, Service, cli_json, make_mail, start_service, wait_for_outgoing
+from tests.conftest import DatabaseLocked, MakeConfig, Service, cli_json, make_mail, start_service, wait_for_outgoing
 
 
 @pytest.fixture
@@ -128,15 +126,8 @@ def test_oversize_mail_is_refused_once_per_recipient(make_config: MakeConfig, tm
         assert svc.stop() == 0
 
 
-@pytest.mark.skipif(bool(PG_URL), reason="holds a lock on the SQLite file; test_smtp_intake.py covers PostgreSQL locks")
 def test_temporary_failure_is_answered_once_per_recipient(lmtp_service: Service) -> None:
-    path = load_config(lmtp_service.config).database_url.split("///", 1)[1]
-    lock = sqlite3.connect(path, isolation_level=None, timeout=30)
-    lock.execute("BEGIN EXCLUSIVE")
-    try:
+    with DatabaseLocked(lmtp_service.config):
         statuses = _two_recipient_transaction(lmtp_service, make_mail(message_id="<lmtp-451@customer.example>"))
-    finally:
-        lock.rollback()
-        lock.close()
     assert [code for code, _ in statuses] == [451, 451], statuses
     assert cli_json(lmtp_service.config, "tickets", "list") == []

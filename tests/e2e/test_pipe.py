@@ -12,18 +12,14 @@ a retried delivery is still recognised as the same mail.
 from __future__ import annotations
 
 import mailbox
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
 import yaml
 
-from mailgate.config import load_config
 from tests.conftest import (
-    PG_URL,
     REPO,
+    DatabaseLocked,
     MakeConfig,
     cli_json,
     free_port,
@@ -108,24 +104,8 @@ def test_database_folder_that_cannot_be_created_exits_75(make_config: MakeConfig
 
 def test_locked_database_exits_75_and_stores_nothing(config_path: Path) -> None:
     assert run_cli(config_path, "db", "upgrade").code == 0
-    url = load_config(config_path).database_url
-    if PG_URL:
-        engine = sa.create_engine(url)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
-                result = run_cli(config_path, "ingest", stdin=make_mail(), timeout=30)
-                conn.rollback()
-        finally:
-            engine.dispose()
-    else:
-        lock = sqlite3.connect(url.split("///", 1)[1], isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
-        try:
-            result = run_cli(config_path, "ingest", stdin=make_mail())
-        finally:
-            lock.rollback()
-            lock.close()
+    with DatabaseLocked(config_path):
+        result = run_cli(config_path, "ingest", stdin=make_mail(), timeout=60)
     assert result.code == 75, result.stderr
     assert inbound_count(config_path) == 0
     assert cli_json(config_path, "outbox", "list") == []

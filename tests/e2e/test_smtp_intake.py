@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import smtplib
-import sqlite3
-import threading
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import (
-    PG_URL,
+    DatabaseLocked,
     MakeConfig,
     Service,
     cli_json,
@@ -269,53 +266,9 @@ def test_ticket_json_views_keep_the_design_contract(service: Service) -> None:
 
 
 # --------------------------------------------------------------------------- database trouble
-class _Lock:
-    """Hold the database's write lock from outside mailgate (another process would do the same)."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self._release = threading.Event()
-        self._held = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _hold_pg(self) -> None:
-        from mailgate.config import load_config
-
-        engine = sa.create_engine(load_config(self.config).database_url)
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
-                self._held.set()
-                self._release.wait(120)
-                conn.rollback()
-        finally:
-            engine.dispose()
-
-    def __enter__(self) -> _Lock:
-        if PG_URL:
-            self._thread = threading.Thread(target=self._hold_pg)
-            self._thread.start()
-            assert self._held.wait(30)
-            return self
-        from mailgate.config import load_config
-
-        path = load_config(self.config).database_url.split("///", 1)[1]
-        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self._conn.execute("BEGIN EXCLUSIVE")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            self._release.set()
-            self._thread.join()
-        else:
-            self._conn.rollback()
-            self._conn.close()
-
-
 def test_locked_database_answers_451_then_250_once_released(service: Service) -> None:
     raw = make_mail(message_id="<locked@customer.example>")
-    with _Lock(service.config):
+    with DatabaseLocked(service.config):
         code, text = send(service, raw, timeout=30)  # 451 comes after the 5 s busy timeout
     assert code == 451, text
     assert text.startswith("4.")
