@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailgate.domain import check_kinds
 from mailgate.errors import ConfigError
 from mailgate.rules.resolve import Binder
 from mailgate.rules.schema import HelpTopic, ListFile, Rule, RulesFile, Then, conditions
@@ -258,21 +260,6 @@ class Scheduler(_Strict):
     sla_interval: Duration = timedelta(seconds=60)
 
 
-NOTIFICATION_KINDS = (
-    "ack_new",
-    "alert_new",
-    "alert_message",
-    "agent_reply",
-    "notice_status",
-    "alert_assigned",
-    "alert_note",
-    "command_error",
-    "rejected",
-    "sla_warning",
-    "sla_overdue",
-)
-
-
 class RateLimit(_Strict):
     count: int = Field(ge=1)
     within: Duration
@@ -300,12 +287,7 @@ class Notifications(_Strict):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, value: dict[str, bool]) -> dict[str, bool]:
-        unknown = sorted(set(value) - set(NOTIFICATION_KINDS))
-        if unknown:
-            raise ValueError(
-                f"unknown notification kind(s) {', '.join(unknown)}; known: {', '.join(NOTIFICATION_KINDS)}"
-            )
-        return value
+        return check_kinds(value)
 
     def enabled(self, kind: str, *overrides: dict[str, bool] | None) -> bool:
         """Global switch, overridden by the department's, then the help topic's (most specific last)."""
@@ -353,7 +335,7 @@ class Department(_Strict):
     manager: Email | None = None
     members: list[Email] = []
     email: Email | None = None
-    notifications: dict[str, bool] = {}
+    notifications: Annotated[dict[str, bool], AfterValidator(check_kinds)] = {}
 
 
 class Team(_Strict):

@@ -63,6 +63,29 @@ class InboundStatus(StrEnum):
     REPROCESSED = "reprocessed"
 
 
+NOTIFICATION_KINDS = (
+    "ack_new",
+    "alert_new",
+    "alert_message",
+    "agent_reply",
+    "notice_status",
+    "alert_assigned",
+    "alert_note",
+    "command_error",
+    "rejected",
+    "sla_warning",
+    "sla_overdue",
+)
+
+
+def check_kinds(value: dict[str, bool]) -> dict[str, bool]:
+    """Notification switches may only name known kinds (a typo would silently switch nothing)."""
+    unknown = sorted(set(value) - set(NOTIFICATION_KINDS))
+    if unknown:
+        raise ValueError(f"unknown notification kind(s) {', '.join(unknown)}; known: {', '.join(NOTIFICATION_KINDS)}")
+    return value
+
+
 Source = Literal["smtp", "lmtp", "imap", "pipe", "reprocess"]
 
 

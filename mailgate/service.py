@@ -92,6 +92,7 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
             directory,
             main.outbound.from_,
             main.intake.addresses[0],
+            {t.name: t.notifications for t in config.rules.help_topics if t.notifications},
         ),
     )
 

@@ -108,7 +108,7 @@ class NotifyContext:
     directory: Directory
     mail_from: str
     default_support: str
-    topic_overrides: dict[str, bool] | None = None
+    topic_overrides: dict[str, dict[str, bool]] | None = None  # help topic -> kind -> on/off
 
 
 def ticket_view(ticket: Ticket, store: Store) -> TicketView:
@@ -206,7 +206,8 @@ def send(
     store: Store, nc: NotifyContext, planned: list[Planned], ticket: Ticket, trigger: Trigger, now: datetime
 ) -> list[Notification]:
     """Render, guard and queue each planned notification; what is held back is recorded on the ticket."""
-    overrides = (nc.directory.department_overrides(ticket.department), nc.topic_overrides)
+    topic = (nc.topic_overrides or {}).get(ticket.help_topic or "")
+    overrides = (nc.directory.department_overrides(ticket.department), topic)
     wanted = [item for item in planned if nc.settings.enabled(item.kind, *overrides)]
     if not wanted:
         return []

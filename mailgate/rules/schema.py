@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailgate.domain import Priority, Status
+from mailgate.domain import Priority, Status, check_kinds
 from mailgate.rules.regex import Pattern, compile_pattern
 from mailgate.sla import DAYS, Schedule
 
@@ -424,6 +425,9 @@ class HelpTopic(_Strict):
     sla: str | None = None
     auto_ack: bool = True
     ack_template: str = "ack_new"
+    notifications: Annotated[
+        dict[str, bool], AfterValidator(check_kinds)
+    ] = {}  # per-kind switches (most specific wins)
 
     @field_validator("ack_template")
     @classmethod
