@@ -6,9 +6,10 @@ customer-controlled text (subject, display name) can smuggle in a header.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from email.header import Header
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import SMTP, SMTPUTF8, compat32
@@ -44,16 +45,27 @@ def _compose_fast(row: Outbox, loop_value: str, now: datetime) -> bytes:
         msg.attach(MIMEText(row.html, "html", "utf-8"))
     else:
         msg = text
-    msg["From"] = _address(row.mail_from)
-    msg["To"] = ", ".join(_address(r) for r in row.recipients)
-    msg["Subject"] = _header(row.subject)
+    _set_headers(msg, row, loop_value, now, _address, _header)
+    return msg.as_bytes(policy=compat32.clone(linesep="\r\n"))
+
+
+def _set_headers(
+    msg: Message,
+    row: Outbox,
+    loop_value: str,
+    now: datetime,
+    address: Callable[[str], Any],
+    header: Callable[[str], Any],
+) -> None:
+    msg["From"] = address(row.mail_from)
+    msg["To"] = ", ".join(address(r) for r in row.recipients)
+    msg["Subject"] = header(row.subject)
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = _clean(row.message_id)
     for name, value in row.headers.items():
-        msg[name] = _header(value)
+        msg[name] = header(value)
     msg["X-Auto-Response-Suppress"] = "All"
     msg[LOOP_HEADER] = loop_value
-    return msg.as_bytes(policy=compat32.clone(linesep="\r\n"))
 
 
 def _clean(value: str) -> str:
@@ -65,15 +77,7 @@ def compose(row: Outbox, loop_value: str, now: datetime, blobs: BlobStore | None
     if not internationalised and not row.attachments:
         return _compose_fast(row, loop_value, now)
     msg = EmailMessage(policy=SMTPUTF8 if internationalised else SMTP)  # RFC 6531 addresses stay raw UTF-8
-    msg["From"] = _clean(row.mail_from)
-    msg["To"] = ", ".join(_clean(r) for r in row.recipients)
-    msg["Subject"] = _clean(row.subject)
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = _clean(row.message_id)
-    for name, value in row.headers.items():
-        msg[name] = _clean(value)
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg[LOOP_HEADER] = loop_value
+    _set_headers(msg, row, loop_value, now, _clean, _clean)
     msg.set_content(row.text)
     if row.html:
         msg.add_alternative(row.html, subtype="html")

@@ -109,35 +109,21 @@ def _safe(name: str, func: Callable[[], object]) -> Callable[[], None]:
 def start_scheduler(jobs: Jobs, outbox_interval: timedelta, sla_interval: timedelta | None = None) -> RunningScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     sla_interval = sla_interval or jobs.context().config.main.scheduler.sla_interval
-    scheduler.add_job(  # first run at start: a daemon that was down catches up (each missed step once)
-        _safe("sla_sweep", jobs.sla_sweep),
-        "interval",
-        id="sla_sweep",
-        seconds=sla_interval.total_seconds(),
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=None,
-        next_run_time=datetime.now(UTC),
+    jobs_and_intervals = (  # first run of each at start: a daemon that was down catches up at once
+        ("sla_sweep", jobs.sla_sweep, sla_interval),
+        ("flush_outbox", jobs.flush_outbox, outbox_interval),
+        ("auto_close", jobs.auto_close, timedelta(minutes=5)),
     )
-    scheduler.add_job(
-        _safe("flush_outbox", jobs.flush_outbox),
-        "interval",
-        id="flush_outbox",
-        seconds=outbox_interval.total_seconds(),
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=None,
-        next_run_time=datetime.now(UTC),
-    )
-    scheduler.add_job(
-        _safe("auto_close", jobs.auto_close),
-        "interval",
-        id="auto_close",
-        seconds=300,
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=None,
-        next_run_time=datetime.now(UTC),
-    )
+    for name, func, every in jobs_and_intervals:
+        scheduler.add_job(
+            _safe(name, func),
+            "interval",
+            id=name,
+            seconds=every.total_seconds(),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+        )
     scheduler.start()
     return RunningScheduler(scheduler, jobs)

@@ -14,20 +14,9 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
-KINDS = (
-    "ack_new",
-    "alert_new",
-    "alert_message",
-    "agent_reply",
-    "notice_status",
-    "alert_assigned",
-    "alert_note",
-    "command_error",
-    "rejected",
-    "admin_alert",
-    "sla_warning",
-    "sla_overdue",
-)
+from mailgate.domain import NOTIFICATION_KINDS
+
+KINDS = (*NOTIFICATION_KINDS, "admin_alert")  # every kind mailgate renders: checked at load
 
 SAMPLE_CONTEXT: dict[str, Any] = {
     "ticket": {
