@@ -36,6 +36,7 @@ class Row:
     resolution_median_h: float | None
     first_response_sla_pct: float | None
     resolution_sla_pct: float | None
+    satisfaction_avg: float | None
 
 
 def _hours(deltas: list[timedelta]) -> tuple[float | None, float | None]:
@@ -51,6 +52,10 @@ def _pct(pairs: Iterable[tuple[datetime | None, datetime | None]], now: datetime
     if not judged:
         return None
     return round(100 * sum(1 for done, due in judged if done is not None and done <= due) / len(judged), 1)
+
+
+def _mean(values: list[int]) -> float | None:
+    return round(statistics.fmean(values), 2) if values else None
 
 
 def _row(group_by: str, group: str, tickets: list[Ticket], now: datetime) -> Row:
@@ -70,6 +75,7 @@ def _row(group_by: str, group: str, tickets: list[Ticket], now: datetime) -> Row
         res_med,
         _pct(((t.first_response_at, t.first_response_due) for t in tickets), now),
         _pct(((t.resolved_at, t.resolution_due) for t in tickets), now),
+        _mean([t.satisfaction for t in tickets if t.satisfaction is not None]),
     )
 
 
@@ -108,7 +114,7 @@ def as_table(rows: list[Row]) -> str:
 
     head = (
         f"{'group':<32} {'tickets':>7} {'open':>5} {'resolved':>8} {'1st resp avg/med':>17} "
-        f"{'resolution avg/med':>19} {'SLA 1st':>7} {'SLA res':>7}"
+        f"{'resolution avg/med':>19} {'SLA 1st':>7} {'SLA res':>7} {'rating':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -117,6 +123,7 @@ def as_table(rows: list[Row]) -> str:
             f"{name[:32]:<32} {r.tickets:>7} {r.open:>5} {r.resolved:>8} "
             f"{fmt(r.first_response_avg_h, 'h') + '/' + fmt(r.first_response_median_h, 'h'):>17} "
             f"{fmt(r.resolution_avg_h, 'h') + '/' + fmt(r.resolution_median_h, 'h'):>19} "
-            f"{fmt(r.first_response_sla_pct, '%'):>7} {fmt(r.resolution_sla_pct, '%'):>7}"
+            f"{fmt(r.first_response_sla_pct, '%'):>7} {fmt(r.resolution_sla_pct, '%'):>7} "
+            f"{fmt(r.satisfaction_avg):>6}"
         )
     return "\n".join(lines)

@@ -93,6 +93,7 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
             main.outbound.from_,
             main.intake.addresses[0],
             {t.name: t.notifications for t in config.rules.help_topics if t.notifications},
+            main.lifecycle.satisfaction_question,
         ),
     )
 

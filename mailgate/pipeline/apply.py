@@ -8,6 +8,7 @@ mail writes them all in dependency order.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -45,6 +46,7 @@ class Writer:
     own_addresses: frozenset[str]
     now: datetime
     sla: SlaFile | None = None  # plans for due times and ladder timers (sla_timers.sync)
+    satisfaction: bool = False  # a resolved ticket's requester may answer with a rating 1-5
 
 
 def event_row(w: Writer, ticket_id: int, kind: str, detail: str, actor: str = "system") -> dict[str, object]:
@@ -167,6 +169,16 @@ def store_message(w: Writer, ticket_id: int, parsed: ParsedMail, inbound_id: int
     return message_id
 
 
+_RATING = re.compile(r"^\s*([1-5])\s*(?:/\s*5)?\s*(?:[-:.!]|$)")
+
+
+def _rating(text: str) -> int | None:
+    """A satisfaction rating on the first line ("4", "5/5", "3 - fine"), else None."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    m = _RATING.match(first)
+    return int(m.group(1)) if m else None
+
+
 def choose_assignee(store: Store, decision: RouteDecision, teams: dict[str, list[str]]) -> RouteDecision:
     """Resolve a rule's ``round_robin:<team>`` / ``least_loaded:<team>`` into an agent, from the database."""
     members = teams.get(decision.assign_team or "", [])
@@ -261,6 +273,11 @@ def _append(
     text = parsed.new_text or parsed.text
     store_message(w, ticket.id, parsed, inbound_id, kind, text)
     ticket.updated_at = w.now
+    rating = _rating(text) if w.satisfaction and sender.role is Role.REQUESTER else None
+    if rating is not None and ticket.status in (Status.RESOLVED.value, Status.CLOSED.value):
+        ticket.satisfaction = rating  # an answer to the satisfaction question, not a new problem
+        w.store.add_rows(Event, [event_row(w, ticket.id, "rated", f"satisfaction {rating}/5", sender.address)])
+        return Change(ticket.id, ticket.number, False, False, kind, ("rated",), text=text), ticket
     reopened = False
     if kind is MessageKind.CUSTOMER and cls.kind is not Kind.AUTO_REPLY and ticket.status in _REOPEN_FROM:
         previous = ticket.status

@@ -185,7 +185,9 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     if admission.match.ticket_id is None:
         teams = {t.name: list(t.members) for t in ctx.config.agents.teams}
         decision = choose_assignee(store, decision, teams)
-    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla)
+    writer = Writer(
+        store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla, ctx.config.main.lifecycle.satisfaction_question
+    )
     change, ticket = _act(
         writer, ctx, parsed, inbound_id, cls, admission.match, admission.sender, decision, env, admission
     )

@@ -76,6 +76,7 @@ def notify_mail(
         "what": _what(change, ticket),
         "by": sender.address,
         "reason": "; ".join(change.command_errors) or sender.reason,
+        "ask_rating": "yes" if nc.ask_rating and change.status_changed == "resolved" else "",
     }
     trigger = Trigger(
         parsed.message_id,
@@ -109,6 +110,7 @@ class NotifyContext:
     mail_from: str
     default_support: str
     topic_overrides: dict[str, dict[str, bool]] | None = None  # help topic -> kind -> on/off
+    ask_rating: bool = False  # the resolution notice asks for a 1-5 satisfaction rating
 
 
 def ticket_view(ticket: Ticket, store: Store) -> TicketView:

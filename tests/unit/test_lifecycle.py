@@ -7,11 +7,14 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from mailgate.clock import FixedClock
+from mailgate.config import load_config
 from mailgate.domain import Envelope
 from mailgate.lifecycle import auto_close
 from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context, ingest
+from mailgate.service import build_context
 from mailgate.store import Store
+from tests.conftest import MakeConfig
 
 
 def _mail(sender: str, to: str, subject: str, body: str) -> bytes:
@@ -61,3 +64,49 @@ def test_customer_reply_reopens_before_the_sweep(ctx: Context, clock: FixedClock
     assert _status(ctx, number) == "open"
     clock.advance(timedelta(days=30))
     assert auto_close(ctx) == 0
+
+
+def test_satisfaction_rating_is_stored_not_a_reopen(make_config: MakeConfig, clock: FixedClock) -> None:
+    ctx = build_context(load_config(make_config(lifecycle={"satisfaction_question": True})), clock)
+    ctx.db.upgrade()
+    number = _resolved_ticket(ctx, clock)
+    with ctx.db.reader() as session:
+        notice = session.scalars(select(Outbox).where(Outbox.kind == "notice_status")).one()
+    assert "Reply with a number from 1 (poor) to 5" in notice.text
+    env = Envelope("pat@customer.example", ("support@example.com",), "pipe", clock.now())
+    ingest(_mail("pat@customer.example", "support@example.com", f"Re: [#{number}] Broken", "5\n\nThanks!"), env, ctx)
+    with ctx.db.reader() as session:
+        ticket = Store(session).ticket_by_number(number)
+        assert ticket is not None and (ticket.status, ticket.satisfaction) == ("resolved", 5)
+    ctx.db.dispose()
+
+
+def test_reply_to_closed_ticket_reopens_within_the_window_else_opens_a_follow_up(
+    ctx: Context, clock: FixedClock
+) -> None:
+    number = _resolved_ticket(ctx, clock)
+    clock.advance(timedelta(days=8))
+    assert auto_close(ctx) == 1
+    env = lambda: Envelope("pat@customer.example", ("support@example.com",), "pipe", clock.now())  # noqa: E731
+    clock.advance(timedelta(days=2))  # within the 14-day window
+    ingest(_mail("pat@customer.example", "support@example.com", f"Re: [#{number}] Broken", "Again"), env(), ctx)
+    assert _status(ctx, number) == "open"
+    agent = _agent_address(ctx, number)
+    ingest(_mail("jane@example.com", agent, f"Re: [#{number}] Broken", "#status closed\nDone."),
+           Envelope("jane@example.com", (agent,), "pipe", clock.now()), ctx)
+    assert _status(ctx, number) == "closed"
+    clock.advance(timedelta(days=20))  # past the window
+    later = ingest(_mail("pat@customer.example", "support@example.com", f"Re: [#{number}] Broken", "Once more"),
+                   env(), ctx)
+    assert later.number != number and _status(ctx, number) == "closed"
+    with ctx.db.reader() as session:
+        follow_up = Store(session).ticket_by_number(later.number or "")
+        assert follow_up is not None
+        assert any(f"follows up ticket {number}" in e.detail for e in Store(session).events(follow_up.id))
+
+
+def _agent_address(ctx: Context, number: str) -> str:
+    with ctx.db.reader() as session:
+        ticket = Store(session).ticket_by_number(number)
+        assert ticket is not None
+        return ctx.identity.plus_address("support@example.com", "a", ticket.id, "jane@example.com")
