@@ -322,6 +322,8 @@ class Lifecycle(_Strict):
 
     reopen_window: Duration = timedelta(days=14)
     auto_close_after: Duration | None = timedelta(days=7)
+    reminder_after: Duration | None = None  # remind the requester of an awaiting_reply ticket (off)
+    auto_resolve_after: Duration | None = None  # resolve an awaiting_reply ticket nobody answers (off)
     satisfaction_question: bool = False
 
 

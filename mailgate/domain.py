@@ -75,6 +75,7 @@ NOTIFICATION_KINDS = (
     "rejected",
     "sla_warning",
     "sla_overdue",
+    "reminder",
 )
 
 

@@ -106,6 +106,7 @@ class Ticket(Base):
     overdue: Mapped[bool] = mapped_column(Boolean, default=False)
     conversation_index: Mapped[str | None] = mapped_column(String(200))  # Outlook Thread-Index root
     satisfaction: Mapped[int | None] = mapped_column(Integer)  # 1-5, the requester's rating on resolution
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last reminder while awaiting_reply
     # SLA clock: business seconds used before ``sla_running_since``; None while paused or stopped
     sla_consumed: Mapped[float] = mapped_column(Float, default=0.0)
     sla_running_since: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -66,7 +66,8 @@ class Jobs:
         return self._context()
 
     def auto_close(self) -> int:
-        return lifecycle.auto_close(self._context())
+        """Auto-close, auto-resolve and reminders: the lifecycle jobs that run on the same tick."""
+        return lifecycle.run_all(self._context())
 
     def sla_sweep(self) -> int:
         return sla_sweep.sweep(self._context(), stop=self.stopping)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
 from mailgate.domain import Envelope
-from mailgate.lifecycle import auto_close
+from mailgate.lifecycle import auto_close, auto_resolve, remind
 from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context, ingest
 from mailgate.service import build_context
@@ -110,3 +110,35 @@ def _agent_address(ctx: Context, number: str) -> str:
         ticket = Store(session).ticket_by_number(number)
         assert ticket is not None
         return ctx.identity.plus_address("support@example.com", "a", ticket.id, "jane@example.com")
+
+
+def test_reminder_once_per_wait_then_auto_resolve(make_config: MakeConfig, clock: FixedClock) -> None:
+    path = make_config(lifecycle={"reminder_after": "2d", "auto_resolve_after": "5d"})
+    ctx = build_context(load_config(path), clock)
+    ctx.db.upgrade()
+    env = Envelope("pat@customer.example", ("support@example.com",), "pipe", clock.now())
+    number = ingest(_mail("pat@customer.example", "support@example.com", "Question", "How?"), env, ctx).number
+    assert number
+    agent = _agent_address(ctx, number)
+    ingest(_mail("jane@example.com", agent, f"Re: [#{number}] Question", "Which version do you run?"),
+           Envelope("jane@example.com", (agent,), "pipe", clock.now()), ctx)
+    assert _status(ctx, number) == "awaiting_reply"
+    clock.advance(timedelta(days=1))
+    assert remind(ctx) == 0
+    clock.advance(timedelta(days=2))
+    assert remind(ctx) == 1
+    assert remind(ctx) == 0  # once per waiting period
+    clock.advance(timedelta(days=3))
+    assert auto_resolve(ctx) == 1
+    assert _status(ctx, number) == "resolved"
+    with ctx.db.reader() as session:
+        kinds = sorted(session.scalars(select(Outbox.kind).where(Outbox.recipient == "pat@customer.example")))
+    assert kinds == ["ack_new", "agent_reply", "notice_status", "reminder"]
+    ctx.db.dispose()
+
+
+def test_reminders_are_off_by_default(ctx: Context, clock: FixedClock) -> None:
+    number = _resolved_ticket(ctx, clock)
+    clock.advance(timedelta(days=365))
+    assert remind(ctx) == 0 and auto_resolve(ctx) == 0
+    assert _status(ctx, number) in ("resolved", "closed")
