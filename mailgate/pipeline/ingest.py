@@ -46,7 +46,7 @@ from mailgate.pipeline.authorize import Admission, admit, authorize
 from mailgate.pipeline.classify import classify
 from mailgate.pipeline.commands import Vocabulary, parse_agent_mail
 from mailgate.pipeline.dedupe import find_duplicate
-from mailgate.pipeline.notify import NotifyContext, notify_mail, recipients
+from mailgate.pipeline.notify import NotifyContext, notify_mail, recipients, send_rejection, support_address
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.thread import TicketTag, match_bounce, match_thread
@@ -169,7 +169,12 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         spooling.finish(store, inbound_id, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
-        return Outcome("rejected", None, refusal, inbound_id, decision.trace, route=decision)
+        sent: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        if env.source == "imap":  # an SMTP client hears the 550 and a pipe's MTA bounces; a mailbox is silent
+            support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
+            note = send_rejection(store, ctx.notifier, parsed, cls, support, refusal, now)
+            sent = ((note.kind, note.to),) if note else ()
+        return Outcome("rejected", None, refusal, inbound_id, decision.trace, sent, route=decision)
     if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
         status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
         why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"

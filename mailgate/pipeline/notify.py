@@ -318,3 +318,83 @@ def _queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: s
         refs.append({"message_id": note.message_id, "ticket_id": ticket.id, "direction": "out"})
     store.add_rows(Outbox, rows)
     store.add_rows(ThreadRef, refs)
+
+
+def send_rejection(
+    store: Store, nc: NotifyContext, parsed: ParsedMail, cls: Classification, support: str, reason: str, now: datetime
+) -> Notification | None:
+    """Tell the sender why a rule refused the mail, where no SMTP answer could (IMAP intake).
+
+    Same guards as any automatic mail: never to machines, our own addresses, bounced addresses, or past
+    the rate limit. There is no ticket, so the mail carries neither tag nor ticket threading.
+    """
+    to = parsed.reply_to[0] if parsed.reply_to else parsed.from_addr
+    if to is None or not nc.settings.enabled("rejected"):
+        return None
+    horizon = now - max((r.within for r in nc.settings.rate_limits), default=timedelta(0))
+    verdict = may_send_automatic(
+        to.email,
+        trigger=cls,
+        own=nc.own,
+        suppressed_until=store.suppressed_until(to.email),
+        to_recipient=store.automatic_sent_at(to.email, horizon),
+        to_recipient_on_ticket=[],
+        ladder=[Limit(r.count, r.within) for r in nc.settings.rate_limits],
+        ticket_ladder=[],
+        now=now,
+    )
+    key = f"rejected:{parsed.sha256[:32]}:{to.email}"
+    if not verdict.allowed or store.outbox_key_exists(key):
+        return None
+    context = {
+        "message": {"subject": parsed.subject, "text": "", "from": to.email, "from_name": to.name},
+        "support_address": support,
+        "change": {"reason": reason},
+        "reply_marker": REPLY_MARKER,
+        "recipient": {"name": to.name, "email": to.email},
+    }
+    rendered = nc.templates.render("rejected", context)
+    message_id = f"<mg.rejected.{parsed.sha256[:24]}@{nc.identity.domain}>"
+    headers = {"Auto-Submitted": "auto-replied", "Reply-To": support}
+    if parsed.message_id:
+        headers |= {"In-Reply-To": parsed.message_id, "References": parsed.message_id}
+    store.add_rows(
+        Outbox,
+        [
+            {
+                "dedupe_key": key,
+                "ticket_id": None,
+                "kind": "rejected",
+                "mail_from": nc.mail_from,
+                "recipients": [to.email],
+                "recipient": to.email,
+                "automatic": True,
+                "message_id": message_id,
+                "subject": rendered.subject,
+                "headers": headers,
+                "text": rendered.text,
+                "html": rendered.html,
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+                "locked_until": None,
+                "sent_at": None,
+                "last_error": None,
+                "attachments": [],
+            }
+        ],
+    )
+    return Notification(
+        "rejected",
+        (to.email,),
+        0,
+        key,
+        rendered.subject,
+        rendered.text,
+        rendered.html,
+        message_id,
+        parsed.message_id,
+        (),
+        "auto-replied",
+    )
