@@ -79,11 +79,11 @@ def test_rules_test_reports_team_tags_and_the_list_file_match(make_config: MakeC
     report = cli_json(path, "rules", "test", str(tmp_path / "vip.eml"))
     assert report["result"]["team"] == "Tier 2"
     assert report["result"]["tags"] == ["vip"]
-    assert report["result"]["assignee"] == "round_robin:Tier 2"  # the request; apply picks the agent
+    assert report["result"]["assignee"] == "jerry@example.com"  # round robin in Tier 2, chosen as serve would
     assert report["result"]["action"] == "accept"
     assert report["rules"] == [{"name": "vip-list", "matched": True, "reason": "all conditions held"}]
     assert report["changes"] == ["rule vip-list set team=Tier 2", "rule vip-list set assignee=round_robin:Tier 2",
-                                 "rule vip-list added tags vip"]
+                                 "rule vip-list added tags vip", "round_robin in team Tier 2 chose jerry@example.com"]
     text = run_cli(path, "rules", "test", str(tmp_path / "vip.eml"))
     assert "  tags        vip" in text.stdout and "rule vip-list added tags vip" in text.stdout
 
