@@ -23,7 +23,8 @@ from mailgate.domain import Status
 from mailgate.model import Event, Ticket
 from mailgate.pipeline import audience
 from mailgate.pipeline.ingest import Context
-from mailgate.pipeline.notify import Trigger, send, ticket_view
+from mailgate.pipeline.notice import Trigger
+from mailgate.pipeline.notify import send, ticket_view
 from mailgate.store import Store
 
 Act = Callable[[Store, Ticket, datetime], str | None]  # returns the notice key, or None for no notice

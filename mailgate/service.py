@@ -35,7 +35,7 @@ from mailgate.identity import Identity, load_secret
 from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.commands import Vocabulary
 from mailgate.pipeline.ingest import Context
-from mailgate.pipeline.notify import NotifyContext
+from mailgate.pipeline.notice import NotifyContext
 from mailgate.pipeline.thread import TicketTag
 from mailgate.rules.engine import CompiledRules
 from mailgate.scheduler import Jobs, start_scheduler

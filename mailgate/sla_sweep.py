@@ -30,7 +30,8 @@ from mailgate.domain import Address
 from mailgate.model import Event, SlaTimer, Ticket
 from mailgate.pipeline.audience import Planned
 from mailgate.pipeline.ingest import Context
-from mailgate.pipeline.notify import Trigger, send, ticket_view
+from mailgate.pipeline.notice import Trigger
+from mailgate.pipeline.notify import send, ticket_view
 from mailgate.store import Store
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"

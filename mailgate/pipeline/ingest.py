@@ -46,7 +46,8 @@ from mailgate.pipeline.authorize import Admission, admit, authorize
 from mailgate.pipeline.classify import classify
 from mailgate.pipeline.commands import Vocabulary, parse_agent_mail
 from mailgate.pipeline.dedupe import find_duplicate
-from mailgate.pipeline.notify import NotifyContext, notify_mail, recipients, send_rejection, support_address
+from mailgate.pipeline.notice import NotifyContext
+from mailgate.pipeline.notify import notify_mail, recipients, send_rejection, support_address
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.thread import TicketTag, match_bounce, match_thread

@@ -6,16 +6,10 @@ machine, and nothing automatic ever goes to one of our own addresses.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from mailgate import threadindex
-from mailgate.config import Notifications
 from mailgate.domain import (
     Address,
-    Attachment,
     Change,
     Classification,
     Envelope,
@@ -25,15 +19,14 @@ from mailgate.domain import (
     RouteDecision,
     Sender,
 )
-from mailgate.identity import Identity, is_own_address
-from mailgate.model import Event, Outbox, ThreadRef, Ticket
+from mailgate.identity import is_own_address
+from mailgate.model import Event, Outbox, Ticket
 from mailgate.pipeline import audience
-from mailgate.pipeline.audience import Directory, Planned, TicketView
+from mailgate.pipeline.audience import Planned, TicketView
 from mailgate.pipeline.guard import Limit, Verdict, may_send_automatic
+from mailgate.pipeline.notice import NotifyContext, Trigger, build, queue, thread_references
 from mailgate.pipeline.quotes import REPLY_MARKER
-from mailgate.pipeline.thread import TicketTag
 from mailgate.store import Store
-from mailgate.templates import Templates
 
 
 def recipients(parsed: ParsedMail, envelope: Envelope) -> tuple[str, ...]:
@@ -99,20 +92,6 @@ def _what(change: Change, ticket: Ticket) -> str:
     return f"Status {ticket.status}"
 
 
-@dataclass(frozen=True)
-class NotifyContext:
-    identity: Identity
-    tag: TicketTag
-    templates: Templates
-    own: frozenset[str]
-    settings: Notifications
-    directory: Directory
-    mail_from: str
-    default_support: str
-    topic_overrides: dict[str, dict[str, bool]] | None = None  # help topic -> kind -> on/off
-    ask_rating: bool = False  # the resolution notice asks for a 1-5 satisfaction rating
-
-
 def ticket_view(ticket: Ticket, store: Store) -> TicketView:
     people = store.participants(ticket.id)
     return TicketView(
@@ -121,44 +100,6 @@ def ticket_view(ticket: Ticket, store: Store) -> TicketView:
         assignee=ticket.assignee,
         department=ticket.department,
     )
-
-
-def _references(store: Store, ticket: Ticket, trigger: str | None) -> tuple[str, ...]:
-    """The ticket's thread, capped like RT does (first 4 + last 6), ending with the triggering mail."""
-    ids = [m for m in store.thread_message_ids(ticket.id) if m != trigger]
-    ids = ids if len(ids) <= 9 else ids[:4] + ids[-5:]
-    return tuple([*ids, trigger] if trigger else ids)
-
-
-def _thread_index(ticket: Ticket, identity: Identity, now: datetime) -> str:
-    base = threadindex.decode(ticket.conversation_index)
-    if base is None:
-        guid = hashlib.sha256(f"{identity.domain}:{ticket.id}:{ticket.number}".encode()).digest()[:16]
-        base = threadindex.root(ticket.created_at, guid)
-    return threadindex.encode(threadindex.child(base[: threadindex.HEADER_LEN], now))
-
-
-def _context(
-    ticket: Ticket, tag: TicketTag, to: Address, support: str, message: dict[str, str], change: dict[str, str]
-) -> dict[str, Any]:
-    return {
-        "ticket": {
-            "number": ticket.number,
-            "subject": ticket.subject,
-            "status": ticket.status,
-            "priority": ticket.priority,
-            "help_topic": ticket.help_topic,
-            "department": ticket.department,
-            "assignee": ticket.assignee,
-            "tag": tag.tag(ticket.number),
-        },
-        "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
-        "recipient": {"name": to.name, "email": to.email},
-        "support_address": support,
-        "reply_marker": REPLY_MARKER,
-        "message": message,
-        "change": change,
-    }
 
 
 def _verdict(
@@ -190,20 +131,6 @@ def _verdict(
     )
 
 
-@dataclass(frozen=True)
-class Trigger:
-    """What caused the notifications: the mail (or event) they answer, for threading and templates."""
-
-    message_id: str | None
-    classification: Classification | None
-    support: str
-    message: dict[str, str]
-    change: dict[str, str]
-    key: str  # unique per cause, so each notification is queued once (dedupe key)
-    fresh: bool = False  # the ticket was created by this cause: nothing was sent for it before
-    attachments: tuple[Attachment, ...] = ()  # relayed with an agent's reply (never with notes)
-
-
 def send(
     store: Store, nc: NotifyContext, planned: list[Planned], ticket: Ticket, trigger: Trigger, now: datetime
 ) -> list[Notification]:
@@ -213,7 +140,7 @@ def send(
     wanted = [item for item in planned if nc.settings.enabled(item.kind, *overrides)]
     if not wanted:
         return []
-    references = _references(store, ticket, trigger.message_id)
+    references = thread_references(store, ticket, trigger.message_id)
     out: list[Notification] = []
     held: list[dict[str, object]] = []
     for item in wanted:
@@ -232,92 +159,10 @@ def send(
         key = f"{item.kind}:{ticket.id}:{trigger.key}:{item.to.email}"
         if not trigger.fresh and store.outbox_key_exists(key):
             continue  # e.g. a quarantined mail reprocessed: each notification goes out once
-        out.append(_build(nc, item, ticket, trigger, references, key, now))
+        out.append(build(nc, item, ticket, trigger, references, key, now))
     store.add_rows(Event, held)
-    _queue(store, ticket, out, nc.mail_from, now)
+    queue(store, ticket, out, nc.mail_from, now)
     return out
-
-
-def _build(
-    nc: NotifyContext,
-    item: Planned,
-    ticket: Ticket,
-    trigger: Trigger,
-    references: tuple[str, ...],
-    key: str,
-    now: datetime,
-) -> Notification:
-    context = _context(ticket, nc.tag, item.to, trigger.support, trigger.message, trigger.change)
-    rendered = nc.templates.render(item.kind, context)
-    headers = {
-        "Reply-To": _reply_to(nc, trigger.support, ticket, item.to.email),
-        "Thread-Topic": ticket.subject,
-        "Thread-Index": _thread_index(ticket, nc.identity, now),
-    }
-    if item.auto_submitted:
-        headers["Auto-Submitted"] = item.auto_submitted
-    return Notification(
-        kind=item.kind,
-        to=(item.to.email,),
-        ticket_id=ticket.id,
-        dedupe_key=key,
-        subject=nc.tag.with_tag(rendered.subject, ticket.number),
-        text=rendered.text,
-        html=rendered.html,
-        message_id=nc.identity.message_id(ticket.id, item.to.email),
-        in_reply_to=trigger.message_id,
-        references=references,
-        auto_submitted=item.auto_submitted or "",
-        automatic=item.automatic,
-        headers=tuple(headers.items()),
-        attachments=tuple((a.sha256, a.filename, a.content_type) for a in trigger.attachments)
-        if item.kind == "agent_reply"
-        else (),
-    )
-
-
-def _reply_to(nc: NotifyContext, support: str, ticket: Ticket, recipient: str) -> str:
-    """Agents get their own signed address (it authenticates their replies); others the ticket's."""
-    if nc.directory.is_agent(recipient) and nc.settings.reply_to_token:
-        return nc.identity.plus_address(support, "a", ticket.id, recipient)
-    return nc.identity.plus_address(support, "t", ticket.id) if nc.settings.reply_to_token else support
-
-
-def _queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: str, now: datetime) -> None:
-    rows, refs = [], []
-    for note in notes:
-        headers = dict(note.headers)
-        if note.in_reply_to:
-            headers["In-Reply-To"] = note.in_reply_to
-        if note.references:
-            headers["References"] = " ".join(note.references)
-        rows.append(
-            {
-                "dedupe_key": note.dedupe_key,
-                "ticket_id": ticket.id,
-                "kind": note.kind,
-                "mail_from": mail_from,
-                "recipients": list(note.to),
-                "recipient": note.to[0],
-                "automatic": note.automatic,
-                "message_id": note.message_id,
-                "subject": note.subject,
-                "headers": headers,
-                "text": note.text,
-                "html": note.html,
-                "status": "pending",
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-                "locked_until": None,
-                "sent_at": None,
-                "last_error": None,
-                "attachments": [list(a) for a in note.attachments],
-            }
-        )
-        refs.append({"message_id": note.message_id, "ticket_id": ticket.id, "direction": "out"})
-    store.add_rows(Outbox, rows)
-    store.add_rows(ThreadRef, refs)
 
 
 def send_rejection(
