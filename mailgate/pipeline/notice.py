@@ -139,7 +139,8 @@ def reply_to(nc: NotifyContext, support: str, ticket: Ticket, recipient: str) ->
     return nc.identity.plus_address(support, "t", ticket.id) if nc.settings.reply_to_token else support
 
 
-def queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: str, now: datetime) -> None:
+def queue(store: Store, ticket_id: int | None, notes: list[Notification], mail_from: str, now: datetime) -> None:
+    """Outbox rows for ``notes`` (and their Message-IDs as thread references, when there is a ticket)."""
     rows, refs = [], []
     for note in notes:
         headers = dict(note.headers)
@@ -150,7 +151,7 @@ def queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: st
         rows.append(
             {
                 "dedupe_key": note.dedupe_key,
-                "ticket_id": ticket.id,
+                "ticket_id": ticket_id,
                 "kind": note.kind,
                 "mail_from": mail_from,
                 "recipients": list(note.to),
@@ -171,6 +172,7 @@ def queue(store: Store, ticket: Ticket, notes: list[Notification], mail_from: st
                 "attachments": [list(a) for a in note.attachments],
             }
         )
-        refs.append({"message_id": note.message_id, "ticket_id": ticket.id, "direction": "out"})
+        if ticket_id is not None:
+            refs.append({"message_id": note.message_id, "ticket_id": ticket_id, "direction": "out"})
     store.add_rows(Outbox, rows)
     store.add_rows(ThreadRef, refs)

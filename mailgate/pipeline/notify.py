@@ -20,7 +20,7 @@ from mailgate.domain import (
     Sender,
 )
 from mailgate.identity import is_own_address
-from mailgate.model import Event, Outbox, Ticket
+from mailgate.model import Event, Ticket
 from mailgate.pipeline import audience
 from mailgate.pipeline.audience import Planned, TicketView
 from mailgate.pipeline.guard import Limit, Verdict, may_send_automatic
@@ -161,7 +161,7 @@ def send(
             continue  # e.g. a quarantined mail reprocessed: each notification goes out once
         out.append(build(nc, item, ticket, trigger, references, key, now))
     store.add_rows(Event, held)
-    queue(store, ticket, out, nc.mail_from, now)
+    queue(store, ticket.id, out, nc.mail_from, now)
     return out
 
 
@@ -201,36 +201,8 @@ def send_rejection(
     rendered = nc.templates.render("rejected", context)
     message_id = f"<mg.rejected.{parsed.sha256[:24]}@{nc.identity.domain}>"
     headers = {"Auto-Submitted": "auto-replied", "Reply-To": support}
-    if parsed.message_id:
-        headers |= {"In-Reply-To": parsed.message_id, "References": parsed.message_id}
-    store.add_rows(
-        Outbox,
-        [
-            {
-                "dedupe_key": key,
-                "ticket_id": None,
-                "kind": "rejected",
-                "mail_from": nc.mail_from,
-                "recipients": [to.email],
-                "recipient": to.email,
-                "automatic": True,
-                "message_id": message_id,
-                "subject": rendered.subject,
-                "headers": headers,
-                "text": rendered.text,
-                "html": rendered.html,
-                "status": "pending",
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-                "locked_until": None,
-                "sent_at": None,
-                "last_error": None,
-                "attachments": [],
-            }
-        ],
-    )
-    return Notification(
+    refs = (parsed.message_id,) if parsed.message_id else ()
+    note = Notification(
         "rejected",
         (to.email,),
         0,
@@ -240,6 +212,9 @@ def send_rejection(
         rendered.html,
         message_id,
         parsed.message_id,
-        (),
+        refs,
         "auto-replied",
+        headers=tuple(headers.items()),
     )
+    queue(store, None, [note], nc.mail_from, now)  # no ticket: neither tag nor ticket thread
+    return note
