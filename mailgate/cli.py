@@ -34,6 +34,22 @@ def _ctx(args: argparse.Namespace, *, migrate: bool = True) -> Any:
     return ctx
 
 
+def _database(args: argparse.Namespace) -> Any:
+    """For read-only views: the full configuration if it loads, else just the database from mailgate.yaml
+    (``serve`` keeps running on its old rules while an admin fixes a file; so should looking at tickets)."""
+    from mailgate.config import load_database_url
+    from mailgate.db import Database
+
+    try:
+        return _ctx(args).db
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        db = Database(load_database_url(args.config))
+        db.upgrade()
+        return db
+
+
 def _print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
@@ -87,8 +103,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     from mailgate.reports import ticket_json, ticket_text
     from mailgate.store import Store
 
-    ctx = _ctx(args)
-    with ctx.db.reader() as session:
+    with _database(args).reader() as session:
         store = Store(session)
         if args.tickets_command == "list":
             tickets = store.tickets(status=args.status)
@@ -200,8 +215,7 @@ def _date(value: str) -> datetime:
 def cmd_report(args: argparse.Namespace) -> int:
     from mailgate import report
 
-    ctx = _ctx(args)
-    rows = report.build(ctx.db, args.since, args.until, ctx.clock.now())
+    rows = report.build(_database(args), args.since, args.until, datetime.now(UTC))
     if args.format == "json":
         _print_json(report.as_json(rows))
     elif args.format == "csv":

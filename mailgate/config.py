@@ -524,6 +524,18 @@ def _resolve_main(base: Path, main: MainFile) -> MainFile:
     )
 
 
+def load_database_url(path: Path | str) -> str:
+    """Only mailgate.yaml's database, so read-only commands work while another file is being fixed."""
+    path = Path(path).resolve()
+    problems: list[str] = []
+    main = _validate(load_yaml(path), MainFile, problems)
+    if main is None:
+        raise ConfigError(problems)
+    database = _resolve_main(path.parent, main).database
+    assert database is not None  # _resolve_main fills in the default
+    return database.url
+
+
 def load_config(path: Path | str) -> Config:
     from mailgate.config_check import CrossCheck, in_file_order, partial_rules  # they use the models above
 
