@@ -42,6 +42,7 @@ from imapclient.exceptions import IMAPClientError
 from mailgate.adapters import imap_server
 from mailgate.adapters.imap_server import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
 from mailgate.adapters.imap_watchdog import MailboxHealth, MailboxWatchdog
+from mailgate.adapters.worker import Worker
 from mailgate.config import ImapMailbox
 from mailgate.domain import Envelope, Outcome
 from mailgate.errors import TempFail
@@ -96,7 +97,7 @@ def save_state(
         row.last_success_at, row.last_error = now, None
 
 
-class MailboxPoller:
+class MailboxPoller(Worker):
     """The thread that owns one mailbox's connection."""
 
     def __init__(
@@ -106,8 +107,7 @@ class MailboxPoller:
         self.health = health or MailboxHealth()
         self._context = context
         self._submit = submit
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"mailgate-imap-{mailbox.name}", daemon=True)
+        super().__init__(f"mailgate-imap-{mailbox.name}")
         self._failures = 0
         self._retry_delay = 0.0
         self._uidvalidity: int | None = None
@@ -115,17 +115,7 @@ class MailboxPoller:
         self._first_seen: dict[int, datetime] = {}
         self._peer = f"{mailbox.host}:{mailbox.port}"
 
-    # ---------------------------------------------------------------- lifecycle
-    def start(self) -> None:
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
+    # ---------------------------------------------------------------- lifecycle (start/stop: Worker)
     def _run(self) -> None:
         name = self.mailbox.name
         log.info("imap %s: watching %s on %s as %s", name, self.mailbox.folder, self._peer, self.mailbox.username)

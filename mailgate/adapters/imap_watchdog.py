@@ -23,7 +23,6 @@ reported once, also across restarts and by several daemons.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mailgate.adapters.imap_server import token_expiry
+from mailgate.adapters.worker import Worker
 from mailgate.config import ImapMailbox
 from mailgate.errors import TempFail
 from mailgate.model import Inbound, Outbox
@@ -174,27 +174,16 @@ def last_mail_at(ctx: Context, mailbox: str) -> datetime | None:
         return session.scalar(select(func.max(Inbound.received_at)).where(Inbound.mailbox == mailbox))
 
 
-class MailboxWatchdog:
+class MailboxWatchdog(Worker):
     """Checks one mailbox's health every ``watchdog.check_interval`` in its own thread."""
 
     def __init__(self, mailbox: ImapMailbox, health: MailboxHealth, context: Callable[[], Context]) -> None:
         self.mailbox = mailbox
         self.health = health
         self._context = context
-        self._stop = threading.Event()
         self._fired: set[str] = set()
         self._started = context().clock.now()
-        self._thread = threading.Thread(target=self._run, name=f"mailgate-watchdog-{mailbox.name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        super().__init__(f"mailgate-watchdog-{mailbox.name}")
 
     def _run(self) -> None:
         while not self._stop.wait(self.mailbox.watchdog.check_interval.total_seconds()):
