@@ -61,6 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("mail.log", "apscheduler", "alembic"):  # one line per event of ours, not per SMTP verb
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances reached": a flush that outlasts its interval is
+    # expected during a burst (the running one drains the outbox), not something for an admin
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
     return asyncio.run(serve(Path(args.config)))
 
 

@@ -422,6 +422,9 @@ class MainFile(_Strict):
     security: Security = Security()
     lifecycle: Lifecycle = Lifecycle()
     admin_email: Email | None = None
+    # serve runs the pipeline and the outbox sender in child processes (more cores, intake first);
+    # false keeps it one process
+    processes: bool = True
 
 
 class Config(_Strict):

@@ -7,6 +7,7 @@ SQLite: WAL with ``synchronous=FULL`` (a 250 means the row is on disk) and
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -49,8 +50,36 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Writers take the lock up front (no read-then-upgrade deadlocks); readers must not, so
         # that `tickets list` or a report never waits for, or blocks, intake (WAL lets them read).
-        readonly = conn.get_execution_options().get(READONLY, False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READONLY, False):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            _begin_immediate(conn)
+
+
+def _begin_immediate(conn: Any) -> None:
+    """Take the write lock, polling every millisecond instead of in SQLite's busy handler.
+
+    The busy handler sleeps in growing steps (up to 100 ms), so a transaction that queued
+    behind a burst of intake would wake long after the lock was free while the group-commit
+    writer, which makes way for it (``Database._make_way``), sits idle. Polling keeps that
+    hand-over to about a millisecond, across processes too. Past the usual timeout the
+    last attempt raises SQLAlchemy's own "database is locked", which becomes ``TempFail``.
+    """
+    raw = conn.connection.dbapi_connection
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while time.monotonic() < deadline:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    break
+            time.sleep(0.001)
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # once more, through SQLAlchemy: its error is the one to raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _postgres_timeouts(engine: Engine) -> None:
@@ -66,6 +95,17 @@ def _postgres_timeouts(engine: Engine) -> None:
 def is_transient(exc: BaseException) -> bool:
     """Database trouble worth retrying (locked, gone, restarting) rather than a bug of ours."""
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class _Count:
+    """A ``multiprocessing.Value`` look-alike for a daemon that is one process."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
 
 
 class Database:
@@ -86,8 +126,12 @@ class Database:
             _postgres_timeouts(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Lock()
-        self._others = 0  # transactions of this process other than the bulk writer's, running or waiting
-        self._others_lock = threading.Lock()
+        self._others: Any = _Count()  # transactions other than the bulk writer's, running or waiting
+
+    def share_turns(self, shared: Any) -> None:
+        """Count with the other processes of one daemon (a ``multiprocessing.Value``), so a bulk
+        writer in one process makes way for the outbox sender in another, too."""
+        self._others = shared
 
     @contextmanager
     def transaction(self, *, bulk: bool = False) -> Iterator[Session]:
@@ -100,21 +144,21 @@ class Database:
         if bulk:
             self._make_way()
         else:
-            with self._others_lock:
-                self._others += 1
+            with self._others.get_lock():
+                self._others.value += 1
         try:
             with self._transient_as_tempfail(), self.sessions() as session, session.begin():
                 yield session
         finally:
             if not bulk:
-                with self._others_lock:
-                    self._others -= 1
+                with self._others.get_lock():
+                    self._others.value -= 1
 
     def _make_way(self, limit: float = 0.2) -> None:
         if not self.is_sqlite:  # PostgreSQL locks rows, not the database
             return
         deadline = time.monotonic() + limit
-        while self._others and time.monotonic() < deadline:
+        while self._others.value and time.monotonic() < deadline:
             time.sleep(0.002)
 
     @contextmanager

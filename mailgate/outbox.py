@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
 
 from mailgate.adapters.smtp_out import PermFailure, Sent, TempFailure, Transport
 from mailgate.blobs import BlobStore
@@ -64,33 +66,43 @@ def claim(db: Database, now: datetime, limit: int) -> list[int]:
         return [row.id for row in rows]
 
 
-def _record(db: Database, row_id: int, result: Sent | TempFailure | PermFailure, now: datetime, retry: Retry) -> str:
+Result = Sent | TempFailure | PermFailure
+RECORD_EVERY = 10  # results per write transaction: fewer lock hand-overs, at most this many resent after a crash
+RECORD_WITHIN = 1.0  # seconds a result may wait for its transaction
+
+
+def _record_all(db: Database, results: list[tuple[int, Result]], now: datetime, retry: Retry) -> list[str]:
+    """One transaction for several rows' results: each write transaction makes intake wait its turn."""
     with db.transaction() as session:
-        row = session.get(Outbox, row_id)
-        if row is None or row.status != "sending":
-            return "lost"
-        row.locked_until = None
-        if isinstance(result, Sent):
-            row.status, row.sent_at, row.last_error = "sent", now, None
-            return "sent"
-        row.last_error = result.reason[:2000]
-        expired = now - row.created_at >= retry.give_up_after
-        if isinstance(result, TempFailure) and not expired:
-            row.status = "pending"
-            row.next_attempt_at = now + backoff(row.attempts, retry)
-            return "retried"
-        row.status = "failed"
-        if row.ticket_id is not None:
-            why = "gave up after retries" if isinstance(result, TempFailure) else "refused"
-            session.add(
-                Event(
-                    ticket_id=row.ticket_id,
-                    at=now,
-                    kind="notification_failed",
-                    detail=f"{row.kind} to {', '.join(row.recipients)} {why}: {result.reason[:500]}",
-                )
+        return [_record(session, row_id, result, now, retry) for row_id, result in results]
+
+
+def _record(session: Session, row_id: int, result: Result, now: datetime, retry: Retry) -> str:
+    row = session.get(Outbox, row_id)
+    if row is None or row.status != "sending":
+        return "lost"
+    row.locked_until = None
+    if isinstance(result, Sent):
+        row.status, row.sent_at, row.last_error = "sent", now, None
+        return "sent"
+    row.last_error = result.reason[:2000]
+    expired = now - row.created_at >= retry.give_up_after
+    if isinstance(result, TempFailure) and not expired:
+        row.status = "pending"
+        row.next_attempt_at = now + backoff(row.attempts, retry)
+        return "retried"
+    row.status = "failed"
+    if row.ticket_id is not None:
+        why = "gave up after retries" if isinstance(result, TempFailure) else "refused"
+        session.add(
+            Event(
+                ticket_id=row.ticket_id,
+                at=now,
+                kind="notification_failed",
+                detail=f"{row.kind} to {', '.join(row.recipients)} {why}: {result.reason[:500]}",
             )
-        return "failed"
+        )
+    return "failed"
 
 
 Signer = Callable[[bytes], bytes]
@@ -128,6 +140,16 @@ def flush(
     sign: Signer | None = None,
 ) -> FlushResult:
     counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
+    done: list[tuple[int, Result]] = []
+    since = 0.0
+
+    def record() -> None:
+        for (row_id, result), outcome in zip(done, _record_all(db, done, clock.now(), retry), strict=True):
+            counts[outcome] += 1
+            if outcome != "sent":
+                log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
+        done.clear()
+
     for row_id in claim(db, clock.now(), limit):
         try:
             result = _send_one(db, row_id, transport, clock, identity, blobs, sign)
@@ -139,8 +161,11 @@ def flush(
         if result is None:
             counts["lost"] += 1  # our lease ran out while earlier rows were sent; another sender may own it
             continue
-        outcome = _record(db, row_id, result, clock.now(), retry)
-        counts[outcome] += 1
-        if outcome != "sent":
-            log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
+        if not done:
+            since = time.monotonic()
+        done.append((row_id, result))
+        if len(done) >= RECORD_EVERY or time.monotonic() - since >= RECORD_WITHIN:
+            record()
+    if done:
+        record()
     return FlushResult(counts["sent"], counts["retried"], counts["failed"])

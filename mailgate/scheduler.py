@@ -86,8 +86,9 @@ class RunningScheduler:
     async def stop(self) -> None:
         """Stop ticking and let a running job finish its current batch (it checks ``stopping``)."""
         self._jobs.stopping.set()
-        self._scheduler.shutdown(wait=False)
+        self._scheduler.pause()  # no new runs; shutting down under a running job would cancel its future
         await asyncio.to_thread(self._wait_idle)
+        self._scheduler.shutdown(wait=False)
 
     def _wait_idle(self, limit: float = 30.0) -> None:
         deadline = time.monotonic() + limit
@@ -107,12 +108,18 @@ def _safe(name: str, func: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def start_scheduler(jobs: Jobs, outbox_interval: timedelta, sla_interval: timedelta | None = None) -> RunningScheduler:
+def start_scheduler(
+    jobs: Jobs,
+    outbox_interval: timedelta,
+    sla_interval: timedelta | None = None,
+    flush: Callable[[], object] | None = None,
+) -> RunningScheduler:
+    """``flush`` replaces the in-process outbox flush (serve's sender process: then it only wakes that)."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     sla_interval = sla_interval or jobs.context().config.main.scheduler.sla_interval
     jobs_and_intervals = (  # first run of each at start: a daemon that was down catches up at once
         ("sla_sweep", jobs.sla_sweep, sla_interval),
-        ("flush_outbox", jobs.flush_outbox, outbox_interval),
+        ("flush_outbox", flush or jobs.flush_outbox, outbox_interval),
         ("auto_close", jobs.auto_close, timedelta(minutes=5)),
     )
     for name, func, every in jobs_and_intervals:

@@ -32,6 +32,7 @@ from mailgate.db import Database
 from mailgate.dkimsign import DkimSigner
 from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
+from mailgate.ingest_process import ProcessWriter
 from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.commands import Vocabulary
 from mailgate.pipeline.ingest import Context
@@ -39,6 +40,7 @@ from mailgate.pipeline.notice import NotifyContext
 from mailgate.pipeline.thread import TicketTag
 from mailgate.rules.engine import CompiledRules
 from mailgate.scheduler import Jobs, start_scheduler
+from mailgate.sender_process import SenderProcess
 from mailgate.templates import Templates
 from mailgate.writer import BatchWriter
 
@@ -174,6 +176,19 @@ def reload(holder: Holder) -> bool:
     return True
 
 
+def swap_config(holder: Holder, config: Config) -> None:
+    """Apply a configuration the daemon already validated (in a child process of serve)."""
+    old = holder.get()
+    try:
+        ctx = build_context(config, old.clock, old.db)
+        if ctx.db is not old.db:  # a new database.url needs a restart, as in reload()
+            ctx.db.dispose()
+            ctx = replace(ctx, db=old.db)
+        holder.swap(ctx)
+    except Exception:
+        log.exception("could not apply the reloaded configuration; keeping the old one")
+
+
 def watched_files(config: Config) -> list[Path]:
     main = config.main
     files = [config.path, *(p for p in (main.rules, main.agents, main.sla) if p is not None)]
@@ -218,7 +233,9 @@ async def _watchdog(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=usec / 2e6)
 
 
-async def _start_smtp(holder: Holder, writer: BatchWriter, clock: Clock) -> asyncio.base_events.Server | None:
+async def _start_smtp(
+    holder: Holder, writer: BatchWriter | ProcessWriter, clock: Clock
+) -> asyncio.base_events.Server | None:
     smtp_cfg = holder.get().config.main.intake.smtp
     if smtp_cfg is None:
         return None
@@ -247,16 +264,29 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     holder = Holder(ctx)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
-    scheduler = start_scheduler(jobs, config.main.scheduler.outbox_interval)
     last_wake = [0.0]
 
     def on_commit(results: list[Any]) -> None:
         if time.monotonic() - last_wake[0] > 0.5:  # wake the sender, at most twice a second
             last_wake[0] = time.monotonic()
-            loop.call_soon_threadsafe(scheduler.wake_outbox)
+            if sender is not None:
+                sender.wake()
+            else:
+                loop.call_soon_threadsafe(scheduler.wake_outbox)
 
-    writer = BatchWriter(holder.get, threads=1 if ctx.db.is_sqlite else 4, on_commit=on_commit)
+    threads = 1 if ctx.db.is_sqlite else 4
+    writer: BatchWriter | ProcessWriter
+    sender: SenderProcess | None = None
+    if config.main.processes:
+        writer = await asyncio.to_thread(ProcessWriter, config, threads=threads, on_commit=on_commit)
+        ctx.db.share_turns(writer.turns)  # writers of all three processes take turns (SQLite's lock is not fair)
+        sender = SenderProcess(config, turns=writer.turns)
+    else:
+        writer = BatchWriter(holder.get, threads=threads, on_commit=on_commit)
+    jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
+    scheduler = start_scheduler(
+        jobs, config.main.scheduler.outbox_interval, flush=sender.wake if sender is not None else None
+    )
     server = await _start_smtp(holder, writer, clock)
     imap = ImapIntake(holder.get, writer.submit)  # one thread per mailbox, same writer as SMTP
     imap.start(config.main.intake.imap)
@@ -264,6 +294,10 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     def on_hup() -> None:
         sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         if reload(holder):  # restart only the mailboxes whose settings changed (stopping one can take a second)
+            if isinstance(writer, ProcessWriter):
+                writer.reconfigure(holder.get().config)
+            if sender is not None:
+                sender.reconfigure(holder.get().config)
             loop.run_in_executor(None, imap.reconfigure, holder.get().config.main.intake.imap)
         sd_notify("READY=1")
 
@@ -283,6 +317,8 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     await asyncio.to_thread(imap.stop)  # leave IDLE, log out; their last commits finish before the writer closes
     await asyncio.to_thread(writer.close)
     await scheduler.stop()
+    if sender is not None:
+        await asyncio.to_thread(sender.close)
     watchdog.cancel()
     watcher.cancel()
     holder.get().db.dispose()

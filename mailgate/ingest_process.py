@@ -1,0 +1,272 @@
+"""Run the ingest pipeline in a child process, so that intake uses a second CPU core.
+
+In one interpreter the listener (SMTP dialogue, IMAP fetches), the outbox sender and
+the pipeline (parse, thread, route, store) share one lock and so one core. Here the
+pipeline runs in a child with its own group-commit ``BatchWriter`` and the rest stays
+in ``serve``. The contract is ``BatchWriter``'s: one future per mail, resolved only
+after the commit that holds it, or with ``TempFail`` whenever the outcome is unknown,
+including when the child dies mid-batch (it is then restarted). Nothing is lost
+either way: a mail is answered 250 (or moved on IMAP) only after its commit, and a
+source told to retry brings the same mail again, which dedupe then recognises.
+
+The child exits when the parent's end of the pipe closes, so a daemon killed with
+``kill -9`` leaves no orphan behind it beyond the batch it was committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mailgate.config import Config
+from mailgate.domain import Envelope
+from mailgate.errors import TempFail
+from mailgate.writer import Result
+
+log = logging.getLogger(__name__)
+
+# spawn, not fork: serve has threads, sockets and pooled database connections by now
+SPAWN = multiprocessing.get_context("spawn")
+_STOP = object()
+START_TIMEOUT = 120.0
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_LOGGERS = ("mail.log", "apscheduler", "apscheduler.scheduler", "alembic")
+
+
+class ProcessWriter:
+    """``BatchWriter``'s interface (``submit``, ``submit_async``, ``close``), backed by a child process."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        threads: int = 1,
+        max_batch: int = 64,
+        on_commit: Callable[[list[Result]], None] | None = None,
+        turns: Any = None,
+    ) -> None:
+        self._config = config
+        self._threads = threads
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._turns = turns if turns is not None else SPAWN.Value("i", 0)
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[int, Future[Result]]] = {}  # id -> (child generation, future)
+        self._ids = itertools.count(1)
+        self._outgoing: queue.Queue[object] = queue.Queue()
+        self._closed = False
+        self._generation = 0
+        self._started_at = 0.0
+        self._stopped = threading.Event()
+        self._requests, self._proc = self._start()
+        self._sender = threading.Thread(target=self._send_loop, name="mailgate-ingest-send", daemon=True)
+        self._sender.start()
+
+    @property
+    def turns(self) -> Any:
+        """The shared count a ``Database`` of this process must join (see ``Database.share_turns``)."""
+        return self._turns
+
+    def _start(self) -> tuple[Connection, Any]:
+        requests_r, requests_w = SPAWN.Pipe(duplex=False)
+        results_r, results_w = SPAWN.Pipe(duplex=False)
+        proc = SPAWN.Process(
+            target=child_main,
+            args=(requests_r, results_w, self._config, self._threads, self._max_batch, log_levels(), self._turns),
+            name="mailgate-ingest",
+            daemon=True,
+        )
+        proc.start()
+        requests_r.close()
+        results_w.close()
+        self._started_at = time.monotonic()
+        if not results_r.poll(START_TIMEOUT):
+            proc.kill()
+            raise TempFail("the ingest process did not start")
+        try:
+            hello = results_r.recv()
+        except EOFError:
+            proc.join(5)
+            raise TempFail(f"the ingest process failed to start (exit code {proc.exitcode})") from None
+        if hello != "ready":
+            proc.kill()
+            raise TempFail(f"the ingest process failed to start: {hello}")
+        self._generation += 1
+        reader = threading.Thread(
+            target=self._read_loop, args=(results_r, proc, self._generation), name="mailgate-ingest-read", daemon=True
+        )
+        reader.start()
+        return requests_w, proc
+
+    def submit(self, raw: bytes, envelope: Envelope) -> Future[Result]:
+        future: Future[Result] = Future()
+        if self._closed:
+            future.set_result(TempFail("shutting down"))
+            return future
+        self._outgoing.put(("mail", raw, envelope, future))
+        return future
+
+    async def submit_async(self, raw: bytes, envelope: Envelope) -> Result:
+        return await asyncio.wrap_future(self.submit(raw, envelope))
+
+    def reconfigure(self, config: Config) -> None:
+        """Hand a reloaded (already validated) configuration to the child, in order with the mail."""
+        self._config = config
+        self._outgoing.put(("config", config))
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outgoing.get()
+            if item is _STOP:
+                with self._lock:
+                    requests = self._requests
+                with contextlib.suppress(OSError):
+                    requests.send(("stop",))
+                return
+            assert isinstance(item, tuple)
+            if item[0] == "config":
+                self._send(item)
+                continue
+            _, raw, envelope, future = item
+            with self._lock:
+                item_id = next(self._ids)
+                self._pending[item_id] = (self._generation, future)
+            if not self._send(("mail", item_id, raw, envelope)):
+                with self._lock:
+                    self._pending.pop(item_id, None)
+                future.set_result(TempFail("the ingest process is restarting"))
+
+    def _send(self, message: tuple[Any, ...]) -> bool:
+        with self._lock:
+            requests = self._requests
+        try:
+            requests.send(message)
+            return True
+        except (OSError, ValueError):  # the child died; the reader thread restarts it
+            return False
+
+    def _read_loop(self, results: Connection, proc: Any, generation: int) -> None:
+        while True:
+            try:
+                item_id, result = results.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                entry = self._pending.pop(item_id, None)
+            if entry is not None:
+                entry[1].set_result(result)
+            if self._on_commit is not None:
+                try:
+                    self._on_commit([result])
+                except Exception:  # a failed wake-up must not stop the answers
+                    log.exception("after-commit hook failed")
+        results.close()
+        proc.join(10)
+        self._child_gone(proc, generation)
+
+    def _child_gone(self, proc: Any, generation: int) -> None:
+        with self._lock:
+            ids = [i for i, (g, _) in self._pending.items() if g == generation]
+            lost = [self._pending.pop(i)[1] for i in ids]
+        for future in lost:
+            future.set_result(TempFail("the ingest process stopped before answering"))
+        if self._closed:
+            self._stopped.set()
+            return
+        log.error("the ingest process died (exit code %s); %d mail(s) will be retried; restarting it",
+                  proc.exitcode, len(lost))
+        if time.monotonic() - self._started_at < 5:
+            time.sleep(1)  # a child that dies at once must not turn into a fork loop
+        while not self._closed:
+            try:
+                requests, new_proc = self._start()
+            except TempFail as exc:
+                log.error("%s; trying again in 5 s", exc)
+                time.sleep(5)
+                continue
+            with self._lock:
+                old, self._requests, self._proc = self._requests, requests, new_proc
+            old.close()
+            return
+        self._stopped.set()
+
+    def close(self) -> None:
+        """Finish everything already queued, then stop the child."""
+        self._closed = True
+        self._outgoing.put(_STOP)
+        self._sender.join()
+        if not self._stopped.wait(60):
+            log.error("the ingest process did not stop in time; killing it")
+            self._proc.kill()
+            self._stopped.wait(10)
+
+
+def log_levels() -> dict[str, int]:
+    levels = {"": logging.getLogger().level}
+    levels.update({name: logging.getLogger(name).level for name in QUIET_LOGGERS})
+    return levels
+
+
+def setup_child_logging(levels: dict[str, int]) -> None:
+    """A spawned child starts with logging unconfigured; it writes to the inherited stderr like serve."""
+    logging.basicConfig(format=LOG_FORMAT)
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+
+
+def child_main(
+    requests: Connection,
+    results: Connection,
+    config: Config,
+    threads: int,
+    max_batch: int,
+    levels: dict[str, int],
+    turns: Any,
+) -> None:
+    """The child: the pipeline behind a ``BatchWriter``, fed by the parent's pipe until it closes."""
+    from mailgate.service import Holder, build_context, swap_config
+    from mailgate.writer import BatchWriter
+
+    setup_child_logging(levels)
+    try:
+        ctx = build_context(config)  # the parent already upgraded the schema
+    except Exception as exc:
+        results.send(f"{exc!r}")
+        return
+    ctx.db.share_turns(turns)
+    holder = Holder(ctx)
+    send_lock = threading.Lock()
+
+    def answer(item_id: int, future: Future[Result]) -> None:
+        # OSError: the parent is gone and nobody waits; the commit stands and dedupe covers a retry
+        with send_lock, contextlib.suppress(OSError):
+            results.send((item_id, future.result()))
+
+    writer = BatchWriter(holder.get, threads=threads, max_batch=max_batch)
+    results.send("ready")
+    while True:
+        try:
+            message = requests.recv()
+        except (EOFError, OSError):
+            break
+        if message[0] == "mail":
+            _, item_id, raw, envelope = message
+            writer.submit(raw, envelope).add_done_callback(partial(answer, item_id))
+        elif message[0] == "config":
+            swap_config(holder, message[1])
+        else:
+            break
+    writer.close()
+    ctx.db.dispose()
+    results.close()
