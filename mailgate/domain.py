@@ -226,6 +226,7 @@ class Change:
     transferred_to: str | None = None
     command_errors: tuple[str, ...] = ()
     text: str = ""  # what the mail said, as stored (commands and quotes removed)
+    collaborators: tuple[Address, ...] | None = None  # a new ticket's, as written: notify need not read them back
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mailgate.config import Config
-from mailgate.domain import Envelope
+from mailgate.domain import Envelope, ParsedMail
 from mailgate.errors import TempFail
+from mailgate.pipeline.parse import parse
 from mailgate.writer import Result
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,11 @@ class ProcessWriter:
                 self._send(item)
                 continue
             _, raw, envelope, future = item
+            parsed = _parse_or_none(raw)  # here, in parallel with the child's work on earlier mail
             with self._lock:
                 item_id = next(self._ids)
                 self._pending[item_id] = (self._generation, future)
-            if not self._send(("mail", item_id, raw, envelope)):
+            if not self._send(("mail", item_id, raw, envelope, parsed)):
                 with self._lock:
                     self._pending.pop(item_id, None)
                 future.set_result(TempFail("the ingest process is restarting"))
@@ -212,6 +214,15 @@ class ProcessWriter:
             self._stopped.wait(10)
 
 
+def _parse_or_none(raw: bytes) -> ParsedMail | None:
+    """Parsing is pure, so the listener's process can do it for the pipeline's. A mail that does not
+    parse goes over as it is: the pipeline parses it again and keeps it with the reason."""
+    try:
+        return parse(raw)
+    except Exception:
+        return None
+
+
 def log_levels() -> dict[str, int]:
     levels = {"": logging.getLogger().level}
     levels.update({name: logging.getLogger(name).level for name in QUIET_LOGGERS})
@@ -261,8 +272,8 @@ def child_main(
         except (EOFError, OSError):
             break
         if message[0] == "mail":
-            _, item_id, raw, envelope = message
-            writer.submit(raw, envelope).add_done_callback(partial(answer, item_id))
+            _, item_id, raw, envelope, parsed = message
+            writer.submit(raw, envelope, parsed).add_done_callback(partial(answer, item_id))
         elif message[0] == "config":
             swap_config(holder, message[1])
         else:

@@ -44,8 +44,13 @@ def _event(ticket: Ticket, now: datetime, kind: str, detail: str) -> dict[str, o
     return {"ticket_id": ticket.id, "at": now, "kind": kind, "actor": "system", "detail": detail}
 
 
-def sync(store: Store, book: SlaFile | None, ticket: Ticket, now: datetime, before: str | None = None) -> None:
-    """Recompute after a change; ``before`` is the plan the clock ran under when ``#sla`` changed it."""
+def sync(
+    store: Store, book: SlaFile | None, ticket: Ticket, now: datetime, before: str | None = None, created: bool = False
+) -> None:
+    """Recompute after a change; ``before`` is the plan the clock ran under when ``#sla`` changed it.
+
+    ``created``: the ticket was inserted just now, so it has no timers yet, pending or fired.
+    """
     plan = book.sla_plans.get(ticket.sla_plan) if book and ticket.sla_plan else None
     old = book.sla_plans.get(before) if book and before else plan
     events: list[dict[str, object]] = []
@@ -61,7 +66,8 @@ def sync(store: Store, book: SlaFile | None, ticket: Ticket, now: datetime, befo
     events += _late(ticket, now)
     store.session.flush()
     conn = store.session.connection()
-    conn.execute(_DELETE_PENDING, {"tid": ticket.id})
+    if not created:
+        conn.execute(_DELETE_PENDING, {"tid": ticket.id})
     targets = sla.plan_targets(plan, ticket.priority) if plan else {}
     active = {t: d for t, d in targets.items() if not _met(ticket, t)}
     paused = plan is not None and ticket.status in plan.pause_on
@@ -73,7 +79,7 @@ def sync(store: Store, book: SlaFile | None, ticket: Ticket, now: datetime, befo
     if plan is not None and active and not paused:
         ticket.sla_running_since = now
         consumed = timedelta(seconds=ticket.sla_consumed or 0.0)
-        fired = {(t, s) for t, s in conn.execute(_FIRED, {"tid": ticket.id})}
+        fired = set() if created else {(t, s) for t, s in conn.execute(_FIRED, {"tid": ticket.id})}
         rows = []
         for due in sla.dues(_schedule(book, plan), now, consumed, active, plan):
             if due.step == 100:

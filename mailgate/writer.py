@@ -16,14 +16,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from mailgate.domain import Envelope, Outcome
+from mailgate.domain import Envelope, Outcome, ParsedMail
 from mailgate.errors import TempFail
 from mailgate.pipeline.ingest import Context, ingest_batch
 
 log = logging.getLogger(__name__)
 
 Result = Outcome | TempFail
-_Item = tuple[bytes, Envelope, "Future[Result]"]
+_Item = tuple[bytes, Envelope, "Future[Result]", ParsedMail | None]
 _STOP = object()
 
 
@@ -47,12 +47,13 @@ class BatchWriter:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, raw: bytes, envelope: Envelope) -> Future[Result]:
+    def submit(self, raw: bytes, envelope: Envelope, parsed: ParsedMail | None = None) -> Future[Result]:
+        """``parsed``: ``parse(raw)`` when the caller already did it (elsewhere, in parallel)."""
         future: Future[Result] = Future()
         if self._closed:
             future.set_result(TempFail("shutting down"))
             return future
-        self._queue.put((raw, envelope, future))
+        self._queue.put((raw, envelope, future, parsed))
         return future
 
     async def submit_async(self, raw: bytes, envelope: Envelope) -> Result:
@@ -78,11 +79,12 @@ class BatchWriter:
                 return
             batch, stop = self._take_batch(first)  # type: ignore[arg-type]
             try:
-                results = ingest_batch([(raw, env) for raw, env, _ in batch], self._context())
+                items = [(raw, env) for raw, env, _, _ in batch]
+                results = ingest_batch(items, self._context(), [parsed for *_, parsed in batch])
             except Exception as exc:  # a bug in commit itself: the sources keep their mail
                 log.exception("batch of %d failed before commit", len(batch))
                 results = [TempFail(f"internal error: {exc!r}")] * len(batch)
-            for (_, _, future), result in zip(batch, results, strict=True):
+            for (_, _, future, _), result in zip(batch, results, strict=True):
                 future.set_result(result)
             if self._on_commit is not None:
                 try:

@@ -18,6 +18,7 @@ from mailgate import sla_timers, threadindex
 from mailgate.blobs import BlobStore
 from mailgate.config import SlaFile
 from mailgate.domain import (
+    Address,
     Change,
     Classification,
     Kind,
@@ -106,7 +107,8 @@ def _conversation_index(parsed: ParsedMail) -> str | None:
     return threadindex.encode(data[: threadindex.HEADER_LEN]) if data else None
 
 
-def _participants(w: Writer, ticket_id: int, parsed: ParsedMail) -> None:
+def _participants(w: Writer, ticket_id: int, parsed: ParsedMail) -> list[Address]:
+    """Requester and collaborators of a new ticket; returns the collaborators."""
     rows = []
     seen = set()
     if parsed.from_addr:
@@ -125,6 +127,7 @@ def _participants(w: Writer, ticket_id: int, parsed: ParsedMail) -> None:
         seen.add(addr.email)
         rows.append({"ticket_id": ticket_id, "email": addr.email, "name": addr.name, "role": Role.COLLABORATOR.value})
     w.store.add_rows(Participant, rows)
+    return [Address(str(r["email"]), str(r["name"])) for r in rows if r["role"] == Role.COLLABORATOR.value]
 
 
 def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
@@ -234,8 +237,8 @@ def _create(
     intent: Intent,
 ) -> tuple[Change, Ticket]:
     ticket = _create_ticket(w, parsed, decision)
-    sla_timers.sync(w.store, w.sla, ticket, w.now)
-    _participants(w, ticket.id, parsed)
+    sla_timers.sync(w.store, w.sla, ticket, w.now, created=True)
+    collaborators = _participants(w, ticket.id, parsed)
     topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
     why = "; ".join(decision.changes) or "no rule matched"
     summary = (
@@ -262,7 +265,11 @@ def _create(
     kind = _message_kind(cls, sender)
     store_message(w, ticket.id, parsed, inbound_id, kind, parsed.text)
     names = tuple(str(e["kind"]) for e in events)
-    return Change(ticket.id, ticket.number, True, False, kind, names, text=parsed.text), ticket
+    collaborators += [Address(a, "") for a in extra]
+    change = Change(
+        ticket.id, ticket.number, True, False, kind, names, text=parsed.text, collaborators=tuple(collaborators)
+    )
+    return change, ticket
 
 
 def _append(

@@ -125,10 +125,18 @@ def _undeliverable(store: Store, ctx: Context, ticket_id: int, cls: Classificati
         )
 
 
-def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: datetime, blobs: BlobStore) -> Outcome:
+def _process(
+    session: Session,
+    raw: bytes,
+    env: Envelope,
+    ctx: Context,
+    now: datetime,
+    blobs: BlobStore,
+    parsed: ParsedMail | None = None,
+) -> Outcome:
     store = Store(session)
-    inbound_id = spooling.spool(store, raw, env)
-    parsed = parse(raw)
+    inbound_id = spooling.spool(store, raw, env, parsed.sha256 if parsed is not None else None)
+    parsed = parsed if parsed is not None else parse(raw)
     mid = parsed.message_id
     duplicate = find_duplicate(store, parsed)
     if duplicate is not None:
@@ -205,12 +213,17 @@ def _process(session: Session, raw: bytes, env: Envelope, ctx: Context, now: dat
     return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision)
 
 
-def process_one(session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore) -> Outcome:
-    """One mail in its own savepoint; anything but a database failure ends in a stored outcome."""
+def process_one(
+    session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore, parsed: ParsedMail | None = None
+) -> Outcome:
+    """One mail in its own savepoint; anything but a database failure ends in a stored outcome.
+
+    ``parsed`` is ``parse(raw)`` done beforehand, off this thread (parsing is pure: see ``ProcessWriter``).
+    """
     now = ctx.clock.now()
     savepoint = session.begin_nested()
     try:
-        outcome = _process(session, raw, env, ctx, now, blobs)
+        outcome = _process(session, raw, env, ctx, now, blobs, parsed)
     except TempFail:
         savepoint.rollback()
         raise
@@ -250,14 +263,17 @@ def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = Fals
     return outcome
 
 
-def ingest_batch(items: Sequence[tuple[bytes, Envelope]], ctx: Context) -> list[Outcome | TempFail]:
+def ingest_batch(
+    items: Sequence[tuple[bytes, Envelope]], ctx: Context, parsed: Sequence[ParsedMail | None] = ()
+) -> list[Outcome | TempFail]:
     """Group commit: many mails, one transaction, one fsync. Nothing is acknowledged before commit."""
     try:
         with ctx.db.transaction(bulk=True) as session:
             outcomes: list[Outcome | TempFail] = []
-            for raw, env in items:
+            for i, (raw, env) in enumerate(items):
                 try:
-                    outcomes.append(process_one(session, raw, env, ctx, ctx.blobs))
+                    pre = parsed[i] if i < len(parsed) else None
+                    outcomes.append(process_one(session, raw, env, ctx, ctx.blobs, pre))
                 except TempFail as exc:
                     outcomes.append(exc)
     except TempFail as exc:

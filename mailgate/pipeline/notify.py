@@ -55,7 +55,13 @@ def notify_mail(
 ) -> list[Notification]:
     """Everything a received mail's change should tell anyone."""
     planned = audience.for_inbound(
-        change, ticket_view(ticket, store), parsed, cls, sender, nc.directory, acknowledge=not decision.no_autoreply
+        change,
+        ticket_view(ticket, store, change.collaborators),
+        parsed,
+        cls,
+        sender,
+        nc.directory,
+        acknowledge=not decision.no_autoreply,
     )
     support = support_address(parsed, env, nc.own, nc.default_support)
     message = {
@@ -92,11 +98,13 @@ def _what(change: Change, ticket: Ticket) -> str:
     return f"Status {ticket.status}"
 
 
-def ticket_view(ticket: Ticket, store: Store) -> TicketView:
-    people = store.participants(ticket.id)
+def ticket_view(ticket: Ticket, store: Store, collaborators: tuple[Address, ...] | None = None) -> TicketView:
+    if collaborators is None:
+        people = store.participants(ticket.id)
+        collaborators = tuple(Address(e, name) for e, name, role in people if role == Role.COLLABORATOR.value)
     return TicketView(
         requester=Address(ticket.requester_email, ticket.requester_name),
-        collaborators=tuple(Address(email, name) for email, name, role in people if role == Role.COLLABORATOR.value),
+        collaborators=collaborators,
         assignee=ticket.assignee,
         department=ticket.department,
     )
@@ -140,7 +148,10 @@ def send(
     wanted = [item for item in planned if nc.settings.enabled(item.kind, *overrides)]
     if not wanted:
         return []
-    references = thread_references(store, ticket, trigger.message_id)
+    if trigger.fresh:  # a ticket opened by this very mail: its thread is that mail alone
+        references: tuple[str, ...] = (trigger.message_id,) if trigger.message_id else ()
+    else:
+        references = thread_references(store, ticket, trigger.message_id)
     out: list[Notification] = []
     held: list[dict[str, object]] = []
     for item in wanted:
