@@ -75,6 +75,10 @@ class ProcessWriter:
         self._sender.start()
 
     @property
+    def pid(self) -> int:
+        return int(self._proc.pid)
+
+    @property
     def turns(self) -> Any:
         """The shared count a ``Database`` of this process must join (see ``Database.share_turns``)."""
         return self._turns

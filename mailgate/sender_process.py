@@ -42,6 +42,10 @@ class SenderProcess:
         child_end.close()
         return our_end, proc
 
+    @property
+    def pid(self) -> int:
+        return int(self._proc.pid)
+
     def _post(self, message: tuple[Any, ...]) -> None:
         with self._lock:
             if self._closed:

@@ -281,6 +281,7 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
         writer = await asyncio.to_thread(ProcessWriter, config, threads=threads, on_commit=on_commit)
         ctx.db.share_turns(writer.turns)  # writers of all three processes take turns (SQLite's lock is not fair)
         sender = SenderProcess(config, turns=writer.turns)
+        log.info("pipeline in process %d, outbox sender in process %d", writer.pid, sender.pid)
     else:
         writer = BatchWriter(holder.get, threads=threads, on_commit=on_commit)
     jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
