@@ -97,15 +97,28 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
-class _Count:
-    """A ``multiprocessing.Value`` look-alike for a daemon that is one process."""
+class Turns:
+    """Transactions other than the bulk writer's, running or waiting, per process of one daemon.
 
-    def __init__(self) -> None:
-        self.value = 0
+    Each process counts in its own slot of shared memory (``multiprocessing.RawArray``, no
+    semaphores: a sandboxed service may have none), and a bulk writer waits while any slot is set.
+    """
+
+    def __init__(self, slots: Any = None, mine: int = 0) -> None:
+        self._slots = slots if slots is not None else [0]
+        self._mine = mine
         self._lock = threading.Lock()
 
-    def get_lock(self) -> threading.Lock:
-        return self._lock
+    def enter(self) -> None:
+        with self._lock:
+            self._slots[self._mine] += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._slots[self._mine] -= 1
+
+    def busy(self) -> bool:
+        return any(self._slots)
 
 
 class Database:
@@ -126,12 +139,12 @@ class Database:
             _postgres_timeouts(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Lock()
-        self._others: Any = _Count()  # transactions other than the bulk writer's, running or waiting
+        self._turns = Turns()
 
-    def share_turns(self, shared: Any) -> None:
-        """Count with the other processes of one daemon (a ``multiprocessing.Value``), so a bulk
+    def share_turns(self, slots: Any, mine: int) -> None:
+        """Count in slot ``mine`` of ``slots``, shared by the processes of one daemon, so that a bulk
         writer in one process makes way for the outbox sender in another, too."""
-        self._others = shared
+        self._turns = Turns(slots, mine)
 
     @contextmanager
     def transaction(self, *, bulk: bool = False) -> Iterator[Session]:
@@ -144,21 +157,19 @@ class Database:
         if bulk:
             self._make_way()
         else:
-            with self._others.get_lock():
-                self._others.value += 1
+            self._turns.enter()
         try:
             with self._transient_as_tempfail(), self.sessions() as session, session.begin():
                 yield session
         finally:
             if not bulk:
-                with self._others.get_lock():
-                    self._others.value -= 1
+                self._turns.leave()
 
     def _make_way(self, limit: float = 0.2) -> None:
         if not self.is_sqlite:  # PostgreSQL locks rows, not the database
             return
         deadline = time.monotonic() + limit
-        while self._others.value and time.monotonic() < deadline:
+        while self._turns.busy() and time.monotonic() < deadline:
             time.sleep(0.002)
 
     @contextmanager

@@ -21,6 +21,7 @@ import itertools
 import logging
 import multiprocessing
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ SPAWN = multiprocessing.get_context("spawn")
 _STOP = object()
 START_TIMEOUT = 120.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+SLOTS = {"serve": 0, "pipeline": 1, "sender": 2}  # each process's slot in the shared turns (db.Turns)
 QUIET_LOGGERS = ("mail.log", "apscheduler", "apscheduler.scheduler", "alembic")
 
 
@@ -61,7 +63,7 @@ class ProcessWriter:
         self._threads = threads
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._turns = turns if turns is not None else SPAWN.Value("i", 0)
+        self._turns = turns if turns is not None else SPAWN.RawArray("i", len(SLOTS))
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[int, Future[Result]]] = {}  # id -> (child generation, future)
         self._ids = itertools.count(1)
@@ -80,7 +82,7 @@ class ProcessWriter:
 
     @property
     def turns(self) -> Any:
-        """The shared count a ``Database`` of this process must join (see ``Database.share_turns``)."""
+        """The shared slots the daemon's ``Database`` objects count in (see ``Database.share_turns``)."""
         return self._turns
 
     def _start(self) -> tuple[Connection, Any]:
@@ -234,7 +236,14 @@ def log_levels() -> dict[str, int]:
 
 
 def setup_child_logging(levels: dict[str, int]) -> None:
-    """A spawned child starts with logging unconfigured; it writes to the inherited stderr like serve."""
+    """A spawned child starts with logging unconfigured; it writes to the inherited stderr like serve.
+
+    It also ignores SIGTERM and SIGINT (a Ctrl-C reaches the whole process group, and so may a
+    service manager's stop): serve stops its children in order, after the listeners, so that
+    mail already taken in is committed and answered first.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(format=LOG_FORMAT)
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
@@ -259,7 +268,7 @@ def child_main(
     except Exception as exc:
         results.send(f"{exc!r}")
         return
-    ctx.db.share_turns(turns)
+    ctx.db.share_turns(turns, SLOTS["pipeline"])
     holder = Holder(ctx)
     send_lock = threading.Lock()
 

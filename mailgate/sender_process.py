@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mailgate.config import Config
-from mailgate.ingest_process import SPAWN, log_levels, setup_child_logging
+from mailgate.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
 
 log = logging.getLogger(__name__)
 NICENESS = 10  # CFS weight about a tenth of intake's when both want the CPU
@@ -86,7 +86,7 @@ def sender_main(conn: Connection, config: Config, levels: dict[str, int], turns:
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     holder = Holder(build_context(config))
-    holder.get().db.share_turns(turns)
+    holder.get().db.share_turns(turns, SLOTS["sender"])
     jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
     wake = threading.Event()
 

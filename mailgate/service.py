@@ -32,7 +32,7 @@ from mailgate.db import Database
 from mailgate.dkimsign import DkimSigner
 from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
-from mailgate.ingest_process import ProcessWriter
+from mailgate.ingest_process import SLOTS, ProcessWriter
 from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.commands import Vocabulary
 from mailgate.pipeline.ingest import Context
@@ -279,7 +279,8 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     sender: SenderProcess | None = None
     if config.main.processes:
         writer = await asyncio.to_thread(ProcessWriter, config, threads=threads, on_commit=on_commit)
-        ctx.db.share_turns(writer.turns)  # writers of all three processes take turns (SQLite's lock is not fair)
+        # the writers of all three processes take turns (SQLite's lock is not fair)
+        ctx.db.share_turns(writer.turns, SLOTS["serve"])
         sender = SenderProcess(config, turns=writer.turns)
         log.info("pipeline in process %d, outbox sender in process %d", writer.pid, sender.pid)
     else:

@@ -133,6 +133,7 @@ def _process(
     now: datetime,
     blobs: BlobStore,
     parsed: ParsedMail | None = None,
+    explain: bool = False,
 ) -> Outcome:
     store = Store(session)
     inbound_id = spooling.spool(store, raw, env, parsed.sha256 if parsed is not None else None)
@@ -174,7 +175,7 @@ def _process(
         now,
         machine=cls.automatic,
     )
-    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules)
+    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         spooling.finish(store, inbound_id, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
@@ -214,16 +215,24 @@ def _process(
 
 
 def process_one(
-    session: Session, raw: bytes, env: Envelope, ctx: Context, blobs: BlobStore, parsed: ParsedMail | None = None
+    session: Session,
+    raw: bytes,
+    env: Envelope,
+    ctx: Context,
+    blobs: BlobStore,
+    parsed: ParsedMail | None = None,
+    *,
+    explain: bool = False,
 ) -> Outcome:
     """One mail in its own savepoint; anything but a database failure ends in a stored outcome.
 
     ``parsed`` is ``parse(raw)`` done beforehand, off this thread (parsing is pure: see ``ProcessWriter``).
+    ``explain`` puts every rule's trace line in the outcome (dry runs); intake does without.
     """
     now = ctx.clock.now()
     savepoint = session.begin_nested()
     try:
-        outcome = _process(session, raw, env, ctx, now, blobs, parsed)
+        outcome = _process(session, raw, env, ctx, now, blobs, parsed, explain)
     except TempFail:
         savepoint.rollback()
         raise
@@ -253,7 +262,8 @@ def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = Fals
         with ctx.db.sessions() as session:
             session.begin()
             try:
-                return process_one(session, raw, envelope, ctx, BlobStore(ctx.blobs.root, dry_run=True))
+                blobs = BlobStore(ctx.blobs.root, dry_run=True)
+                return process_one(session, raw, envelope, ctx, blobs, explain=True)
             finally:
                 session.rollback()
     with ctx.db.transaction() as session:

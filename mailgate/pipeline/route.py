@@ -106,10 +106,17 @@ def _apply(draft: Draft, name: str, then: Then, changes: list[str]) -> None:
 
 
 def route(
-    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None, compiled: CompiledRules
+    parsed: ParsedMail,
+    envelope: Envelope,
+    rules: RulesFile,
+    mailbox_topic: str | None,
+    compiled: CompiledRules,
+    explain: bool = True,
 ) -> RouteDecision:
+    """``explain``: trace every rule (``rules test``, dry runs); intake needs only the decision."""
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
-    matched, trace = compiled.evaluate(_facts(parsed, envelope, topic.name if topic else None, compiled))
+    facts = _facts(parsed, envelope, topic.name if topic else None, compiled)
+    matched, trace = compiled.evaluate(facts, explain)
     draft: Draft = {
         "help_topic": None,
         "department": None,

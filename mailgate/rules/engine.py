@@ -279,10 +279,40 @@ def _header_names(node: When | Condition) -> set[str]:
     return set().union(*(_header_names(n) for n in (*node.all, *node.any, *([node.not_] if node.not_ else []))))
 
 
+_INDEXED = ("sender_domain", "sender", "help_topic")
+
+
+def _index_key(when: When) -> tuple[str, tuple[str, ...]] | None:
+    """(field, values) when the rule can only hold for mail whose one-valued field is one of ``values``:
+    its first ``all`` condition is ``equals``/``in`` on such a field, or ``sender ends "@domain"``."""
+    if not when.all or not isinstance(when.all[0], Condition):
+        return None
+    cond = when.all[0]
+    if cond.field in _INDEXED and cond.op in ("equals", "in"):
+        return cond.field, tuple(_norm(t) for t in cond.texts())
+    if cond.field == "sender" and cond.op == "ends":
+        needles = [_norm(t) for t in cond.texts()]
+        if needles and all(n.startswith("@") and "@" not in n[1:] for n in needles):
+            return "sender_domain", tuple(n[1:] for n in needles)
+    return None
+
+
 class CompiledRules:
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = tuple(rules)
         self._checks = tuple(_compile(rule.when) for rule in rules)
+        # For intake, which needs the outcome and not the explanation: rules that begin with an
+        # equality on sender, domain or help topic are looked up by the mail's value instead of tried.
+        self._always: list[int] = []
+        self._tables: dict[str, dict[str, list[int]]] = {}
+        for i, rule in enumerate(rules):
+            key = _index_key(rule.when)
+            if key is None:
+                self._always.append(i)
+                continue
+            table = self._tables.setdefault(key[0], {})
+            for value in dict.fromkeys(key[1]):
+                table.setdefault(value, []).append(i)
         self.header_names = frozenset(set().union(*(_header_names(rule.when) for rule in rules)))
         self.needs_headers = bool(self.header_names)
         # (rule, check, its "matched" trace line, its "failed" trace lines by reason: a condition's reason is fixed)
@@ -291,8 +321,13 @@ class CompiledRules:
             for rule, check in zip(self.rules, self._checks, strict=True)
         )
 
-    def evaluate(self, facts: Facts) -> tuple[list[tuple[str, Then]], tuple[RuleTrace, ...]]:
+    def evaluate(
+        self, facts: Facts, explain: bool = True
+    ) -> tuple[list[tuple[str, Then]], tuple[RuleTrace, ...]]:
+        """The matched rules' actions in file order, and (``explain``) a trace line for every rule."""
         view = _View(facts)
+        if not explain:
+            return self._matches(view), ()
         matched: list[tuple[str, Then]] = []
         trace: list[RuleTrace] = []
         stopped_by: str | None = None
@@ -312,3 +347,18 @@ class CompiledRules:
             if rule.stop:
                 stopped_by = rule.name
         return matched, tuple(trace)
+
+    def _matches(self, view: _View) -> list[tuple[str, Then]]:
+        candidates = list(self._always)
+        for name, table in self._tables.items():
+            candidates += table.get(view.one[name], ())
+        if self._tables:
+            candidates.sort()
+        matched: list[tuple[str, Then]] = []
+        for i in candidates:
+            if self._checks[i](view) is None:
+                rule = self.rules[i]
+                matched.append((rule.name, rule.then))
+                if rule.stop:
+                    break
+        return matched
