@@ -9,6 +9,7 @@ condition becomes a small closure once, and each mail's text is normalised
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from email.header import decode_header, make_header
 from typing import Any
 
 from mailgate.domain import RuleTrace
-from mailgate.rules.schema import Condition, ListFile, Rule, Then, When
+from mailgate.rules.regex import PatternSet, re2_error
+from mailgate.rules.schema import Condition, ListFile, Rule, Then, When, conditions
 from mailgate.sla import DAYS, Schedule, is_open
 
 
@@ -89,10 +91,12 @@ class _View:
     a one-valued field (subject, body, sender...).
     """
 
-    __slots__ = ("_memo", "facts", "norm", "one", "one8", "utf8")
+    __slots__ = ("_hits", "_memo", "_sets", "facts", "norm", "one", "one8", "utf8")
 
-    def __init__(self, facts: Facts) -> None:
+    def __init__(self, facts: Facts, sets: Mapping[str, PatternSet] | None = None) -> None:
         self.facts = facts
+        self._sets = sets or {}
+        self._hits: dict[str, frozenset[int] | None] = {}
         # the closures capture the dicts, not self: no reference cycle, so a view is freed without the GC
         self.norm = norm = _Lazy(lambda name: tuple(_norm(v) for v in facts.values(name)))
         self.one = _Lazy(lambda name: norm[name][0])
@@ -101,6 +105,17 @@ class _View:
         )
         self.one8 = _Lazy(lambda name: utf8[name][0])
         self._memo: dict[tuple[str, object], object] = {}
+
+    def matches(self, name: str, source: str, pattern: Any) -> bool:
+        """Does ``pattern`` match the field: from the field's one pass over all its patterns, if any."""
+        patterns = self._sets.get(name)
+        if patterns is not None:
+            if name not in self._hits:
+                self._hits[name] = patterns.matches(self.one8[name])
+            hits, index = self._hits[name], patterns.index.get(source)
+            if hits is not None and index is not None:
+                return index in hits
+        return pattern.search(self.one8[name]) is not None
 
     def is_open(self, schedule: Schedule, at: datetime) -> bool:
         key = ("open", id(schedule))
@@ -130,7 +145,8 @@ def _hit(name: str, op: str, cond: Condition) -> Test:
         pattern = cond.regex
         assert pattern is not None  # compiled by the schema
         if single:
-            return lambda v: pattern.search(v.one8[name]) is not None
+            source = str(cond.value)
+            return lambda v: v.matches(name, source, pattern)
         return lambda v: any(pattern.search(t) is not None for t in v.utf8[name])
     needles = tuple(dict.fromkeys(_norm(t) for t in cond.texts()))
     if op in ("in", "equals"):
@@ -301,6 +317,16 @@ class CompiledRules:
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = tuple(rules)
         self._checks = tuple(_compile(rule.when) for rule in rules)
+        by_field: dict[str, list[str]] = {}
+        for rule in rules:
+            for _, cond in conditions(rule.when, ()):
+                if cond.regex is not None and cond.field in _SINGLE and isinstance(cond.value, str):
+                    by_field.setdefault(cond.field, []).append(cond.value)
+        self._sets: dict[str, PatternSet] = {}
+        for name, patterns in by_field.items():
+            if len(patterns) > 1:
+                with contextlib.suppress(ValueError, re2_error):  # too big for one set: each pattern alone
+                    self._sets[name] = PatternSet(patterns)
         # For intake, which needs the outcome and not the explanation: rules that begin with an
         # equality on sender, domain or help topic are looked up by the mail's value instead of tried.
         self._always: list[int] = []
@@ -325,7 +351,7 @@ class CompiledRules:
         self, facts: Facts, explain: bool = True
     ) -> tuple[list[tuple[str, Then]], tuple[RuleTrace, ...]]:
         """The matched rules' actions in file order, and (``explain``) a trace line for every rule."""
-        view = _View(facts)
+        view = _View(facts, self._sets)
         if not explain:
             return self._matches(view), ()
         matched: list[tuple[str, Then]] = []

@@ -84,3 +84,46 @@ def test_lookup_is_used_for_equality_on_sender_fields_only() -> None:
     compiled = CompiledRules(rules.rules)
     assert compiled._tables == {"sender_domain": {"x.example": [0], "y.example": [0], "z.example": [1]}}
     assert compiled._always == [2, 3]
+
+
+def test_pattern_set_agrees_with_each_pattern_alone() -> None:
+    from mailgate.rules.regex import PatternSet, compile_pattern
+
+    patterns = ["(?i)\\binvoice\\b", "refund.{0,10}\\d{3,}", "^re:", "(?i)straße", "login|password", "x{3}$"]
+    texts = ["RE: Invoice 12", "re: refund of 1234 EUR", "Straße gesperrt", "forgot PASSWORD", "xxx", "", "nothing"]
+    each = [compile_pattern(p) for p in patterns]
+    group = PatternSet(patterns)
+    for text in texts:
+        data = text.encode()
+        hits = group.matches(data)
+        assert hits is not None
+        alone = {p for p, c in zip(patterns, each, strict=True) if c.search(data)}
+        assert {p for p in patterns if group.index[p] in hits} == alone
+
+
+def test_a_failed_set_pass_falls_back_to_each_pattern() -> None:
+    """RE2::Set says "no match" when its DFA runs out of memory; the missing sentinel sends each
+    condition back to its own search instead of reading that as "nothing matched"."""
+    from mailgate.rules import engine
+    from mailgate.rules.regex import PatternSet
+
+    class OutOfMemory(PatternSet):
+        def matches(self, text: bytes) -> frozenset[int] | None:
+            return None
+
+    rules = RulesFile.model_validate({"help_topics": TOPICS, "default_help_topic": "General", "rules": [
+        {"name": "a", "when": {"all": [{"field": "subject", "op": "matches", "value": "(?i)invoice"}]},
+         "then": {"tags": ["a"]}},
+        {"name": "b", "when": {"all": [{"field": "subject", "op": "matches", "value": "refund"}]},
+         "then": {"tags": ["b"]}},
+    ]})
+    compiled = CompiledRules(rules.rules)
+    assert set(compiled._sets) == {"subject"}
+    compiled._sets["subject"] = OutOfMemory(["(?i)invoice", "refund"])
+    envelope = Envelope("a@b.example", ("support@example.com",), "smtp", datetime(2026, 3, 2, 10, tzinfo=UTC))
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "pat@customer.example", "support@example.com", "INVOICE and refund"
+    msg.set_content("x")
+    decision = route(parse(msg.as_bytes()), envelope, rules, None, compiled, explain=False)
+    assert decision.tags == ("a", "b")
+    assert engine.PatternSet is PatternSet
