@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, delete, inspect, select, update
 from mailgate import sla
 from mailgate.config import SlaFile, SlaPlan
 from mailgate.domain import Status
+from mailgate.fastsql import fetch, run
 from mailgate.model import Event, SlaTimer, Ticket
 from mailgate.store import Store
 
@@ -27,6 +28,7 @@ _COLUMNS = (
     "first_response_breached",
     "resolution_breached",
 )
+_UPDATE_SLA = update(Ticket).where(Ticket.id == bindparam("tid"))
 _DONE = (Status.RESOLVED.value, Status.CLOSED.value)
 _DELETE_PENDING = delete(SlaTimer).where(SlaTimer.ticket_id == bindparam("tid"), SlaTimer.fired_at.is_(None))
 _FIRED = select(SlaTimer.target, SlaTimer.step).where(
@@ -67,7 +69,7 @@ def sync(
     store.session.flush()
     conn = store.session.connection()
     if not created:
-        conn.execute(_DELETE_PENDING, {"tid": ticket.id})
+        run(conn, _DELETE_PENDING, [{"tid": ticket.id}])
     targets = sla.plan_targets(plan, ticket.priority) if plan else {}
     active = {t: d for t, d in targets.items() if not _met(ticket, t)}
     paused = plan is not None and ticket.status in plan.pause_on
@@ -79,7 +81,7 @@ def sync(
     if plan is not None and active and not paused:
         ticket.sla_running_since = now
         consumed = timedelta(seconds=ticket.sla_consumed or 0.0)
-        fired = set() if created else {(t, s) for t, s in conn.execute(_FIRED, {"tid": ticket.id})}
+        fired = set() if created else {(t, s) for t, s in fetch(conn, _FIRED, {"tid": ticket.id})}
         rows = []
         for due in sla.dues(_schedule(book, plan), now, consumed, active, plan):
             if due.step == 100:
@@ -99,7 +101,7 @@ def sync(
         store.add_rows(SlaTimer, rows)
     store.add_rows(Event, events)
     if fresh:  # write its SLA columns
-        conn.execute(update(Ticket).where(Ticket.id == ticket.id), {c: getattr(ticket, c) for c in _COLUMNS})
+        run(conn, _UPDATE_SLA, [{"tid": ticket.id, **{c: getattr(ticket, c) for c in _COLUMNS}}])
 
 
 def _late(ticket: Ticket, now: datetime) -> list[dict[str, object]]:

@@ -4,11 +4,12 @@ Stages ask questions ("seen this mail?", "which ticket owns this
 Message-ID?") instead of composing SQL, so the schema can change behind
 this file without touching the pipeline.
 
-The rows a mail creates are written with prebuilt INSERT statements on the
-session's connection rather than through the ORM unit of work: the same
-typed tables, about a quarter of the Python work per row, which is most of
-what ingest costs once parsing is cheap. Reads and the occasional update of
-an existing ticket still go through the ORM.
+The rows a mail creates are written, and its hot lookups read, with prebuilt
+statements run on the session's DBAPI cursor (``fastsql.py``) rather than
+through the ORM unit of work or ``Connection.execute``: the same typed tables
+and SQL, a fraction of the Python work per statement, which is most of what
+ingest costs once parsing is cheap. Reads of whole objects and the occasional
+update of an existing ticket still go through the ORM.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from mailgate.domain import InboundStatus
+from mailgate.fastsql import fetch, run
 from mailgate.model import (
     AttachmentRow,
     Base,
@@ -80,14 +82,14 @@ class Store:
 
     def add(self, model: type[Base], values: dict[str, Any]) -> int:
         """Insert one row of Inbound, Ticket or Message; return its id."""
-        return int(self._conn().execute(_RETURNING_ID[model], values).scalar_one())
+        return int(fetch(self._conn(), _RETURNING_ID[model], values)[0][0])
 
     def add_rows(self, model: type[Base], rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._conn().execute(_INSERT[model], rows)
+            run(self._conn(), _INSERT[model], rows)
 
     def update_inbound(self, inbound_id: int, values: dict[str, Any]) -> None:
-        self._conn().execute(_UPDATE_INBOUND, {"inbound_id": inbound_id, **values})
+        run(self._conn(), _UPDATE_INBOUND, [{"inbound_id": inbound_id, **values}])
 
     # --- inbound -------------------------------------------------------
     def duplicate_of(self, message_id: str | None, sha256: str) -> tuple[int, int | None] | None:
@@ -101,10 +103,10 @@ class Store:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
         if message_id:
-            row = conn.execute(_DUPLICATE_MID, {"sha256": sha256, "message_id": message_id}).first()
+            rows = fetch(conn, _DUPLICATE_MID, {"sha256": sha256, "message_id": message_id})
         else:
-            row = conn.execute(_DUPLICATE_NO_MID, {"sha256": sha256}).first()
-        return (row[0], row[1]) if row else None
+            rows = fetch(conn, _DUPLICATE_NO_MID, {"sha256": sha256})
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def inbound(self, inbound_id: int) -> Inbound | None:
         return self.session.get(Inbound, inbound_id)
@@ -121,7 +123,7 @@ class Store:
         return self.session.scalars(select(Ticket).where(Ticket.number == number)).first()
 
     def number_taken(self, number: str) -> bool:
-        return self._conn().execute(_NUMBER_TAKEN, {"number": number}).scalar_one() != 0
+        return bool(fetch(self._conn(), _NUMBER_TAKEN, {"number": number})[0][0])
 
     def ticket_id_for_message_ids(self, message_ids: Iterable[str]) -> int | None:
         ids = [m for m in message_ids if m]
@@ -143,7 +145,7 @@ class Store:
 
     def participants(self, ticket_id: int) -> list[tuple[str, str, str]]:
         """(email, name, role) of everyone on the ticket, in the order they joined."""
-        return [(r[0], r[1], r[2]) for r in self._conn().execute(_PARTICIPANTS, {"ticket_id": ticket_id})]
+        return [(r[0], r[1], r[2]) for r in fetch(self._conn(), _PARTICIPANTS, {"ticket_id": ticket_id})]
 
     def remove_collaborator(self, ticket_id: int, email: str) -> None:
         self._conn().execute(
@@ -160,18 +162,17 @@ class Store:
 
     def thread_message_ids(self, ticket_id: int) -> list[str]:
         """The ticket's Message-IDs in order, for an outgoing References header."""
-        return list(self._conn().execute(_THREAD_IDS, {"ticket_id": ticket_id}).scalars())
+        return [r[0] for r in fetch(self._conn(), _THREAD_IDS, {"ticket_id": ticket_id})]
 
     # --- outbox --------------------------------------------------------
     def automatic_sent_at(self, recipient: str, since: datetime, ticket_id: int | None = None) -> list[datetime]:
         """When automatic mail was queued for this recipient (on this ticket), for rate limits."""
         if ticket_id is None:
-            rows = self._conn().execute(_AUTOMATIC, {"recipient": recipient, "since": since})
+            rows = fetch(self._conn(), _AUTOMATIC, {"recipient": recipient, "since": since})
         else:
-            rows = self._conn().execute(
-                _AUTOMATIC_ON_TICKET, {"recipient": recipient, "since": since, "ticket_id": ticket_id}
-            )
-        return list(rows.scalars())
+            values = {"recipient": recipient, "since": since, "ticket_id": ticket_id}
+            rows = fetch(self._conn(), _AUTOMATIC_ON_TICKET, values)
+        return [r[0] for r in rows]
 
     def least_loaded(self, agents: list[str]) -> str:
         """The agent with the fewest tickets not yet resolved or closed (ties: the order given)."""
@@ -206,11 +207,12 @@ class Store:
             row.until, row.reason = max(row.until, until), reason[:1000]
 
     def suppressed_until(self, address: str) -> datetime | None:
-        until: datetime | None = self._conn().execute(_SUPPRESSED, {"address": address.lower()}).scalar()
+        rows = fetch(self._conn(), _SUPPRESSED, {"address": address.lower()})
+        until: datetime | None = rows[0][0] if rows else None
         return until
 
     def outbox_key_exists(self, key: str) -> bool:
-        return self._conn().execute(_OUTBOX_KEY, {"key": key}).scalar_one() != 0
+        return bool(fetch(self._conn(), _OUTBOX_KEY, {"key": key})[0][0])
 
     def outbox_rows(self, status: str | None = None, limit: int = 200) -> Sequence[Outbox]:
         query = select(Outbox).order_by(Outbox.id.desc()).limit(limit)
