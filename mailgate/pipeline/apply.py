@@ -279,7 +279,7 @@ def _append(
     kind = _message_kind(cls, sender)
     text = parsed.new_text or parsed.text
     store_message(w, ticket.id, parsed, inbound_id, kind, text)
-    ticket.updated_at = w.now
+    w.store.touch(ticket, w.now)
     rating = _rating(text) if w.satisfaction and sender.role is Role.REQUESTER else None
     if rating is not None and ticket.status in (Status.RESOLVED.value, Status.CLOSED.value):
         ticket.satisfaction = rating  # an answer to the satisfaction question, not a new problem
