@@ -18,13 +18,12 @@ from email.header import decode_header, make_header
 from typing import Any
 
 from mailgate.domain import RuleTrace
+from mailgate.rules.gates import SINGLE as _SINGLE
+from mailgate.rules.gates import Gates
+from mailgate.rules.gates import normalise as _norm
 from mailgate.rules.regex import PatternSet, re2_error
 from mailgate.rules.schema import Condition, ListFile, Rule, Then, When, conditions
 from mailgate.sla import DAYS, Schedule, is_open
-
-
-def _norm(value: str) -> str:
-    return unicodedata.normalize("NFKC", value).casefold()
 
 
 @dataclass(frozen=True)
@@ -106,13 +105,19 @@ class _View:
         self.one8 = _Lazy(lambda name: utf8[name][0])
         self._memo: dict[tuple[str, object], object] = {}
 
+    def hits(self, name: str) -> frozenset[int] | None:
+        """The indexes of the field's patterns that match, from one RE2 set pass (None: no set, or the
+        pass failed and each pattern must search alone)."""
+        if name not in self._hits:
+            patterns = self._sets.get(name)
+            self._hits[name] = patterns.matches(self.one8[name]) if patterns is not None else None
+        return self._hits[name]
+
     def matches(self, name: str, source: str, pattern: Any) -> bool:
         """Does ``pattern`` match the field: from the field's one pass over all its patterns, if any."""
         patterns = self._sets.get(name)
         if patterns is not None:
-            if name not in self._hits:
-                self._hits[name] = patterns.matches(self.one8[name])
-            hits, index = self._hits[name], patterns.index.get(source)
+            hits, index = self.hits(name), patterns.index.get(source)
             if hits is not None and index is not None:
                 return index in hits
         return pattern.search(self.one8[name]) is not None
@@ -132,9 +137,6 @@ class _View:
 
 Test = Callable[[_View], bool]
 Check = Callable[[_View], str | None]
-
-
-_SINGLE = frozenset({"sender", "sender_domain", "subject", "body", "body_full", "help_topic"})  # one value each
 
 
 def _hit(name: str, op: str, cond: Condition) -> Test:
@@ -295,24 +297,6 @@ def _header_names(node: When | Condition) -> set[str]:
     return set().union(*(_header_names(n) for n in (*node.all, *node.any, *([node.not_] if node.not_ else []))))
 
 
-_INDEXED = ("sender_domain", "sender", "help_topic")
-
-
-def _index_key(when: When) -> tuple[str, tuple[str, ...]] | None:
-    """(field, values) when the rule can only hold for mail whose one-valued field is one of ``values``:
-    its first ``all`` condition is ``equals``/``in`` on such a field, or ``sender ends "@domain"``."""
-    if not when.all or not isinstance(when.all[0], Condition):
-        return None
-    cond = when.all[0]
-    if cond.field in _INDEXED and cond.op in ("equals", "in"):
-        return cond.field, tuple(_norm(t) for t in cond.texts())
-    if cond.field == "sender" and cond.op == "ends":
-        needles = [_norm(t) for t in cond.texts()]
-        if needles and all(n.startswith("@") and "@" not in n[1:] for n in needles):
-            return "sender_domain", tuple(n[1:] for n in needles)
-    return None
-
-
 class CompiledRules:
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = tuple(rules)
@@ -327,18 +311,8 @@ class CompiledRules:
             if len(patterns) > 1:
                 with contextlib.suppress(ValueError, re2_error):  # too big for one set: each pattern alone
                     self._sets[name] = PatternSet(patterns)
-        # For intake, which needs the outcome and not the explanation: rules that begin with an
-        # equality on sender, domain or help topic are looked up by the mail's value instead of tried.
-        self._always: list[int] = []
-        self._tables: dict[str, dict[str, list[int]]] = {}
-        for i, rule in enumerate(rules):
-            key = _index_key(rule.when)
-            if key is None:
-                self._always.append(i)
-                continue
-            table = self._tables.setdefault(key[0], {})
-            for value in dict.fromkeys(key[1]):
-                table.setdefault(value, []).append(i)
+        # intake needs the outcome, not the explanation: it tries only the rules whose gate holds
+        self.gates = Gates(rules, self._sets)
         self.header_names = frozenset(set().union(*(_header_names(rule.when) for rule in rules)))
         self.needs_headers = bool(self.header_names)
         # (rule, check, its "matched" trace line, its "failed" trace lines by reason: a condition's reason is fixed)
@@ -375,13 +349,8 @@ class CompiledRules:
         return matched, tuple(trace)
 
     def _matches(self, view: _View) -> list[tuple[str, Then]]:
-        candidates = list(self._always)
-        for name, table in self._tables.items():
-            candidates += table.get(view.one[name], ())
-        if self._tables:
-            candidates.sort()
         matched: list[tuple[str, Then]] = []
-        for i in candidates:
+        for i in self.gates.candidates(view):
             if self._checks[i](view) is None:
                 rule = self.rules[i]
                 matched.append((rule.name, rule.then))
