@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailgate.adapters.smtp_out import PermFailure, Sent, TempFailure, Transport
@@ -27,7 +27,6 @@ from mailgate.clock import Clock
 from mailgate.compose import compose
 from mailgate.config import Retry
 from mailgate.db import Database
-from mailgate.errors import TempFail
 from mailgate.identity import Identity
 from mailgate.model import Event, Outbox
 
@@ -49,7 +48,8 @@ def backoff(attempts: int, retry: Retry, jitter: float | None = None) -> timedel
     return timedelta(seconds=base.total_seconds() * factor)
 
 
-def claim(db: Database, now: datetime, limit: int) -> list[int]:
+def claim(db: Database, now: datetime, limit: int) -> list[Outbox]:
+    """The claimed rows, loaded whole and detached: sending them needs no further read."""
     due = or_(
         and_(Outbox.status == "pending", Outbox.next_attempt_at <= now),
         and_(Outbox.status == "sending", Outbox.locked_until < now),
@@ -63,7 +63,7 @@ def claim(db: Database, now: datetime, limit: int) -> list[int]:
             row.status = "sending"
             row.locked_until = now + LEASE
             row.attempts += 1
-        return [row.id for row in rows]
+        return list(rows)
 
 
 Result = Sent | TempFailure | PermFailure
@@ -74,19 +74,35 @@ RECORD_WITHIN = 1.0
 
 
 def _record_all(db: Database, results: list[tuple[int, Result]], now: datetime, retry: Retry) -> list[str]:
-    """One transaction for several rows' results: each write transaction makes intake wait its turn."""
+    """One transaction for several rows' results: each write transaction makes intake wait its turn.
+    Deliveries, nearly all of them, are one UPDATE; failures need each row's attempts and age."""
+    sent_ids = [row_id for row_id, result in results if isinstance(result, Sent)]
     with db.transaction() as session:
-        return [_record(session, row_id, result, now, retry) for row_id, result in results]
+        recorded: set[int] = set()
+        if sent_ids:
+            mark = (
+                update(Outbox)
+                .where(Outbox.id.in_(sent_ids), Outbox.status == "sending")
+                .values(status="sent", sent_at=now, last_error=None, locked_until=None)
+                .returning(Outbox.id)
+                .execution_options(synchronize_session=False)
+            )
+            recorded = set(session.scalars(mark).all())
+        return [
+            ("sent" if row_id in recorded else "lost")
+            if isinstance(result, Sent)
+            else _record_failure(session, row_id, result, now, retry)
+            for row_id, result in results
+        ]
 
 
-def _record(session: Session, row_id: int, result: Result, now: datetime, retry: Retry) -> str:
+def _record_failure(
+    session: Session, row_id: int, result: TempFailure | PermFailure, now: datetime, retry: Retry
+) -> str:
     row = session.get(Outbox, row_id)
     if row is None or row.status != "sending":
         return "lost"
     row.locked_until = None
-    if isinstance(result, Sent):
-        row.status, row.sent_at, row.last_error = "sent", now, None
-        return "sent"
     row.last_error = result.reason[:2000]
     expired = now - row.created_at >= retry.give_up_after
     if isinstance(result, TempFailure) and not expired:
@@ -111,24 +127,22 @@ Signer = Callable[[bytes], bytes]
 
 
 def _send_one(
-    db: Database,
-    row_id: int,
+    row: Outbox,
     transport: Transport,
     clock: Clock,
     identity: Identity,
     blobs: BlobStore | None,
     sign: Signer | None = None,
 ) -> Sent | TempFailure | PermFailure | None:
-    with db.reader() as session:
-        row = session.get(Outbox, row_id)
-        if row is None or row.status != "sending" or row.locked_until is None or row.locked_until <= clock.now():
-            return None
-        data = compose(row, identity.loop_value, clock.now(), blobs)
-        data = sign(data) if sign is not None else data
-        # VERP: a bounce comes back to support+b<row>-<sig>@..., naming the row (and so ticket and recipient)
-        mail_from = identity.plus_address(row.mail_from, "b", row.id)
-        recipients = list(row.recipients)
-    return transport.send(mail_from, recipients, data)
+    """None when the row's lease ran out while earlier rows were sent: another sender may own it now."""
+    now = clock.now()
+    if row.locked_until is None or row.locked_until <= now:
+        return None
+    data = compose(row, identity.loop_value, now, blobs)
+    data = sign(data) if sign is not None else data
+    # VERP: a bounce comes back to support+b<row>-<sig>@..., naming the row (and so ticket and recipient)
+    mail_from = identity.plus_address(row.mail_from, "b", row.id)
+    return transport.send(mail_from, list(row.recipients), data)
 
 
 def flush(
@@ -152,11 +166,10 @@ def flush(
                 log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
         done.clear()
 
-    for row_id in claim(db, clock.now(), limit):
+    for row in claim(db, clock.now(), limit):
+        row_id = row.id
         try:
-            result = _send_one(db, row_id, transport, clock, identity, blobs, sign)
-        except TempFail:
-            raise  # the database is away: the claimed rows' leases expire and they are retried
+            result = _send_one(row, transport, clock, identity, blobs, sign)
         except Exception as exc:  # a bug or odd data in one row must not stall the rows claimed after it
             log.exception("outbox #%s could not be sent", row_id)
             result = TempFailure(f"internal error: {exc!r}")
