@@ -23,7 +23,7 @@ from mailgate.config import Config
 from mailgate.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
 
 log = logging.getLogger(__name__)
-NICENESS = 10  # CFS weight about a tenth of intake's when both want the CPU
+NICENESS = 19
 
 
 class SenderProcess:
