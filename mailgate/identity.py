@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -26,7 +27,15 @@ _MID = re.compile(r"^<?mg\.(\d{1,18})\.([a-z2-7]{8})\.([a-z2-7]{6})\.([a-z2-7]{1
 
 
 def _b32(data: bytes, length: int) -> str:
-    return base64.b32encode(data).decode().lower().rstrip("=")[:length]
+    """The first ``length`` base32 characters of ``data``: base32 turns each 5 bytes into 8 characters
+    on their own, so only the bytes those characters need are encoded (a digest is 32)."""
+    return base64.b32encode(data[: -(-length // 8) * 5]).decode().lower().rstrip("=")[:length]
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr_spec(address: str) -> str:
+    """``parseaddr`` is slow and a help desk writes to the same few addresses all day."""
+    return parseaddr(address)[1]
 
 
 def load_secret(path: Path) -> bytes:
@@ -74,7 +83,7 @@ class Identity:
         return _b32(mac.digest(), length)
 
     def recipient_hash(self, address: str) -> str:
-        return self._sign("rcpt", parseaddr(address)[1].lower(), length=6)
+        return self._sign("rcpt", _addr_spec(address).lower(), length=6)
 
     def message_id(self, ticket_id: int, recipient: str) -> str:
         rand = _b32(secrets.token_bytes(5), 8)
@@ -97,7 +106,7 @@ class Identity:
         return f"{kind}{value}-{self._sign('plus', kind, value, holder.lower(), length=10)}"
 
     def plus_address(self, address: str, kind: str, value: int, holder: str = "") -> str:
-        local, _, domain = parseaddr(address)[1].partition("@")
+        local, _, domain = _addr_spec(address).partition("@")
         return f"{local.split('+', 1)[0]}+{self.token(kind, value, holder)}@{domain}"
 
     def read_token(self, address: str, kind: str, holder: str = "") -> int | None:

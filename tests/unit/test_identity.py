@@ -152,3 +152,16 @@ def test_plus_address_tokens_round_trip_and_refuse_forgery() -> None:
     assert ident.read_token(forged, "t") is None
     assert ident.read_token("support@example.com", "t") is None
     assert Identity(b"x" * 32, "example.com").read_token(address, "t") is None  # another installation's key
+
+
+def test_short_base32_is_the_prefix_of_the_whole_digest() -> None:
+    """Tokens already handed out (Message-IDs, Reply-To addresses) must keep verifying."""
+    import base64
+    import os
+
+    from mailgate.identity import _b32
+
+    for _ in range(200):
+        digest = os.urandom(32)
+        for length in (6, 8, 10, 16):
+            assert _b32(digest, length) == base64.b32encode(digest).decode().lower().rstrip("=")[:length]
