@@ -94,15 +94,13 @@ def _topic(draft: Draft, topic: HelpTopic | None, via: str) -> None:
 
 
 def _apply(draft: Draft, name: str, then: Then, changes: list[str]) -> None:
-    for fields, change in then.settings:  # all but tags and collaborators, which add up
-        draft.update(fields)
-        changes.append(f"rule {name} {change}")
+    fields, lines = then.applied(name)  # all but tags and collaborators, which add up
+    draft.update(fields)
     if then.tags:
         draft["tags"] += then.tags
-        changes.append(f"rule {name} added tags {', '.join(then.tags)}")
     if then.collaborators:
         draft["collaborators"] += then.collaborators
-        changes.append(f"rule {name} added collaborators {', '.join(then.collaborators)}")
+    changes += lines
 
 
 def route(
