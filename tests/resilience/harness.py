@@ -31,9 +31,11 @@ from typing import Any
 
 from mailgate.config import load_config
 from tests.conftest import REPO, SmtpSink, make_mail, sql_rows, wait_for_smtp, wait_until
+from tests.support.dovecot_fixture import DovecotServer
 
 SOAK = os.environ.get("MAILGATE_SOAK") == "1"
 LEASE = "2s"  # outbound.lease: a row claimed by a killed sender is taken over after this
+HEADERS = email.parser.BytesHeaderParser()
 CHILDREN = re.compile(r"pipeline in process (\d+), outbox sender in process (\d+)")
 
 
@@ -283,6 +285,53 @@ def mail_factory(tag: str, size: int = 0) -> Callable[[], tuple[str, bytes]]:
     return make
 
 
+# --------------------------------------------------------------------------- IMAP
+class Appender:
+    """Puts new mail into INBOX in a thread, as the MTA's local delivery would, until stopped."""
+
+    def __init__(self, dovecot: DovecotServer, user: str) -> None:
+        self.dovecot, self.user = dovecot, user
+        self.appended: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._count = 0
+
+    def _run(self) -> None:
+        with self.dovecot.imap(self.user) as client:
+            while not self._stop.is_set():
+                for _ in range(5):
+                    mid = f"<imap-{self._count}@customer.example>"
+                    client.append("INBOX", make_mail(f"imap {self._count}", sender=f"i{self._count}@customer.example",
+                                                     message_id=mid))
+                    self.appended.append(mid)
+                    self._count += 1
+                self._stop.wait(0.1)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="imap-appender")
+        self._thread.start()
+
+    def halt(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(120)
+
+
+def folder_ids(dovecot: DovecotServer, user: str, folder: str) -> list[str]:
+    """The Message-IDs in an IMAP folder (read-only, nothing marked)."""
+    with dovecot.imap(user) as client:
+        if not client.folder_exists(folder):
+            return []
+        client.select_folder(folder, readonly=True)
+        uids = client.search()
+        if not uids:
+            return []
+        fetched = client.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        return [HEADERS.parsebytes(data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"])["Message-ID"].strip()
+                for data in fetched.values()]
+
+
 # --------------------------------------------------------------------------- invariants
 @dataclass
 class Intake:
@@ -310,8 +359,6 @@ def intake_check(config: Path, must_have: set[str]) -> Intake:
         duplicate_rows=sum(1 for _, status in rows if status == "duplicate"),
     )
 
-
-HEADERS = email.parser.BytesHeaderParser()
 
 
 def sink_message_ids(sink: SmtpSink) -> Counter[str]:

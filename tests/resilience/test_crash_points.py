@@ -17,7 +17,6 @@ costs about as long as serve needs to start (3-5 s): roughly 1.5-2 minutes per s
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,10 +31,11 @@ from mailgate.pipeline.ingest import Context, ingest
 from mailgate.service import build_context
 from tests.conftest import MakeConfig, SmtpSink, make_mail, sql_rows, wait_until
 from tests.resilience.harness import (
-    HEADERS,
     LEASE,
+    Appender,
     Mta,
     Supervisor,
+    folder_ids,
     intake_check,
     mail_factory,
     outgoing_check,
@@ -93,52 +93,6 @@ def test_smtp_intake_survives_kill_9_of_serve_and_children(make_config: MakeConf
 
 
 # --------------------------------------------------------------------------- (b) IMAP intake with MOVE
-class Appender:
-    """Puts new mail into INBOX in a thread, as the MTA's local delivery would, until stopped."""
-
-    def __init__(self, dovecot: DovecotServer, user: str) -> None:
-        self.dovecot, self.user = dovecot, user
-        self.appended: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._count = 0
-
-    def _run(self) -> None:
-        with self.dovecot.imap(self.user) as client:
-            while not self._stop.is_set():
-                for _ in range(5):
-                    mid = f"<imap-{self._count}@customer.example>"
-                    client.append("INBOX", make_mail(f"imap {self._count}", sender=f"i{self._count}@customer.example",
-                                                     message_id=mid))
-                    self.appended.append(mid)
-                    self._count += 1
-                self._stop.wait(0.1)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="imap-appender")
-        self._thread.start()
-
-    def halt(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(120)
-
-
-def folder_ids(dovecot: DovecotServer, user: str, folder: str) -> list[str]:
-    """The Message-IDs in an IMAP folder (read-only, nothing marked)."""
-    with dovecot.imap(user) as client:
-        if not client.folder_exists(folder):
-            return []
-        client.select_folder(folder, readonly=True)
-        uids = client.search()
-        if not uids:
-            return []
-        fetched = client.fetch(uids, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-        return [HEADERS.parsebytes(data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"])["Message-ID"].strip()
-                for data in fetched.values()]
-
-
 @pytest.mark.timeout(300 + ROUNDS * PER_ROUND_TIMEOUT)
 def test_imap_intake_with_move_survives_kill_9(
     dovecot: DovecotServer, make_config: MakeConfig, tmp_path: Path
