@@ -78,6 +78,11 @@ class SmtpIntake(_Strict):
     listen: str = "127.0.0.1:2525"
     lmtp: bool = False
     max_message_size: Size = 25 * 2**20
+    # Caps that keep one client from taking the daemon's memory or sockets: over them a client hears
+    # 421 (connections), 452 (recipients; RFC 5321 requires at least 100) or 451 (bytes), and retries.
+    max_connections: int = Field(default=100, ge=1)
+    max_recipients: int = Field(default=100, ge=1)
+    max_bytes_in_flight: Size = 256 * 2**20
 
     @field_validator("listen")
     @classmethod
@@ -173,11 +178,26 @@ class ImapMailbox(_Strict):
         return self.watchdog.stuck_after or 3 * self.poll_interval
 
 
+class Limits(_Strict):
+    """The most work one mail may cost; a mail over a limit is kept in quarantine with the reason.
+
+    The defaults are far above what real mail needs (a few dozen headers, a few addresses, a dozen
+    parts) and far below what makes parsing take seconds.
+    """
+
+    max_headers: int = Field(default=1000, ge=10)  # header fields in one header block
+    max_header_bytes: Size = 1 * 2**20  # the size of one header block
+    max_addresses: int = Field(default=1000, ge=1)  # addresses in one To, Cc, From, Reply-To ... header
+    max_parts: int = Field(default=500, ge=1)  # MIME parts in the whole mail
+    max_depth: int = Field(default=20, ge=1)  # nesting of multiparts and attached mails
+
+
 class Intake(_Strict):
     addresses: list[Email] = Field(min_length=1)
     notes_address: Email | None = None
     smtp: SmtpIntake | None = SmtpIntake()
     imap: list[ImapMailbox] = []
+    limits: Limits = Limits()
 
     @field_validator("imap")
     @classmethod
@@ -223,6 +243,9 @@ class Outbound(_Strict):
     retry: Retry = Retry()
     domain: str | None = None  # for Message-IDs; defaults to the From domain
     dkim: Dkim | None = None
+    # How long a claimed row stays reserved for its sender. A sender that dies mid-send leaves its row
+    # for another to take over after this long; it must exceed the time one delivery can take.
+    lease: Duration = Field(default=timedelta(minutes=5), ge=timedelta(seconds=1))
 
 
 class Tickets(_Strict):
@@ -312,6 +335,10 @@ class Security(_Strict):
     secret_file: Path | None = None
     agent_authentication: AgentAuthentication = AgentAuthentication()
     stranger_reply: Literal["new_ticket", "collaborator", "reject"] = "new_ticket"
+    # Whose address a new ticket belongs to. From, always, by default: Reply-To is the sender's word and
+    # anyone can write a third party's address there, so it only makes that address a collaborator.
+    # ``requester``: Reply-To is the requester (web forms that send From: noreply); ``ignore``: unused.
+    reply_to: Literal["collaborator", "requester", "ignore"] = "collaborator"
 
 
 class Lifecycle(_Strict):

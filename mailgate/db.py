@@ -24,6 +24,7 @@ from mailgate.errors import TempFail
 
 BUSY_TIMEOUT_MS = 5000
 READONLY = "mailgate_readonly"
+RELAXED = "mailgate_relaxed"  # commit without waiting for the disk (see Database.transaction)
 
 
 def migrations_dir() -> Path:
@@ -50,10 +51,20 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         # Writers take the lock up front (no read-then-upgrade deadlocks); readers must not, so
         # that `tickets list` or a report never waits for, or blocks, intake (WAL lets them read).
-        if conn.get_execution_options().get(READONLY, False):
+        options = conn.get_execution_options()
+        if options.get(READONLY, False):
             conn.exec_driver_sql("BEGIN")
         else:
+            _synchronous(conn, "NORMAL" if options.get(RELAXED, False) else "FULL")
             _begin_immediate(conn)
+
+
+def _synchronous(conn: Any, level: str) -> None:
+    """SQLite takes the safety level per connection and only between transactions."""
+    info = conn.connection.info
+    if info.get("synchronous", "FULL") != level:
+        conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={level}")
+        info["synchronous"] = level
 
 
 def _begin_immediate(conn: Any) -> None:
@@ -147,12 +158,17 @@ class Database:
         self._turns = Turns(slots, mine)
 
     @contextmanager
-    def transaction(self, *, bulk: bool = False) -> Iterator[Session]:
+    def transaction(self, *, bulk: bool = False, relaxed: bool = False) -> Iterator[Session]:
         """One unit of work; database trouble becomes ``TempFail`` so sources keep their mail.
 
         ``bulk`` is the group-commit writer: SQLite's lock is not fair, and a writer that begins its
         next batch the moment it commits would starve everyone else (the outbox, the SLA sweep) for
         as long as a burst of mail lasts. So it first lets the others of this process have their turn.
+
+        ``relaxed`` commits without waiting for the disk (SQLite ``synchronous=NORMAL`` in WAL mode,
+        PostgreSQL ``synchronous_commit=off``): the commit survives a crash of mailgate, not one of the
+        machine or database server. For records whose loss only means work done again, never a mail lost
+        (an outbox row marked sent, which a power cut would at worst send once more).
         """
         if bulk:
             self._make_way()
@@ -160,6 +176,10 @@ class Database:
             self._turns.enter()
         try:
             with self._transient_as_tempfail(), self.sessions() as session, session.begin():
+                if relaxed:
+                    conn = session.connection(execution_options={RELAXED: True})
+                    if not self.is_sqlite:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield session
         finally:
             if not bulk:

@@ -140,6 +140,7 @@ class ParsedMail:
     defects: tuple[str, ...] = ()
     loop_token: str | None = None  # X-Mailgate-Loop as received (already stripped from headers)
     raw_headers: tuple[tuple[str, str], ...] = ()  # undecoded, for header:<Name> rule conditions
+    sender: Address | None = None  # the Sender header: who sent it for From (used when From is missing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,7 @@ class ThreadMatch:
     ticket_id: int | None
     via: Literal["token", "tag", "in_reply_to", "references", "none"]
     number: str | None = None
+    signed: bool = False  # found through our own signed reply address or Message-ID, not a guessable value
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,3 +35,7 @@ class Rejected(MailgateError):
 
 class ParseError(MailgateError):
     """The bytes are not a message we can read; the raw mail goes to quarantine."""
+
+
+class OverLimit(ParseError):
+    """The mail would cost more work than ``intake.limits`` allows; kept in quarantine, never parsed."""

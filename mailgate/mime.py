@@ -7,6 +7,7 @@ than raising: losing a customer's text is worse than a few odd characters.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import mimetypes
@@ -79,12 +80,61 @@ def fix_8bit(value: str) -> str:
     return ESCAPED_8BIT.sub(decode, value)
 
 
+MAX_ENCODED_HEADER = 16 * 1024  # decoding encoded words costs the square of their number: cut beyond this
+
+
 def decode_words(value: str) -> str:
     """RFC 2047 encoded-words decoded; a broken one leaves the raw text, which beats nothing."""
+    if "=?" not in value:
+        return value
+    value = value[:MAX_ENCODED_HEADER]
     try:
         return str(make_header(decode_header(value)))
+    except Exception:  # one word in a charset Python does not know, or bytes its label lies about
+        pass
+    try:
+        chunks = decode_header(value)
     except Exception:
         return value
+    return "".join(c if isinstance(c, str) else decode_bytes(c, charset) for c, charset in chunks)
+
+
+# Labels mail clients write that Python spells otherwise, or that are subsets of what the bytes are:
+# GBK and GB18030 text goes out labelled gb2312, Korean Windows text as ks_c_5601-1987.
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030", "gb_2312-80": "gb18030", "euc-cn": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030",
+    "cp936": "gb18030", "ks_c_5601-1987": "cp949", "ks_c_5601": "cp949", "euc-kr": "cp949",
+    "iso-8859-8-i": "iso-8859-8", "iso-8859-6-i": "iso-8859-6", "windows-874": "cp874", "tis-620": "cp874",
+    "shift_jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "big5": "big5hkscs",
+}
+# Text codecs that cannot decode with replacement or are not a charset at all, whatever a label says.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode_escape", "raw_unicode_escape", "undefined"})
+
+
+def codec_for(charset: str | None) -> str | None:
+    """The Python codec for a MIME charset label, or None when the label names nothing usable."""
+    if not charset:
+        return None
+    label = "".join(ch for ch in str(charset) if ch.isprintable() and not ch.isspace()).strip("\"'").lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    try:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Text in the labelled charset, else UTF-8, else Windows-1252: never an exception, never lost text."""
+    codec = codec_for(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec, errors="replace")
+        except Exception:  # a codec that refuses replacement, or a broken third-party one
+            pass
+    return _decode_unknown(data)
 
 
 def content_hash(raw: bytes) -> str:
@@ -131,10 +181,7 @@ def decode_part(part: Message) -> str:
         charset = part.get_content_charset() or "utf-8"
     except Exception:  # a charset parameter the header parser cannot read
         charset = "utf-8"
-    try:
-        text = payload.decode(charset, errors="replace")
-    except LookupError:  # unknown charset name (or not a text codec): try the common ones
-        text = _decode_unknown(payload)
+    text = decode_bytes(payload, charset)
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
 
 
@@ -147,9 +194,19 @@ def _decode_unknown(payload: bytes) -> str:
     return payload.decode("latin-1")
 
 
+def payload_of(part: Message) -> Any:
+    """The part's payload as the parser stored it: a list of parts, or the undecoded text.
+
+    ``get_payload()`` without ``decode`` decodes 8-bit text with the part's declared charset
+    on every call, and raises for a charset such as ``idna`` or one whose label holds a NUL:
+    one odd label would make the whole mail unreadable. The stored value is what we need.
+    """
+    return getattr(part, "_payload", None)  # set by every email.message.Message
+
+
 def _payload_bytes(part: Message) -> bytes:
     """The undecoded payload as bytes (8-bit input survives as surrogate escapes)."""
-    payload = part.get_payload()
+    payload = payload_of(part)
     if isinstance(payload, bytes):
         return payload
     return str(payload or "").encode("utf-8", "surrogateescape")
@@ -171,7 +228,7 @@ _BOUNDARY_LINE = re.compile(r"^--(\S{1,70}?)(?:--)?[ \t]*\r?$", re.M)
 
 def _recover_multipart(part: Message) -> Message | None:
     """A multipart whose declared boundary never occurs: re-read it with the boundary its body uses."""
-    payload = part.get_payload()
+    payload = payload_of(part)
     m = _BOUNDARY_LINE.search(payload) if isinstance(payload, str) else None
     if m is None:
         return None
@@ -189,7 +246,7 @@ def _leaf_parts(msg: Message, *, recover: bool = True) -> Iterator[Message]:
         fixed = _recover_multipart(msg) if recover and msg.get_content_maintype() == "multipart" else None
         yield from [msg] if fixed is None else _leaf_parts(fixed, recover=False)
         return
-    payload = msg.get_payload()
+    payload = payload_of(msg)
     for sub in payload if isinstance(payload, list) else []:
         if isinstance(sub, Message):
             yield from _leaf_parts(sub, recover=recover)
@@ -209,8 +266,8 @@ def _attachment(part: Message, index: int) -> Attachment:
     ctype = part.get_content_type()
     if len(ctype) > 100:  # a junk Content-Type must not overflow the column
         ctype = "application/octet-stream"
-    if ctype == "message/rfc822" or isinstance(part.get_payload(), list):
-        inner = part.get_payload()
+    if ctype == "message/rfc822" or isinstance(payload_of(part), list):
+        inner = payload_of(part)
         first = inner[0] if isinstance(inner, list) and inner else None
         data = _message_bytes(first if isinstance(first, Message) else part)
     else:
@@ -300,7 +357,7 @@ def _final_recipients(part: Message) -> list[str]:
     4.x.x is a warning, not a failure: its recipient may still get the mail, so it is not listed.
     """
     out = []
-    payload = part.get_payload()
+    payload = payload_of(part)
     blocks = payload if isinstance(payload, list) else []
     for block in blocks:
         if not isinstance(block, Message):

@@ -7,12 +7,20 @@ leaves a lease that expires and the row is retried. The relay is never
 called inside a database transaction. A row whose lease ran out before its
 turn is skipped (another sender may own it now), and a row that cannot be
 composed or sent is retried with backoff without holding up the others.
+
+Exactly once is out of reach when the relay and the database are two systems
+(a crash can fall between "the relay took it" and "we wrote that down"), so
+the bound is made as tight as it can be: one mail on the wire at a time, its
+result recorded before the next goes out, and no sending at all while a
+result cannot be recorded. After any crash or outage at most one mail per
+sender is sent twice, never a batch.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +35,7 @@ from mailgate.clock import Clock
 from mailgate.compose import compose
 from mailgate.config import Retry
 from mailgate.db import Database
+from mailgate.errors import TempFail
 from mailgate.identity import Identity
 from mailgate.model import Event, Outbox
 
@@ -48,7 +57,7 @@ def backoff(attempts: int, retry: Retry, jitter: float | None = None) -> timedel
     return timedelta(seconds=base.total_seconds() * factor)
 
 
-def claim(db: Database, now: datetime, limit: int) -> list[Outbox]:
+def claim(db: Database, now: datetime, limit: int, lease: timedelta = LEASE) -> list[Outbox]:
     """The claimed rows, loaded whole and detached: sending them needs no further read."""
     due = or_(
         and_(Outbox.status == "pending", Outbox.next_attempt_at <= now),
@@ -57,43 +66,52 @@ def claim(db: Database, now: datetime, limit: int) -> list[Outbox]:
     query = select(Outbox).where(due).order_by(Outbox.next_attempt_at, Outbox.id).limit(limit)
     if not db.is_sqlite:
         query = query.with_for_update(skip_locked=True)
-    with db.transaction() as session:
+    with db.transaction(relaxed=True) as session:  # lost to a power cut, a claim is only a claim again
         rows = session.scalars(query).all()
         for row in rows:
             row.status = "sending"
-            row.locked_until = now + LEASE
+            row.locked_until = now + lease
             row.attempts += 1
         return list(rows)
 
 
+def _release(db: Database, row_ids: list[int]) -> None:
+    """Hand back claimed rows we will not send now (stopping), so they need not wait for their lease."""
+    if not row_ids:
+        return
+    try:
+        with db.transaction(relaxed=True) as session:
+            session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_(row_ids), Outbox.status == "sending")
+                .values(status="pending", locked_until=None)
+                .execution_options(synchronize_session=False)
+            )
+    except TempFail:  # the database is away: the leases run out and the rows are claimed again
+        pass
+
+
 Result = Sent | TempFailure | PermFailure
-# Results are recorded once per claimed batch or per second, whichever comes first: each write
-# transaction makes intake wait its turn, and a crash resends at most what was sent in that second.
-RECORD_EVERY = 50
-RECORD_WITHIN = 1.0
 
 
-def _record_all(db: Database, results: list[tuple[int, Result]], now: datetime, retry: Retry) -> list[str]:
-    """One transaction for several rows' results: each write transaction makes intake wait its turn.
-    Deliveries, nearly all of them, are one UPDATE; failures need each row's attempts and age."""
-    sent_ids = [row_id for row_id, result in results if isinstance(result, Sent)]
-    with db.transaction() as session:
-        recorded: set[int] = set()
-        if sent_ids:
+def _record(db: Database, row_id: int, result: Result, now: datetime, retry: Retry) -> str:
+    """Record one row's result in a write transaction of its own ("sent", "retried", "failed" or "lost").
+
+    A delivery is recorded before the next mail goes out, so a crash at any moment leaves at most the
+    one mail on the wire unrecorded, to be sent again when its lease runs out. The commit does not wait
+    for the disk (``relaxed``): it survives a crash of mailgate, and losing it only resends one mail.
+    """
+    with db.transaction(relaxed=True) as session:
+        if isinstance(result, Sent):
             mark = (
                 update(Outbox)
-                .where(Outbox.id.in_(sent_ids), Outbox.status == "sending")
+                .where(Outbox.id == row_id, Outbox.status == "sending")
                 .values(status="sent", sent_at=now, last_error=None, locked_until=None)
                 .returning(Outbox.id)
                 .execution_options(synchronize_session=False)
             )
-            recorded = set(session.scalars(mark).all())
-        return [
-            ("sent" if row_id in recorded else "lost")
-            if isinstance(result, Sent)
-            else _record_failure(session, row_id, result, now, retry)
-            for row_id, result in results
-        ]
+            return "sent" if session.scalars(mark).first() is not None else "lost"
+        return _record_failure(session, row_id, result, now, retry)
 
 
 def _record_failure(
@@ -145,6 +163,25 @@ def _send_one(
     return transport.send(mail_from, list(row.recipients), data)
 
 
+def _record_until_done(
+    db: Database, row_id: int, result: Result, clock: Clock, retry: Retry, stopping: threading.Event | None
+) -> str | None:
+    """Record the result, however long the database is away: sending stops meanwhile, since every mail
+    sent without its record would be sent again. None when told to stop before the record could be made."""
+    delay = 0.5
+    while True:
+        try:
+            return _record(db, row_id, result, clock.now(), retry)
+        except TempFail as exc:
+            log.error("outbox #%s: its result cannot be recorded (%s); sending waits until it can", row_id, exc)
+        if stopping is not None and stopping.wait(delay):
+            log.error("outbox #%s: stopping before its result was recorded; it may be sent once more", row_id)
+            return None
+        if stopping is None:
+            time.sleep(delay)  # a caller that cannot be stopped: wait all the same, since sending must not go on
+        delay = min(delay * 2, 10.0)
+
+
 def flush(
     db: Database,
     transport: Transport,
@@ -154,19 +191,17 @@ def flush(
     limit: int = 50,
     blobs: BlobStore | None = None,
     sign: Signer | None = None,
+    *,
+    lease: timedelta = LEASE,
+    stopping: threading.Event | None = None,
 ) -> FlushResult:
+    """Send the due rows one at a time, each result recorded before the next mail goes out."""
     counts = {"sent": 0, "retried": 0, "failed": 0, "lost": 0}
-    done: list[tuple[int, Result]] = []
-    since = 0.0
-
-    def record() -> None:
-        for (row_id, result), outcome in zip(done, _record_all(db, done, clock.now(), retry), strict=True):
-            counts[outcome] += 1
-            if outcome != "sent":
-                log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
-        done.clear()
-
-    for row in claim(db, clock.now(), limit):
+    rows = claim(db, clock.now(), limit, lease)
+    for index, row in enumerate(rows):
+        if stopping is not None and stopping.is_set():
+            _release(db, [r.id for r in rows[index:]])
+            break
         row_id = row.id
         try:
             result = _send_one(row, transport, clock, identity, blobs, sign)
@@ -176,11 +211,10 @@ def flush(
         if result is None:
             counts["lost"] += 1  # our lease ran out while earlier rows were sent; another sender may own it
             continue
-        if not done:
-            since = time.monotonic()
-        done.append((row_id, result))
-        if len(done) >= RECORD_EVERY or time.monotonic() - since >= RECORD_WITHIN:
-            record()
-    if done:
-        record()
+        outcome = _record_until_done(db, row_id, result, clock, retry, stopping)
+        if outcome is None:
+            break
+        counts[outcome] += 1
+        if outcome != "sent":
+            log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
     return FlushResult(counts["sent"], counts["retried"], counts["failed"])

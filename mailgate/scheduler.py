@@ -54,6 +54,8 @@ class Jobs:
                 main.scheduler.batch_size,
                 ctx.blobs,
                 DkimSigner(main.outbound.dkim).sign if main.outbound.dkim else None,
+                lease=main.outbound.lease,
+                stopping=self.stopping,
             )
             total = outbox.FlushResult(
                 total.sent + result.sent, total.retried + result.retried, total.failed + result.failed

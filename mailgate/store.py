@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -44,7 +45,13 @@ _RETURNING_ID: dict[type[Base], Insert] = {
     model: insert(model).returning(model.id) for model in (Inbound, Ticket, Message)
 }
 _INSERT: dict[type[Base], Insert] = {
-    model: insert(model) for model in (Participant, Event, AttachmentRow, ThreadRef, Outbox, SlaTimer)
+    model: insert(model) for model in (Event, AttachmentRow, ThreadRef, Outbox, SlaTimer)
+}
+# A participant already on the ticket stays as they are: the same person may be named twice in one
+# mail, Cc'd and then answering through the signed reply address, or added again by #cc or a rule.
+_ADD_PARTICIPANT: dict[str, Insert] = {
+    "sqlite": sqlite.insert(Participant).on_conflict_do_nothing(index_elements=["ticket_id", "email"]),
+    "postgresql": postgresql.insert(Participant).on_conflict_do_nothing(index_elements=["ticket_id", "email"]),
 }
 _UPDATE_INBOUND = update(Inbound).where(Inbound.id == bindparam("inbound_id"))
 _TOUCH = update(Ticket).where(Ticket.id == bindparam("ticket_id"))
@@ -89,6 +96,17 @@ class Store:
     def add_rows(self, model: type[Base], rows: list[dict[str, Any]]) -> None:
         if rows:
             run(self._conn(), _INSERT[model], rows)
+
+    def add_participants(self, ticket_id: int, people: Iterable[tuple[str, str, str]]) -> None:
+        """Add (email, name, role) to the ticket; whoever is already a participant keeps their role."""
+        rows, seen = [], set()
+        for email, name, role in people:
+            if email and email not in seen:
+                seen.add(email)
+                rows.append({"ticket_id": ticket_id, "email": email, "name": name, "role": role})
+        if rows:
+            conn = self._conn()
+            run(conn, _ADD_PARTICIPANT[conn.dialect.name], rows)
 
     def update_inbound(self, inbound_id: int, values: dict[str, Any]) -> None:
         run(self._conn(), _UPDATE_INBOUND, [{"inbound_id": inbound_id, **values}])
@@ -200,10 +218,10 @@ class Store:
         )
         return agents[(agents.index(last) + 1) % len(agents)] if last in agents else agents[0]
 
-    def outbox_ticket(self, row_id: int) -> int | None:
-        """The ticket of an outbox row (a returned bounce names the row in its VERP address)."""
-        value: int | None = self._conn().execute(select(Outbox.ticket_id).where(Outbox.id == row_id)).scalar()
-        return value
+    def outbox_target(self, row_id: int) -> tuple[int | None, list[str]] | None:
+        """(ticket id, recipients) of an outbox row (a returned bounce names the row in its VERP address)."""
+        row = self._conn().execute(select(Outbox.ticket_id, Outbox.recipients).where(Outbox.id == row_id)).first()
+        return (row[0], list(row[1] or ())) if row is not None else None
 
     def suppress(self, address: str, until: datetime, reason: str, now: datetime) -> None:
         """No automatic mail to ``address`` until ``until`` (a permanent bounce); extends an earlier entry."""

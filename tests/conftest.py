@@ -384,8 +384,9 @@ class DatabaseLocked:
     Use as ``with DatabaseLocked(config): ...``; the lock is released on exit.
     """
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, table: str = "inbound") -> None:
         self.url = load_config(config).database_url
+        self.table = table
         self._release = threading.Event()
         self._held = threading.Event()
         self._thread: threading.Thread | None = None
@@ -397,7 +398,7 @@ class DatabaseLocked:
         engine = sa.create_engine(self.url)
         try:
             with engine.connect() as conn:
-                conn.exec_driver_sql("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")
+                conn.exec_driver_sql(f"LOCK TABLE {self.table} IN ACCESS EXCLUSIVE MODE")
                 self._held.set()
                 self._release.wait(300)
                 conn.rollback()
@@ -413,13 +414,16 @@ class DatabaseLocked:
             return self
         self._thread = threading.Thread(target=self._hold_table, name="test-database-lock")
         self._thread.start()
-        assert self._held.wait(30), "could not lock the inbound table"
+        assert self._held.wait(120), f"could not lock the {self.table} table"
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Release the lock (a second call does nothing)."""
         if self._sqlite is not None:
             self._sqlite.rollback()
             self._sqlite.close()
+            self._sqlite = None
         if self._thread is not None:
             self._release.set()
-            self._thread.join(60)
+            self._thread.join(120)
+            self._thread = None

@@ -64,7 +64,10 @@ def _messages(name: str) -> Iterator[tuple[str, bytes]]:
 
 def run(names: list[str], ctx: Context, *, sender: str | None = None, recipient: str | None = None) -> list[PipeResult]:
     """Store every message; one failure does not stop the rest of an mbox."""
-    mail_from = sender if sender is not None else os.environ.get("SENDER", "")
+    # An MTA passes the envelope sender in SENDER; set but empty is the null sender of a bounce
+    # (written "<>", as SMTP's MAIL FROM:<>), while no SENDER at all means we do not know.
+    given = sender if sender is not None else os.environ.get("SENDER")
+    mail_from = "" if given is None else ("<>" if given.strip("<> ") == "" else given)
     rcpt = recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
     results = []
     limit = ctx.config.main.intake.smtp.max_message_size if ctx.config.main.intake.smtp else None

@@ -90,7 +90,7 @@ class IntakeHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         env = Envelope(
-            mail_from=envelope.mail_from or "",
+            mail_from=envelope.mail_from or "<>",  # MAIL FROM:<>, the null sender of a bounce
             rcpt_tos=tuple(envelope.rcpt_tos),
             source="lmtp" if self._lmtp else "smtp",
             received_at=self._clock.now(),

@@ -31,7 +31,7 @@ from mailgate.domain import (
     ThreadMatch,
 )
 from mailgate.identity import is_own_address
-from mailgate.model import AttachmentRow, Event, Message, Participant, ThreadRef, Ticket
+from mailgate.model import AttachmentRow, Event, Message, ThreadRef, Ticket
 from mailgate.pipeline.commands import AgentMail
 from mailgate.pipeline.thread import TicketTag
 from mailgate.store import Store
@@ -66,9 +66,8 @@ def _insert_ticket(w: Writer, values: dict[str, object]) -> int | None:
         return None
 
 
-def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision) -> Ticket:
+def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision, requester: Address | None) -> Ticket:
     """A new ticket; returned as a detached Ticket holding its values (the row is already written)."""
-    requester = parsed.from_addr
     for _attempt in range(50):
         number = w.tag.new_number()
         if w.store.number_taken(number):
@@ -107,31 +106,24 @@ def _conversation_index(parsed: ParsedMail) -> str | None:
     return threadindex.encode(data[: threadindex.HEADER_LEN]) if data else None
 
 
-def _participants(w: Writer, ticket_id: int, parsed: ParsedMail) -> list[Address]:
+def _participants(
+    w: Writer, ticket_id: int, requester: Address | None, others: tuple[Address, ...]
+) -> list[Address]:
     """Requester and collaborators of a new ticket; returns the collaborators."""
-    rows = []
-    seen = set()
-    if parsed.from_addr:
-        rows.append(
-            {
-                "ticket_id": ticket_id,
-                "email": parsed.from_addr.email,
-                "name": parsed.from_addr.name,
-                "role": Role.REQUESTER.value,
-            }
-        )
-        seen.add(parsed.from_addr.email)
-    for addr in (*parsed.to, *parsed.cc):
-        if addr.email in seen or is_own_address(addr.email, w.own_addresses):
-            continue
-        seen.add(addr.email)
-        rows.append({"ticket_id": ticket_id, "email": addr.email, "name": addr.name, "role": Role.COLLABORATOR.value})
-    w.store.add_rows(Participant, rows)
-    return [Address(str(r["email"]), str(r["name"])) for r in rows if r["role"] == Role.COLLABORATOR.value]
+    people: dict[str, tuple[str, str, str]] = {}
+    if requester is not None and requester.email:
+        people[requester.email] = (requester.email, requester.name, Role.REQUESTER.value)
+    for addr in others:
+        if addr.email not in people and not is_own_address(addr.email, w.own_addresses):
+            people[addr.email] = (addr.email, addr.name, Role.COLLABORATOR.value)
+    w.store.add_participants(ticket_id, people.values())
+    return [Address(e, n) for e, n, role in people.values() if role == Role.COLLABORATOR.value]
 
 
 def _message_kind(cls: Classification, sender: Sender) -> MessageKind:
-    if cls.kind in (Kind.BOUNCE, Kind.LOOP):
+    """A stranger reaches a ticket only with machine mail that proved it answers our mail (authorize.admit):
+    recorded, but not as the customer's words."""
+    if cls.kind in (Kind.BOUNCE, Kind.LOOP) or sender.role is Role.STRANGER:
         return MessageKind.SYSTEM
     return MessageKind.AGENT if sender.role is Role.AGENT else MessageKind.CUSTOMER
 
@@ -201,6 +193,8 @@ class Intent:
     add_collaborator: bool = False
     agent_mail: AgentMail | None = None  # an authenticated agent's mail to a ticket: see apply_agent.py
     to_notes: bool = False
+    requester: Address | None = None  # of a new ticket (author.py); None: the mail's From
+    also_cc: tuple[Address, ...] = ()  # collaborators of a new ticket besides To and Cc (Reply-To, author.py)
 
 
 def apply(
@@ -219,10 +213,7 @@ def apply(
     existing = w.store.ticket(match.ticket_id)
     assert existing is not None
     if intent.add_collaborator:
-        w.store.add_rows(
-            Participant,
-            [{"ticket_id": existing.id, "email": sender.address, "name": sender.name, "role": Role.COLLABORATOR.value}],
-        )
+        w.store.add_participants(existing.id, [(sender.address, sender.name, Role.COLLABORATOR.value)])
     return _append(w, existing, parsed, inbound_id, cls, sender)
 
 
@@ -236,9 +227,11 @@ def _create(
     source: str,
     intent: Intent,
 ) -> tuple[Change, Ticket]:
-    ticket = _create_ticket(w, parsed, decision)
+    requester = intent.requester or parsed.from_addr
+    ticket = _create_ticket(w, parsed, decision, requester)
     sla_timers.sync(w.store, w.sla, ticket, w.now, created=True)
-    collaborators = _participants(w, ticket.id, parsed)
+    by_rule = tuple(Address(a, "") for a in decision.collaborators)
+    collaborators = _participants(w, ticket.id, requester, (*parsed.to, *parsed.cc, *intent.also_cc, *by_rule))
     topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
     why = "; ".join(decision.changes) or "no rule matched"
     summary = (
@@ -254,18 +247,12 @@ def _create(
     if decision.team:
         events.append(event_row(w, ticket.id, "team", f"team {decision.team}"))
     events += [event_row(w, ticket.id, "tag", tag) for tag in decision.tags]
-    present = {parsed.from_addr.email if parsed.from_addr else "", *(a.email for a in (*parsed.to, *parsed.cc))}
-    extra = [a for a in decision.collaborators if a not in present and not is_own_address(a, w.own_addresses)]
-    w.store.add_rows(
-        Participant, [{"ticket_id": ticket.id, "email": a, "name": "", "role": Role.COLLABORATOR.value} for a in extra]
-    )
     if sender.reason:
         events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)
     kind = _message_kind(cls, sender)
     store_message(w, ticket.id, parsed, inbound_id, kind, parsed.text)
     names = tuple(str(e["kind"]) for e in events)
-    collaborators += [Address(a, "") for a in extra]
     change = Change(
         ticket.id, ticket.number, True, False, kind, names, text=parsed.text, collaborators=tuple(collaborators)
     )

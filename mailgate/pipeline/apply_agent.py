@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from mailgate import sla_timers
 from mailgate.domain import Change, Command, MessageKind, ParsedMail, Sender, Status
-from mailgate.model import Event, Participant, Ticket
+from mailgate.model import Event, Ticket
 from mailgate.pipeline.apply import Writer, event_row, store_message
 from mailgate.pipeline.commands import AgentMail
 
@@ -54,7 +54,7 @@ def _command(w: Writer, ticket: Ticket, cmd: Command, agent: str, effects: dict[
 def _collaborator(w: Writer, ticket: Ticket, address: str, *, add: bool) -> None:
     present = {email for email, _name, _role in w.store.participants(ticket.id)}
     if add and address not in present:
-        w.store.add_rows(Participant, [{"ticket_id": ticket.id, "email": address, "name": "", "role": "collaborator"}])
+        w.store.add_participants(ticket.id, [(address, "", "collaborator")])
     elif not add and address in present:
         w.store.remove_collaborator(ticket.id, address)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailgate.config import AgentsFile
-from mailgate.domain import Address, Change, Classification, MessageKind, ParsedMail, Sender
+from mailgate.domain import Address, Change, Classification, MessageKind, Sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,6 @@ def _without(people: Sequence[Address], *exclude: str) -> list[Address]:
 def for_inbound(
     change: Change,
     ticket: TicketView,
-    parsed: ParsedMail,
     cls: Classification,
     sender: Sender,
     directory: Directory,
@@ -74,11 +73,10 @@ def for_inbound(
 ) -> list[Planned]:
     """Notifications caused by a received mail: a new ticket, a customer message, or an agent's action."""
     agents = _without(directory.responsible(ticket), sender.address)
-    if change.created:
-        reply_to = parsed.reply_to[0] if parsed.reply_to else ticket.requester
+    if change.created:  # the acknowledgment goes to the requester alone (never to a Reply-To: see author.py)
         planned = []
-        if acknowledge and not cls.automatic and reply_to.email:
-            planned.append(Planned("ack_new", reply_to, True, "auto-replied"))
+        if acknowledge and not cls.automatic and ticket.requester.email:
+            planned.append(Planned("ack_new", ticket.requester, True, "auto-replied"))
         return planned + [Planned("alert_new", agent, True, "auto-generated") for agent in agents]
     if change.command_errors:
         return [Planned("command_error", directory.agent(sender.address), True, "auto-replied")]

@@ -113,11 +113,18 @@ def admit(
 ) -> Admission:
     """Apply the stranger policy and the reopen window of closed tickets.
 
-    Machine mail (a bounce or auto-reply answering our mail) stays on its ticket whoever sent it: it
-    never reopens or changes the ticket, and a new ticket per delivery report would be noise. It must
-    have found the ticket through our own signed ids, though; a guessed subject tag is not enough.
+    Being a machine never widens who may write into a ticket: a stranger's mail with
+    ``Auto-Submitted`` or an out-of-office subject meets the stranger policy exactly as
+    the same mail without them would. The one exception asks for proof, not headers:
+    machine mail that found the ticket through our own signed ids (our reply address or
+    our Message-ID, e.g. an out-of-office answering our acknowledgment from a forwarding
+    address) is recorded there as a system message that reopens nothing and alerts
+    nobody. A participant's machine mail (their own out-of-office) stays on the ticket
+    and never reopens it or opens a follow-up.
     """
-    if ticket is None or (machine and match.via != "tag"):
+    if ticket is None:
+        return Admission(match, sender)
+    if machine and (match.signed or sender.role is not Role.STRANGER):
         return Admission(match, sender)
     number = ticket.number
     if sender.role is Role.STRANGER:

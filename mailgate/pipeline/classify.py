@@ -30,7 +30,8 @@ def _bounce_reason(parsed: ParsedMail, envelope: Envelope, headers: dict[str, st
     sender = parsed.from_addr.email if parsed.from_addr else ""
     if _DAEMON.match(sender):
         return f"sent by {sender}"
-    null_sender = envelope.source in ("smtp", "lmtp") and envelope.mail_from.strip("<> ") == ""
+    given = envelope.mail_from.strip()  # "<>": the null sender (SMTP, or a pipe's empty SENDER); "": unknown
+    null_sender = given == "<>" or (envelope.source in ("smtp", "lmtp") and given.strip("<> ") == "")
     if null_sender or headers.get("return-path", "").strip() == "<>":
         return "null envelope sender"
     return None

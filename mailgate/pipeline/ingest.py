@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
@@ -32,16 +32,17 @@ from mailgate.domain import (
     ParsedMail,
     Role,
     RouteDecision,
-    Sender,
     ThreadMatch,
 )
-from mailgate.errors import ParseError, Rejected, TempFail
+from mailgate.errors import OverLimit, ParseError, Rejected, TempFail
 from mailgate.identity import Identity
-from mailgate.model import Event, Ticket
+from mailgate.model import Ticket
+from mailgate.pipeline import bounce
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Intent, Writer, apply, choose_assignee
 from mailgate.pipeline.apply_agent import apply_agent
 from mailgate.pipeline.audience import Directory
+from mailgate.pipeline.author import Author, author
 from mailgate.pipeline.authorize import Admission, admit, authorize
 from mailgate.pipeline.classify import classify
 from mailgate.pipeline.commands import Vocabulary, parse_agent_mail
@@ -50,7 +51,7 @@ from mailgate.pipeline.notice import NotifyContext
 from mailgate.pipeline.notify import notify_mail, recipients, send_rejection, support_address
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
-from mailgate.pipeline.thread import TicketTag, match_bounce, match_thread
+from mailgate.pipeline.thread import TicketTag, match_thread
 from mailgate.rules.engine import CompiledRules
 from mailgate.store import Store
 from mailgate.templates import Templates
@@ -85,11 +86,10 @@ def _act(
     parsed: ParsedMail,
     inbound_id: int,
     cls: Classification,
-    match: ThreadMatch,
-    sender: Sender,
     decision: RouteDecision,
     env: Envelope,
     admission: Admission,
+    who: Author,
 ) -> tuple[Change, Ticket]:
     """apply, or apply_agent for an authenticated agent's mail to a ticket (commands parsed first)."""
     notes_address = ctx.config.main.intake.notes_address
@@ -97,7 +97,10 @@ def _act(
         admission.follow_up_of,
         admission.add_collaborator,
         to_notes=bool(notes_address) and notes_address in recipients(parsed, env),
+        requester=who.requester,
+        also_cc=who.also_cc,
     )
+    match, sender = admission.match, admission.sender
     if sender.role is Role.AGENT and match.ticket_id is not None:
         ticket = w.store.ticket(match.ticket_id)
         assert ticket is not None
@@ -106,23 +109,26 @@ def _act(
     return apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
 
 
-def _undeliverable(store: Store, ctx: Context, ticket_id: int, cls: Classification, now: datetime) -> None:
-    """A permanent bounce of our mail: that address gets no automatic mail for a while."""
+def _kept(store: Store, inbound_id: int, now: datetime, reason: str, mid: str | None) -> Outcome:
+    """Stored, answered 250, and kept aside with the reason: nothing more happens to it."""
+    spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
+    return Outcome("quarantined", None, reason, inbound_id)
+
+
+def _bounce(store: Store, ctx: Context, raw: bytes, parsed: ParsedMail, cls: Classification, env: Envelope,
+            inbound_id: int, now: datetime) -> ThreadMatch | Outcome:
+    """A bounce joins the ticket of the mail it proves to answer, and suppresses only what it proves."""
+    proof = bounce.prove(raw, parsed, cls, store, ctx.identity, env.rcpt_tos)
+    if proof is None:
+        why = f"bounce: {cls.reason}; it does not prove it answers our mail, so nothing was suppressed"
+        return _kept(store, inbound_id, now, why, parsed.message_id)
     until = now + ctx.config.main.notifications.bounce_suppression
-    for address in sorted(cls.bounced):
-        store.suppress(address, until, f"bounced ({cls.reason}) on ticket id {ticket_id}", now)
-        store.add_rows(
-            Event,
-            [
-                {
-                    "ticket_id": ticket_id,
-                    "at": now,
-                    "kind": "undeliverable",
-                    "actor": "system",
-                    "detail": f"{address} bounced; no automatic mail to it until {until.date()}",
-                }
-            ],
-        )
+    suppressed = bounce.suppress_failed(store, proof, ctx.directory.names, cls, until, now)
+    if proof.ticket_id is None:
+        why = f"bounce of our mail without a ticket ({proof.via}); suppressed: {', '.join(suppressed) or 'nobody'}"
+        return _kept(store, inbound_id, now, why, parsed.message_id)
+    ticket = store.ticket(proof.ticket_id)
+    return ThreadMatch(proof.ticket_id, "token", ticket.number if ticket else None, signed=True)
 
 
 def _process(
@@ -137,7 +143,7 @@ def _process(
 ) -> Outcome:
     store = Store(session)
     inbound_id = spooling.spool(store, raw, env, parsed.sha256 if parsed is not None else None)
-    parsed = parsed if parsed is not None else parse(raw)
+    parsed = parsed if parsed is not None else parse(raw, ctx.config.main.intake.limits)
     mid = parsed.message_id
     duplicate = find_duplicate(store, parsed)
     if duplicate is not None:
@@ -154,14 +160,21 @@ def _process(
         )
         return Outcome("duplicate", first.number if first else None, "already stored", inbound_id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
-    match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
-    if cls.kind is Kind.BOUNCE and match.ticket_id is None:
-        match = match_bounce(raw, store, ctx.identity, env.rcpt_tos)
-    if cls.kind is Kind.LOOP or (cls.kind is Kind.BOUNCE and match.ticket_id is None):
-        reason = f"{cls.kind.value}: {cls.reason}"
-        spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
-        return Outcome("quarantined", None, reason, inbound_id)
+    if cls.kind is Kind.LOOP:
+        return _kept(store, inbound_id, now, f"loop: {cls.reason}", mid)
     security = ctx.config.main.security
+    who = author(parsed, env, security.reply_to)
+    if who.address is None:
+        return _kept(store, inbound_id, now, "no sender: neither From, Sender, Reply-To nor an envelope sender", mid)
+    if parsed.from_addr is None:  # answered and recognised by the address that did name the sender
+        parsed = replace(parsed, from_addr=who.address)
+    if cls.kind is Kind.BOUNCE:
+        found = _bounce(store, ctx, raw, parsed, cls, env, inbound_id, now)
+        if isinstance(found, Outcome):
+            return found
+        match = found
+    else:
+        match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
     sender = authorize(
         parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
     )
@@ -203,11 +216,7 @@ def _process(
     writer = Writer(
         store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla, ctx.config.main.lifecycle.satisfaction_question
     )
-    change, ticket = _act(
-        writer, ctx, parsed, inbound_id, cls, admission.match, admission.sender, decision, env, admission
-    )
-    if cls.kind is Kind.BOUNCE:
-        _undeliverable(store, ctx, change.ticket_id, cls, now)
+    change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who)
     notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
     spooling.finish(store, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
     sent = tuple((n.kind, n.to) for n in notes)
@@ -242,6 +251,9 @@ def process_one(
             raise TempFail(f"database unavailable: {exc.orig or exc}") from exc
         log.exception("database refused this message; quarantined")
         reason = f"internal error: {exc.orig or exc!r}"
+    except OverLimit as exc:
+        savepoint.rollback()
+        reason = str(exc)
     except ParseError as exc:
         savepoint.rollback()
         reason = f"unparseable: {exc}"

@@ -57,7 +57,6 @@ def notify_mail(
     planned = audience.for_inbound(
         change,
         ticket_view(ticket, store, change.collaborators),
-        parsed,
         cls,
         sender,
         nc.directory,
@@ -184,7 +183,7 @@ def send_rejection(
     Same guards as any automatic mail: never to machines, our own addresses, bounced addresses, or past
     the rate limit. There is no ticket, so the mail carries neither tag nor ticket threading.
     """
-    to = parsed.reply_to[0] if parsed.reply_to else parsed.from_addr
+    to = parsed.from_addr  # the author (author.py): a Reply-To is the sender's word, not an address to answer
     if to is None or not nc.settings.enabled("rejected"):
         return None
     horizon = now - max((r.within for r in nc.settings.rate_limits), default=timedelta(0))

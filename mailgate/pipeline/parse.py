@@ -22,7 +22,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 from mailgate.domain import Address, ParsedMail
 from mailgate.errors import ParseError
 from mailgate.htmltext import html_to_text, sanitize_html
-from mailgate.mime import bodies_and_attachments, content_hash, decode_words, fix_8bit
+from mailgate.mime import bodies_and_attachments, content_hash, decode_words, fix_8bit, payload_of
+from mailgate.pipeline import bounds
 from mailgate.pipeline.quotes import split_new_text
 
 _PARSER = BytesParser(policy=policy.compat32)
@@ -96,13 +97,30 @@ def _strip_private_headers(msg: Message) -> str | None:
     return loop
 
 
-def parse(raw: bytes) -> ParsedMail:
+def _depth(msg: Message) -> int:
+    """How deep parts nest (1: a single-part mail), without recursion."""
+    deepest, stack = 0, [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        payload = payload_of(part)
+        if isinstance(payload, list):
+            stack.extend((sub, depth + 1) for sub in payload if isinstance(sub, Message))
+    return deepest
+
+
+def parse(raw: bytes, limits: bounds.Limits | None = None) -> ParsedMail:
+    """``limits`` (``intake.limits``): a mail over them raises ``OverLimit`` before the costly work."""
     if not raw.strip():
         raise ParseError("empty message")
+    if limits is not None:
+        bounds.check(raw, limits)
     try:
         msg = _PARSER.parsebytes(raw)
         if not msg.keys():
             raise ParseError("no headers found: not an RFC 5322 message")
+        if limits is not None:
+            bounds.check_depth(_depth(msg), limits)
         loop_token = _strip_private_headers(msg)
         text, html, attachments, dsn = bodies_and_attachments(msg)
         raw_headers = tuple((k, fix_8bit(str(v)).replace("\x00", "")) for k, v in msg.raw_items())
@@ -138,4 +156,5 @@ def parse(raw: bytes) -> ParsedMail:
         defects=tuple(type(d).__name__ for d in msg.defects),
         loop_token=loop_token,
         raw_headers=raw_headers,
+        sender=next(iter(_addresses(msg, "sender")), None),
     )

@@ -62,37 +62,28 @@ class TicketTag:
 def match_thread(
     parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity, rcpt_tos: tuple[str, ...] = ()
 ) -> ThreadMatch:
-    """Signed reply address first (it proves the mail answers our mail), then tag, In-Reply-To, References."""
+    """Signed reply address first (it proves the mail answers our mail), then tag, In-Reply-To, References.
+
+    ``signed`` says the match rests on our own signature (the reply address, or our Message-ID of a
+    mail for that ticket): only such a match lets machine mail from a non-participant onto a ticket.
+    """
     for address in (*rcpt_tos, *(a.email for a in (*parsed.to, *parsed.cc))):
         ticket_id = identity.read_token(address, "t")
         ticket = store.ticket(ticket_id) if ticket_id is not None else None
         if ticket is not None:
-            return ThreadMatch(ticket.id, "token", ticket.number)
+            return ThreadMatch(ticket.id, "token", ticket.number, signed=True)
+    ours = {s.ticket_id for s in map(identity.verify_message_id, (*parsed.in_reply_to, *parsed.references)) if s}
     for number in tag.numbers_in(parsed.subject):
         ticket = store.ticket_by_number(number)
         if ticket is not None:
-            return ThreadMatch(ticket.id, "tag", ticket.number)
+            return ThreadMatch(ticket.id, "tag", ticket.number, signed=ticket.id in ours)
     for via, ids in (("in_reply_to", parsed.in_reply_to), ("references", tuple(reversed(parsed.references)))):
         ticket_id = store.ticket_id_for_message_ids(ids)
         if ticket_id is None:
-            signed = next((s for s in map(identity.verify_message_id, ids) if s is not None), None)
-            ticket_id = signed.ticket_id if signed and store.ticket(signed.ticket_id) else None
+            here = {s.ticket_id for s in map(identity.verify_message_id, ids) if s is not None}
+            ticket_id = next((t for t in sorted(here) if store.ticket(t) is not None), None)
         if ticket_id is not None:
             ticket = store.ticket(ticket_id)
-            return ThreadMatch(ticket_id, via, ticket.number if ticket else None)  # type: ignore[arg-type]
-    return ThreadMatch(None, "none")
-
-
-def match_bounce(raw: bytes, store: Store, identity: Identity, rcpt_tos: tuple[str, ...]) -> ThreadMatch:
-    """The ticket a delivery report is about: our bounce address (VERP) it was sent to, else our
-    signed Message-ID in the returned headers. A report about nothing of ours matches nothing."""
-    for address in rcpt_tos:
-        row = identity.read_token(address, "b")
-        ticket_id = store.outbox_ticket(row) if row is not None else None
-        if ticket_id is not None:
-            return ThreadMatch(ticket_id, "token")
-    for signed in identity.signed_ids_in(raw.decode("latin-1")):
-        ticket = store.ticket(signed.ticket_id)
-        if ticket is not None:
-            return ThreadMatch(ticket.id, "references", ticket.number)
+            found = ticket.number if ticket else None
+            return ThreadMatch(ticket_id, via, found, signed=ticket_id in ours)  # type: ignore[arg-type]
     return ThreadMatch(None, "none")

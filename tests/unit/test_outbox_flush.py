@@ -1,8 +1,10 @@
-"""``outbox.flush`` on a real database and a real Maildir: results are recorded per batch, and a row
-whose lease ran out, or that someone else took over meanwhile, is neither sent nor marked as ours."""
+"""``outbox.flush`` on a real database and a real Maildir: each result is recorded before the next mail
+goes out (and nothing goes out while a result cannot be recorded), and a row whose lease ran out, or
+that someone else took over meanwhile, is neither sent nor marked as ours."""
 
 from __future__ import annotations
 
+import logging
 import mailbox
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +18,7 @@ from mailgate.config import Retry
 from mailgate.domain import Envelope
 from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context, ingest
-from tests.conftest import make_mail
+from tests.conftest import DatabaseLocked, make_mail
 
 
 def _tickets(ctx: Context, n: int) -> list[int]:
@@ -99,3 +101,59 @@ def test_a_row_taken_over_meanwhile_is_not_marked_sent(ctx: Context, clock: Fixe
     result = outbox.flush(ctx.db, Retried(tmp_path / "out", ctx, ids[0]), clock, Retry(), ctx.identity, limit=10)
     assert result.sent == 1  # the other row; this one was sent too but its outcome is not recorded as ours
     assert _status(ctx) == {ids[0]: "pending", ids[1]: "sent"}
+
+
+class Watched(MaildirTransport):
+    """Locks the database after the first delivery; at every delivery, checks that all earlier ones
+    were recorded as sent, which is the promise that bounds resends after a crash to the mail on the wire."""
+
+    def __init__(self, path: Path, ctx: Context, config: Path) -> None:
+        super().__init__(path)
+        self.ctx, self.config = ctx, config
+        self.sent: list[str] = []
+        self.unrecorded_at_send: list[list[str]] = []
+        self.lock: DatabaseLocked | None = None
+
+    def send(self, mail_from: str, recipients: list[str], data: bytes) -> SendResult:
+        with self.ctx.db.reader() as session:
+            recorded = set(session.scalars(select(Outbox.message_id).where(Outbox.status == "sent")))
+        self.unrecorded_at_send.append([m for m in self.sent if m not in recorded])
+        result = super().send(mail_from, recipients, data)
+        self.sent.append(next(line for line in data.decode().splitlines() if line.startswith("Message-ID:"))[12:])
+        if self.lock is None:  # the database goes away right after the first mail is out
+            self.lock = DatabaseLocked(self.config, table="outbox").__enter__()
+        return result
+
+
+class ReleaseOnError(logging.Handler):
+    """Gives the database back once the sender has said it cannot record (an event, not a sleep)."""
+
+    def __init__(self, transport: Watched) -> None:
+        super().__init__(logging.ERROR)
+        self.transport = transport
+        self.seen = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "cannot be recorded" in record.getMessage() and self.transport.lock is not None:
+            self.seen += 1
+            self.transport.lock.__exit__(None, None, None)
+
+
+def test_nothing_is_sent_while_a_result_cannot_be_recorded(ctx: Context, clock: FixedClock, tmp_path: Path,
+                                                            config_path: Path) -> None:
+    ids = _tickets(ctx, 3)
+    with ctx.db.transaction() as session:
+        session.execute(update(Outbox).where(Outbox.id.not_in(ids)).values(status="sent"))
+    transport = Watched(tmp_path / "out", ctx, config_path)
+    handler = ReleaseOnError(transport)
+    logging.getLogger("mailgate.outbox").addHandler(handler)
+    try:
+        result = outbox.flush(ctx.db, transport, clock, Retry(), ctx.identity, limit=10)
+    finally:
+        logging.getLogger("mailgate.outbox").removeHandler(handler)
+        if transport.lock is not None:
+            transport.lock.__exit__(None, None, None)
+    assert handler.seen >= 1, "the database lock never made a record fail"
+    assert result.sent == 3 and set(_status(ctx).values()) == {"sent"}
+    assert transport.unrecorded_at_send == [[], [], []]
+    assert len(_acks(tmp_path / "out")) == 3
