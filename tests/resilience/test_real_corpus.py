@@ -35,7 +35,7 @@ from sqlalchemy import MetaData, create_engine, func, select
 from mailgate.clock import FixedClock
 from mailgate.db import Database
 from mailgate.domain import Envelope, Outcome
-from mailgate.model import AttachmentRow, Inbound, Message, Outbox, Ticket
+from mailgate.model import AttachmentRow, Inbound, Message, Outbox, Suppression, Ticket
 from mailgate.pipeline.ingest import Context, ingest
 from tests.conftest import PG_URL, make_mail
 
@@ -226,6 +226,36 @@ def test_real_mail(ctx: Context, clock: FixedClock, entry: dict[str, Any]) -> No
         _quarantine(ctx, outcome)
     else:
         pytest.fail(f"unknown category {category!r} in MANIFEST.yaml")
+
+
+TAGGED = [e for e in ENTRIES if e.get("failed_recipient")]
+
+
+@pytest.mark.parametrize("entry", TAGGED, ids=[e["file"] for e in TAGGED])
+def test_ndr_that_names_our_ticket_only_by_its_tag_changes_nothing(
+    ctx: Context, clock: FixedClock, entry: dict[str, Any]
+) -> None:
+    """Exchange-style NDRs repeat the bounced mail's subject, so the ticket tag of our mail shows up in
+    theirs. But anyone can write a tag: a bounce that proves nothing else (not sent to our VERP address,
+    not quoting our signed Message-ID) must not reach the ticket, nor stop mail to its requester, even
+    when the address it reports as failed is that very requester."""
+    failed = entry["failed_recipient"]
+    number = _open_ticket(ctx, clock, failed)
+    before = _outbox(ctx)
+    raw = _with_tag((REAL / entry["file"]).read_bytes(), ctx.tag.tag(number))
+    outcome = ingest(raw, _envelope(entry, clock), ctx)
+
+    assert outcome.status == "quarantined", f"{outcome.status} (ticket {outcome.number}): {outcome.reason}"
+    with ctx.db.reader() as session:
+        ticket = session.scalars(select(Ticket)).one()
+        entries = session.scalars(select(Message.kind).where(Message.ticket_id == ticket.id)).all()
+        suppressed = session.scalars(select(Suppression.address)).all()
+        statuses = session.scalars(select(Inbound.status)).all()
+    assert ticket.number == number and ticket.status == "open"
+    assert entries == ["customer"], f"the bounce was recorded on the ticket: {entries}"
+    assert suppressed == [], f"an unproven bounce suppressed {suppressed}"
+    assert _outbox(ctx) == before, "the bounce caused outgoing mail"
+    assert sorted(statuses) == ["accepted", "quarantined"]
 
 
 def test_manifest_covers_every_file_and_names_its_origin() -> None:
