@@ -551,7 +551,7 @@ def test_forged_bounce_with_x_failed_recipients_silences_nobody(open_desk: Calla
                body="This message was created automatically by mail delivery software.")
     result = desk.deliver(raw, mail_from="")
     assert isinstance(result, Outcome) and result.status == "quarantined", result
-    assert "bounce does not prove it answers our mail" in (result.reason or "")
+    assert "does not prove it answers our mail" in (result.reason or ""), result.reason
     assert desk.suppressed() == set()
     assert desk.state(ticket.id) == before and desk.ticket_count() == tickets
 
@@ -641,6 +641,17 @@ def test_forged_dsn_recipients_header_on_a_plain_mail(open_desk: Callable[..., D
     desk.deliver(raw, mail_from="")
     assert desk.suppressed() == set()
     assert desk.state(ticket.id) == before
+
+
+def test_mail_claiming_our_own_address_touches_no_ticket(open_desk: Callable[..., Desk]) -> None:
+    """From: support@... is how our own mail looks; forged by a stranger it is kept aside, never acted on."""
+    desk = open_desk()
+    ticket = desk.open_ticket()
+    before = desk.state(ticket.id)
+    raw = mail(f"Re: [#{ticket.number}] Printer on fire", sender=f"Example Support <{SUPPORT}>", body=COMMANDS)
+    result = desk.deliver(raw, mail_from=STRANGER)
+    assert isinstance(result, Outcome) and result.status == "quarantined", result
+    assert desk.state(ticket.id) == before and desk.ticket_count() == 1
 
 
 def test_forged_loop_header_does_not_make_a_customer_mail_ours(open_desk: Callable[..., Desk]) -> None:
@@ -1033,6 +1044,10 @@ def test_rejected_stranger_exits_65_from_the_pipe(make_config: MakeConfig) -> No
     assert _messages_on(config, first.number) == 1
 
 
+# ONE_PROCESS: connection and recipient caps are the listener's, and the listener is serve's own process in
+# both modes; ``processes: false`` starts and stops in a fraction of the time, keeping this file short.
+
+
 def _greeting(host: str, port: int) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection((host, port), timeout=WAIT)
     buf = b""
@@ -1045,7 +1060,7 @@ def _greeting(host: str, port: int) -> tuple[socket.socket, bytes]:
 
 
 def test_connections_beyond_max_connections_get_421(make_config: MakeConfig, tmp_path: Path) -> None:
-    config = make_config(intake={"smtp": {"max_connections": 3}})
+    config = make_config(intake={"smtp": {"max_connections": 3}}, processes=False)  # see ONE_PROCESS
     service = start_service(config, tmp_path / "serve.log")
     held: list[socket.socket] = []
 
@@ -1077,7 +1092,7 @@ def test_connections_beyond_max_connections_get_421(make_config: MakeConfig, tmp
 
 def test_recipients_beyond_max_recipients_get_452(make_config: MakeConfig, tmp_path: Path) -> None:
     """Default intake.smtp.max_recipients is 100: the 101st RCPT of one transaction is refused temporarily."""
-    config = make_config()
+    config = make_config(processes=False)  # see ONE_PROCESS
     service = start_service(config, tmp_path / "serve.log")
     try:
         with smtplib.SMTP(service.host, service.port, timeout=WAIT) as client:
