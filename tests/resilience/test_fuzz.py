@@ -527,7 +527,10 @@ def test_match_thread_finds_only_real_tickets(ctx: Context, ticket: tuple[int, s
     before, after = data.draw(st.text(max_size=60), label="before"), data.draw(st.text(max_size=60), label="after")
     tagged = data.draw(st.booleans(), label="tagged")
     subject = f"{before} {ctx.tag.tag(number)} {after}" if tagged else before + after
-    ids = st.lists(S.message_ids(), max_size=4).map(tuple)
+    # ids as parse() must deliver them (well-formed; the parse properties hold it to that)
+    ids = st.lists(S.message_ids(), max_size=4).map(
+        lambda values: tuple(i for v in values for i in _MSGID.findall(v) if not _message_id("id", i))
+    )
     people = st.lists(st.sampled_from([Address("support@example.com"), Address("x@y.z"),
                                        Address(ctx.identity.plus_address("support@example.com", "t", 999))]),
                       max_size=3).map(tuple)
@@ -661,6 +664,23 @@ def test_bodies_and_attachments_survive_deeply_nested_attached_mails() -> None:
     until RecursionError. parse() turns that into ParseError, but the helper itself may not raise."""
     raw = b"From: a@b.example\n" + b"Content-Type: message/rfc822\n\nFrom: x@y.example\n" * 300 + b"\nhi\n"
     assert _helpers_checked(raw) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@b.example\nContent-Type: text/plain; name*=x; name*0=y\n\nbody\n",
+        b"From: a@b.example\nContent-Type: text/plain\nContent-Disposition: inline; filename*=%; filename*0*\n\nbody\n",
+    ],
+    ids=["name", "filename"],
+)
+def test_a_broken_rfc2231_name_on_a_text_part_costs_only_the_name(ctx: Context, raw: bytes) -> None:
+    """``name*=x; name*0=y`` (a whole value and a continuation of the same parameter): the stdlib's
+    get_filename() raises TypeError, which _is_attachment() does not catch, so bodies_and_attachments
+    raised and parse() refused the whole mail as unreadable for one bad parameter."""
+    assert _helpers_checked(raw) == []
+    assert _parsed(raw).text.strip() == "body"
+    assert assert_ingested(ctx, raw, _pipe()) == "accepted"
 
 
 # --------------------------------------------------------------------------- charsets (trust item 8)
