@@ -683,6 +683,28 @@ def test_a_broken_rfc2231_name_on_a_text_part_costs_only_the_name(ctx: Context, 
     assert assert_ingested(ctx, raw, _pipe()) == "accepted"
 
 
+def test_an_attached_mail_in_an_unknown_charset_costs_only_that_attachment(ctx: Context) -> None:
+    """A forwarded mail whose multipart holds a part without a boundary (8-bit bytes) and a text
+    part in an unknown charset: re-serialising it as_bytes() fails, the as_string() fallback in
+    _message_bytes raises LookupError, and parse() refused the whole mail as unreadable."""
+    raw = (PAT + b"Subject: fwd\nContent-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: text/plain\n\n"
+           b"see below\n--a\nContent-Type: message/rfc822\n\nFrom: x@y.example\n"
+           b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: multipart/mixed\n\n\xdd\n"
+           b"--b\nContent-Type: text/plain; charset=x-bogus\n\n\xc3\n--b--\n--a--\n")
+    assert _helpers_checked(raw) == []
+    mail = _parsed(raw)
+    assert mail.text.strip() == "see below" and len(mail.attachments) == 1
+    assert assert_ingested(ctx, raw, _pipe()) == "accepted"
+
+
+def test_a_subject_full_of_ticket_tags_is_matched_in_bounded_time(ctx: Context) -> None:
+    """50,000 ``[#123456]`` tags in a 500 KB subject (one header field, under every intake limit):
+    match_thread looked each occurrence up in the database, about half a millisecond apiece, so a
+    1 MB subject held the pipeline for about a minute."""
+    raw = PAT + b"Subject: " + b"[#123456] " * 50_000 + b"\n\nbody\n"
+    assert_ingested(ctx, raw, _pipe())
+
+
 # --------------------------------------------------------------------------- charsets (trust item 8)
 @pytest.mark.parametrize(
     "charset", [b"idna", b'"utf\x008"', b"utf-8\x00", b'"\x00"'], ids=["idna", "nul-inside", "nul-after", "nul-only"]
