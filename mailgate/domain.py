@@ -88,6 +88,9 @@ def check_kinds(value: dict[str, bool]) -> dict[str, bool]:
 
 
 Source = Literal["smtp", "lmtp", "imap", "pipe", "reprocess"]
+# A received mail's bytes. The listener and the pipeline process hand a big mail on in the buffer it
+# was read into (a bytearray) rather than copy it into bytes: nothing downstream changes it.
+RawMail = bytes | bytearray
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,19 +20,22 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mailgate.config import Config
-from mailgate.domain import Envelope, ParsedMail
-from mailgate.errors import TempFail
+from mailgate import memory
+from mailgate.config import Config, Limits
+from mailgate.domain import Envelope, RawMail
+from mailgate.errors import ParseError, TempFail
+from mailgate.pipeline.ingest import Parsed
 from mailgate.pipeline.parse import parse
 from mailgate.writer import Result
 
@@ -44,6 +47,9 @@ _STOP = object()
 START_TIMEOUT = 120.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SLOTS = {"serve": 0, "pipeline": 1, "sender": 2}  # each process's slot in the shared turns (db.Turns)
+PARSE_THREADS = 2  # parsing in serve's process: a slow mail delays only itself
+PARSE_HERE_MAX = 1 << 20  # bigger mails are parsed by the child, which needs them whole anyway
+CHUNK = 1 << 20  # the most one read or write of a mail's bytes on the pipe asks for
 QUIET_LOGGERS = ("mail.log", "apscheduler", "apscheduler.scheduler", "alembic")
 
 
@@ -72,6 +78,8 @@ class ProcessWriter:
         self._generation = 0
         self._started_at = 0.0
         self._stopped = threading.Event()
+        self._send_lock = threading.Lock()
+        self._parsers = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="mailgate-parse")
         self._requests, self._proc = self._start()
         self._sender = threading.Thread(target=self._send_loop, name="mailgate-ingest-send", daemon=True)
         self._sender.start()
@@ -116,7 +124,7 @@ class ProcessWriter:
         reader.start()
         return requests_w, proc
 
-    def submit(self, raw: bytes, envelope: Envelope) -> Future[Result]:
+    def submit(self, raw: RawMail, envelope: Envelope) -> Future[Result]:
         future: Future[Result] = Future()
         if self._closed:
             future.set_result(TempFail("shutting down"))
@@ -124,8 +132,9 @@ class ProcessWriter:
         self._outgoing.put(("mail", raw, envelope, future))
         return future
 
-    async def submit_async(self, raw: bytes, envelope: Envelope) -> Result:
-        return await asyncio.wrap_future(self.submit(raw, envelope))
+    def submit_async(self, raw: RawMail, envelope: Envelope) -> asyncio.Future[Result]:
+        """For the event loop; not a coroutine, so no frame of ours keeps the mail's bytes while it waits."""
+        return asyncio.wrap_future(self.submit(raw, envelope))
 
     def reconfigure(self, config: Config) -> None:
         """Hand a reloaded (already validated) configuration to the child, in order with the mail."""
@@ -136,6 +145,7 @@ class ProcessWriter:
         while True:
             item = self._outgoing.get()
             if item is _STOP:
+                self._parsers.shutdown(wait=True)  # everything queued goes over first
                 with self._lock:
                     requests = self._requests
                 with contextlib.suppress(OSError):
@@ -143,26 +153,44 @@ class ProcessWriter:
                 return
             assert isinstance(item, tuple)
             if item[0] == "config":
-                self._send(item)
+                self._parsers.submit(self._send, item)  # the child applies it to the mail that follows
                 continue
             _, raw, envelope, future = item
-            parsed = _parse_or_none(raw)  # here, in parallel with the child's work on earlier mail
-            with self._lock:
-                item_id = next(self._ids)
-                self._pending[item_id] = (self._generation, future)
-            if not self._send(("mail", item_id, raw, envelope, parsed)):
-                with self._lock:
-                    self._pending.pop(item_id, None)
-                future.set_result(TempFail("the ingest process is restarting"))
+            if len(raw) > PARSE_HERE_MAX:  # the child parses it: handing over the parsed parts costs more
+                self._parsers.submit(self._hand_over, raw, envelope, future, None)
+            else:
+                self._parsers.submit(self._parse_and_hand_over, raw, envelope, future)
+            del item, raw  # not kept alive by this loop until the next mail comes
 
-    def _send(self, message: tuple[Any, ...]) -> bool:
+    def _parse_and_hand_over(self, raw: RawMail, envelope: Envelope, future: Future[Result]) -> None:
+        """Parse here, in parallel with the child's work on earlier mail, in one of a few threads:
+        a mail that takes long to parse delays only itself, not the mail queued behind it."""
+        self._hand_over(raw, envelope, future, _parse_or_error(raw, self._config.main.intake.limits))
+
+    def _hand_over(self, raw: RawMail, envelope: Envelope, future: Future[Result], parsed: Parsed) -> None:
         with self._lock:
-            requests = self._requests
-        try:
-            requests.send(message)
-            return True
-        except (OSError, ValueError):  # the child died; the reader thread restarts it
-            return False
+            item_id = next(self._ids)
+            self._pending[item_id] = (self._generation, future)
+        if not self._send(("mail", item_id, len(raw), envelope, parsed), raw):
+            with self._lock:
+                self._pending.pop(item_id, None)
+            future.set_result(TempFail("the ingest process is restarting"))
+
+    def _send(self, message: tuple[Any, ...], raw: RawMail | None = None) -> bool:
+        """The message, then the mail's bytes straight onto the pipe (pickled, or framed by ``send_bytes``,
+        a big mail would be copied once more on each side)."""
+        with self._send_lock:
+            with self._lock:
+                requests = self._requests
+            try:
+                requests.send(message)
+                if raw is not None:
+                    view, sent = memoryview(raw), 0
+                    while sent < len(view):
+                        sent += os.write(requests.fileno(), view[sent : sent + CHUNK])
+                return True
+            except (OSError, ValueError):  # the child died; the reader thread restarts it
+                return False
 
     def _read_loop(self, results: Connection, proc: Any, generation: int) -> None:
         while True:
@@ -220,13 +248,28 @@ class ProcessWriter:
             self._stopped.wait(10)
 
 
-def _parse_or_none(raw: bytes) -> ParsedMail | None:
+def _parse_or_error(raw: RawMail, limits: Limits) -> Parsed:
     """Parsing is pure, so the listener's process can do it for the pipeline's. A mail that does not
-    parse goes over as it is: the pipeline parses it again and keeps it with the reason."""
+    parse goes over with its ``ParseError``, which the pipeline keeps as the quarantine reason, so a
+    costly failure is not paid twice; any other failure is left for the pipeline to meet again."""
     try:
-        return parse(raw)
+        return parse(raw, limits)
+    except ParseError as exc:
+        return exc
     except Exception:
         return None
+
+
+def _read_exactly(fd: int, size: int) -> bytearray:
+    """The mail's bytes from the pipe, into one buffer of their size (no growing, no final copy)."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = os.readv(fd, [view[got : got + CHUNK]])
+        if n == 0:
+            raise EOFError("the daemon closed the pipe mid-mail")
+        got += n
+    return buffer
 
 
 def log_levels() -> dict[str, int]:
@@ -263,6 +306,7 @@ def child_main(
     from mailgate.writer import BatchWriter
 
     setup_child_logging(levels)
+    memory.return_big_blocks()
     try:
         ctx = build_context(config)  # the parent already upgraded the schema
     except Exception as exc:
@@ -285,8 +329,13 @@ def child_main(
         except (EOFError, OSError):
             break
         if message[0] == "mail":
-            _, item_id, raw, envelope, parsed = message
+            _, item_id, size, envelope, parsed = message
+            try:
+                raw = _read_exactly(requests.fileno(), size)
+            except (EOFError, OSError):
+                break
             writer.submit(raw, envelope, parsed).add_done_callback(partial(answer, item_id))
+            del raw, parsed  # the writer holds them until stored
         elif message[0] == "config":
             swap_config(holder, message[1])
         else:

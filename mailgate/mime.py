@@ -21,7 +21,8 @@ from email.message import Message
 from email.parser import BytesParser
 from typing import Any
 
-from mailgate.domain import Attachment
+from mailgate.bigparts import Lifted
+from mailgate.domain import Attachment, RawMail
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,13 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     return _decode_unknown(data)
 
 
-def content_hash(raw: bytes) -> str:
-    """sha256 of the mail without transport headers and with normalised line endings."""
+def content_hash(raw: RawMail) -> str:
+    """sha256 of the mail without transport headers and with normalised line endings.
+
+    The body is hashed a slice at a time, so a big mail costs no copy of itself.
+    """
     m = _HEADER_END.search(raw)
-    head, body = (raw[: m.start()], raw[m.end() :]) if m else (raw, b"")
+    head, body_at = (bytes(raw[: m.start()]), m.end()) if m else (bytes(raw), len(raw))
     kept: list[bytes] = []
     keep = True
     for line in head.replace(b"\r\n", b"\n").split(b"\n"):
@@ -154,8 +158,25 @@ def content_hash(raw: bytes) -> str:
             kept.append(line)
     digest = hashlib.sha256(b"\n".join(kept))
     digest.update(b"\n\n")
-    digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
+    end = len(raw)
+    while end > body_at:  # the trailing line ends, as rstrip(b"\n") after CRLF -> LF would drop them
+        if raw[end - 2 : end] == b"\r\n" and end - 2 >= body_at:
+            end -= 2
+        elif raw[end - 1 : end] == b"\n":
+            end -= 1
+        else:
+            break
+    view, at = memoryview(raw), body_at
+    while at < end:
+        stop = min(at + _SLICE, end)
+        if raw[stop - 1 : stop] == b"\r" and raw[stop : stop + 1] == b"\n" and stop < end:
+            stop += 1  # never split a CRLF between two slices
+        digest.update(bytes(view[at:stop]).replace(b"\r\n", b"\n"))
+        at = stop
     return digest.hexdigest()
+
+
+_SLICE = 1 << 20
 
 
 def sanitize_filename(name: str | None, fallback: str) -> str:
@@ -262,11 +283,14 @@ def _message_bytes(inner: Message) -> bytes:
         return inner.as_string().encode("utf-8", "surrogateescape")
 
 
-def _attachment(part: Message, index: int) -> Attachment:
+def _attachment(part: Message, index: int, lifted: Lifted | None = None) -> Attachment:
     ctype = part.get_content_type()
     if len(ctype) > 100:  # a junk Content-Type must not overflow the column
         ctype = "application/octet-stream"
-    if ctype == "message/rfc822" or isinstance(payload_of(part), list):
+    direct = lifted.data_of(part) if lifted is not None else None
+    if direct is not None:
+        data = direct
+    elif ctype == "message/rfc822" or isinstance(payload_of(part), list):
         inner = payload_of(part)
         first = inner[0] if isinstance(inner, list) and inner else None
         data = _message_bytes(first if isinstance(first, Message) else part)
@@ -324,8 +348,12 @@ def _body_kind(part: Message) -> str | None:
     return None
 
 
-def bodies_and_attachments(msg: Message) -> tuple[str | None, str | None, list[Attachment], list[str]]:
-    """(text, html, attachments, dsn_final_recipients) from any message structure."""
+def bodies_and_attachments(
+    msg: Message, lifted: Lifted | None = None
+) -> tuple[str | None, str | None, list[Attachment], list[str]]:
+    """(text, html, attachments, dsn_final_recipients) from any message structure.
+
+    ``lifted``: the large base64 bodies that went around the parser (``bigparts``)."""
     text: str | None = None
     html: str | None = None
     attachments: list[Attachment] = []
@@ -342,7 +370,7 @@ def bodies_and_attachments(msg: Message) -> tuple[str | None, str | None, list[A
         if kind == "html" and html is None:
             html = decode_part(part)
             continue
-        att = _attachment(part, index)
+        att = _attachment(part, index, lifted)
         if att.content_type == "application/ms-tnef" or att.filename.lower() == "winmail.dat":
             attachments.extend(_tnef(att))
         else:

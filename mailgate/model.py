@@ -61,7 +61,7 @@ class Base(DeclarativeBase):
 
 
 class Inbound(Base):
-    """One received mail, raw bytes included: the spool. Nothing accepted exists only in memory."""
+    """One received mail: the spool. Nothing accepted exists only in memory (its bytes: InboundRaw)."""
 
     __tablename__ = "inbound"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -71,7 +71,6 @@ class Inbound(Base):
     peer: Mapped[str] = mapped_column(String(200), default="")
     mail_from: Mapped[str] = mapped_column(String(500), default="")
     rcpt_tos: Mapped[list[str]] = mapped_column(JSON, default=list)
-    raw: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     message_id: Mapped[str | None] = mapped_column(String(998))
@@ -81,6 +80,15 @@ class Inbound(Base):
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ticket: Mapped[Ticket | None] = relationship(foreign_keys=[ticket_id])
+
+
+class InboundRaw(Base):
+    """A received mail's bytes, in a table of their own: updating an inbound row's status never rewrites
+    them (SQLite rewrites whole rows), and a blob that ends its row can be written a slice at a time."""
+
+    __tablename__ = "inbound_raw"
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound.id"), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Ticket(Base):

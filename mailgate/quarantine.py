@@ -22,10 +22,10 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
 
 def raw(ctx: Context, inbound_id: int) -> bytes:
     with ctx.db.reader() as session:
-        row = Store(session).inbound(inbound_id)
-        if row is None or row.raw is None:
+        data = Store(session).raw(inbound_id)
+        if data is None:
             raise MailgateError(f"no stored message #{inbound_id}")
-        return row.raw
+        return data
 
 
 def reprocess(ctx: Context, ids: list[int]) -> list[tuple[int, Outcome]]:
@@ -35,13 +35,15 @@ def reprocess(ctx: Context, ids: list[int]) -> list[tuple[int, Outcome]]:
     results = []
     for inbound_id in sorted(targets):
         with ctx.db.transaction() as session:
-            row = Store(session).inbound(inbound_id)
-            if row is None or row.status != InboundStatus.QUARANTINED.value or row.raw is None:
+            store = Store(session)
+            row = store.inbound(inbound_id)
+            data = store.raw(inbound_id) if row is not None else None
+            if row is None or row.status != InboundStatus.QUARANTINED.value or data is None:
                 continue
             row.status = InboundStatus.REPROCESSED.value
             source: Source = "reprocess"
             env = Envelope(row.mail_from, tuple(row.rcpt_tos), source, ctx.clock.now(), row.peer, row.mailbox)
-            outcome = process_one(session, row.raw, env, ctx, ctx.blobs)
+            outcome = process_one(session, data, env, ctx, ctx.blobs)
             row.reason = f"{row.reason}; reprocessed as inbound #{outcome.inbound_id} ({outcome.status})"
         results.append((inbound_id, outcome))
     return results

@@ -19,6 +19,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mailgate import memory
 from mailgate.config import Config
 from mailgate.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
 
@@ -83,6 +84,7 @@ def sender_main(conn: Connection, config: Config, levels: dict[str, int], turns:
     from mailgate.service import Holder, build_context, build_transport, swap_config
 
     setup_child_logging(levels)
+    memory.return_big_blocks()
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     holder = Holder(build_context(config))

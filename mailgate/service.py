@@ -22,12 +22,13 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
+from mailgate import memory
 from mailgate.adapters.imap import ImapIntake
-from mailgate.adapters.smtp_in import IntakeHandler, protocol_class
+from mailgate.adapters.smtp_in import Gate, IntakeHandler, protocol_class
 from mailgate.adapters.smtp_out import MaildirTransport, SmtpTransport, Transport
 from mailgate.blobs import BlobStore
 from mailgate.clock import Clock, SystemClock
-from mailgate.config import Config, load_config
+from mailgate.config import Config, SmtpIntake, load_config
 from mailgate.db import Database
 from mailgate.dkimsign import DkimSigner
 from mailgate.errors import ConfigError
@@ -239,24 +240,33 @@ async def _start_smtp(
     smtp_cfg = holder.get().config.main.intake.smtp
     if smtp_cfg is None:
         return None
-    handler = IntakeHandler(writer.submit_async, lambda: holder.get().own_addresses, clock, lmtp=smtp_cfg.lmtp)
-    protocol = protocol_class(lmtp=smtp_cfg.lmtp)  # ours: 451 not 500, long lines, LMTP per-recipient answers
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: protocol(
-            handler,
-            data_size_limit=smtp_cfg.max_message_size,
-            enable_SMTPUTF8=True,
-            hostname=socket.getfqdn(),
-            ident="mailgate",
-        ),
-        host=smtp_cfg.host,
-        port=smtp_cfg.port,
-        reuse_address=True,
+    def limits() -> SmtpIntake:
+        return holder.get().config.main.intake.smtp or SmtpIntake()
+
+    handler = IntakeHandler(
+        writer.submit_async, lambda: holder.get().own_addresses, clock, lmtp=smtp_cfg.lmtp, limits=limits
     )
+    protocol = protocol_class(lmtp=smtp_cfg.lmtp)  # ours: 451 not 500, long lines, caps, LMTP per-recipient answers
+    gate = Gate(limits)
+    hostname = socket.getfqdn()
+
+    def connection() -> Any:
+        made = protocol(
+            handler,
+            data_size_limit=limits().max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=hostname,
+            ident="mailgate",
+        )
+        made.gate = gate
+        return made
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(connection, host=smtp_cfg.host, port=smtp_cfg.port, reuse_address=True)
 
 
 async def serve(config_path: Path, clock: Clock | None = None) -> int:
+    memory.return_big_blocks()
     config = load_config(config_path)
     clock = clock or SystemClock()
     ctx = build_context(config, clock)

@@ -24,13 +24,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mailgate.domain import InboundStatus
+from mailgate.domain import InboundStatus, RawMail
 from mailgate.fastsql import fetch, run
 from mailgate.model import (
     AttachmentRow,
     Base,
     Event,
     Inbound,
+    InboundRaw,
     Message,
     Outbox,
     Participant,
@@ -40,12 +41,13 @@ from mailgate.model import (
     Ticket,
 )
 
+STREAM_RAW_FROM = 1 << 20
 _DEDUPE_STATUSES = (InboundStatus.ACCEPTED.value, InboundStatus.QUARANTINED.value)
 _RETURNING_ID: dict[type[Base], Insert] = {
     model: insert(model).returning(model.id) for model in (Inbound, Ticket, Message)
 }
 _INSERT: dict[type[Base], Insert] = {
-    model: insert(model) for model in (Event, AttachmentRow, ThreadRef, Outbox, SlaTimer)
+    model: insert(model) for model in (Event, AttachmentRow, ThreadRef, Outbox, SlaTimer, InboundRaw)
 }
 # A participant already on the ticket stays as they are: the same person may be named twice in one
 # mail, Cc'd and then answering through the signed reply address, or added again by #cc or a rule.
@@ -110,6 +112,22 @@ class Store:
 
     def update_inbound(self, inbound_id: int, values: dict[str, Any]) -> None:
         run(self._conn(), _UPDATE_INBOUND, [{"inbound_id": inbound_id, **values}])
+
+    def keep_raw(self, inbound_id: int, raw: RawMail) -> None:
+        """Store the mail's bytes. On SQLite a big mail goes into a blob of its size a slice at a time:
+        binding it whole costs SQLite two more copies of it in memory."""
+        conn = self._conn()
+        if len(raw) < STREAM_RAW_FROM or conn.dialect.name != "sqlite":
+            run(conn, _INSERT[InboundRaw], [{"inbound_id": inbound_id, "raw": raw}])
+            return
+        conn.execute(insert(InboundRaw).values(inbound_id=inbound_id, raw=func.zeroblob(len(raw))))
+        view = memoryview(raw)
+        with conn.connection.dbapi_connection.blobopen("inbound_raw", "raw", inbound_id) as blob:  # type: ignore[union-attr]
+            for at in range(0, len(raw), STREAM_RAW_FROM):
+                blob.write(view[at : at + STREAM_RAW_FROM])
+
+    def raw(self, inbound_id: int) -> bytes | None:
+        return self._conn().execute(select(InboundRaw.raw).where(InboundRaw.inbound_id == inbound_id)).scalar()
 
     # --- inbound -------------------------------------------------------
     def duplicate_of(self, message_id: str | None, sha256: str) -> tuple[int, int | None] | None:

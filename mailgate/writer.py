@@ -16,14 +16,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from mailgate.domain import Envelope, Outcome, ParsedMail
+from mailgate.domain import Envelope, Outcome, RawMail
 from mailgate.errors import TempFail
-from mailgate.pipeline.ingest import Context, ingest_batch
+from mailgate.pipeline.ingest import Context, Parsed, ingest_batch
 
 log = logging.getLogger(__name__)
 
 Result = Outcome | TempFail
-_Item = tuple[bytes, Envelope, "Future[Result]", ParsedMail | None]
+_Item = tuple[bytes, Envelope, "Future[Result]", Parsed]
 _STOP = object()
 
 
@@ -47,8 +47,8 @@ class BatchWriter:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, raw: bytes, envelope: Envelope, parsed: ParsedMail | None = None) -> Future[Result]:
-        """``parsed``: ``parse(raw)`` when the caller already did it (elsewhere, in parallel)."""
+    def submit(self, raw: RawMail, envelope: Envelope, parsed: Parsed = None) -> Future[Result]:
+        """``parsed``: ``parse(raw)`` (or its ``ParseError``) when the caller already did it, elsewhere."""
         future: Future[Result] = Future()
         if self._closed:
             future.set_result(TempFail("shutting down"))
@@ -56,8 +56,9 @@ class BatchWriter:
         self._queue.put((raw, envelope, future, parsed))
         return future
 
-    async def submit_async(self, raw: bytes, envelope: Envelope) -> Result:
-        return await asyncio.wrap_future(self.submit(raw, envelope))
+    def submit_async(self, raw: RawMail, envelope: Envelope) -> asyncio.Future[Result]:
+        """For the event loop; not a coroutine, so no frame of ours keeps the mail's bytes while it waits."""
+        return asyncio.wrap_future(self.submit(raw, envelope))
 
     def _take_batch(self, first: _Item) -> tuple[list[_Item], bool]:
         batch, stop = [first], False
@@ -78,6 +79,7 @@ class BatchWriter:
             if first is _STOP:
                 return
             batch, stop = self._take_batch(first)  # type: ignore[arg-type]
+            items: list[tuple[RawMail, Envelope]] = []
             try:
                 items = [(raw, env) for raw, env, _, _ in batch]
                 results = ingest_batch(items, self._context(), [parsed for *_, parsed in batch])
@@ -91,6 +93,7 @@ class BatchWriter:
                     self._on_commit(results)
                 except Exception:  # a failed wake-up must not kill the thread every listener depends on
                     log.exception("after-commit hook failed")
+            del first, batch, items  # the mails' bytes: not kept alive until the next batch comes
             if stop:
                 return
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailgate.domain import Classification, ParsedMail
+from mailgate.domain import Classification, ParsedMail, RawMail
 from mailgate.identity import Identity
 from mailgate.model import Event
 from mailgate.store import Store
@@ -36,7 +36,7 @@ class BounceProof:
 
 
 def prove(
-    raw: bytes, parsed: ParsedMail, cls: Classification, store: Store, identity: Identity, rcpt_tos: tuple[str, ...]
+    raw: RawMail, parsed: ParsedMail, cls: Classification, store: Store, identity: Identity, rcpt_tos: tuple[str, ...]
 ) -> BounceProof | None:
     for address in (*rcpt_tos, *(a.email for a in parsed.to)):  # an MTA writes the bounce address in To
         row_id = identity.read_token(address, "b")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+from mailgate.domain import RawMail
 from mailgate.errors import OverLimit
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -51,13 +52,13 @@ def _fields(head: bytes) -> list[tuple[bytes, int]]:
     return out
 
 
-def check(raw: bytes, limits: Limits) -> None:
+def check(raw: RawMail, limits: Limits) -> None:
     """Raise ``OverLimit`` naming the first limit this mail is over."""
     m = _HEADER_END.search(raw, 0, limits.max_header_bytes + 4)
     head_end = m.start() if m else len(raw)
     if head_end > limits.max_header_bytes:
         raise OverLimit(f"over intake.limits.max_header_bytes: header block of {head_end} bytes")
-    head = raw[:head_end]
+    head = bytes(raw[:head_end])
     lines = head.count(b"\n") + 1
     if lines > limits.max_headers * 4:  # lines, before counting fields properly
         raise OverLimit(f"over intake.limits.max_headers: {lines} header lines")

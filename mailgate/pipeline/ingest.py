@@ -30,6 +30,7 @@ from mailgate.domain import (
     Kind,
     Outcome,
     ParsedMail,
+    RawMail,
     Role,
     RouteDecision,
     ThreadMatch,
@@ -51,12 +52,15 @@ from mailgate.pipeline.notice import NotifyContext
 from mailgate.pipeline.notify import notify_mail, recipients, send_rejection, support_address
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
+from mailgate.pipeline.spool import Spooled
 from mailgate.pipeline.thread import TicketTag, match_thread
 from mailgate.rules.engine import CompiledRules
 from mailgate.store import Store
 from mailgate.templates import Templates
 
 log = logging.getLogger(__name__)
+# A mail parsed beforehand, elsewhere (parsing is pure): the result, the ParseError it raised, or None (not yet).
+Parsed = ParsedMail | ParseError | None
 
 
 @dataclass(frozen=True)
@@ -109,48 +113,51 @@ def _act(
     return apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
 
 
-def _kept(store: Store, inbound_id: int, now: datetime, reason: str, mid: str | None) -> Outcome:
+def _kept(store: Store, spooled: Spooled, now: datetime, reason: str, mid: str | None) -> Outcome:
     """Stored, answered 250, and kept aside with the reason: nothing more happens to it."""
-    spooling.finish(store, inbound_id, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
-    return Outcome("quarantined", None, reason, inbound_id)
+    spooling.finish(store, spooled, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
+    return Outcome("quarantined", None, reason, spooled.id)
 
 
-def _bounce(store: Store, ctx: Context, raw: bytes, parsed: ParsedMail, cls: Classification, env: Envelope,
-            inbound_id: int, now: datetime) -> ThreadMatch | Outcome:
+def _bounce(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: Classification, env: Envelope,
+            spooled: Spooled, now: datetime) -> ThreadMatch | Outcome:
     """A bounce joins the ticket of the mail it proves to answer, and suppresses only what it proves."""
     proof = bounce.prove(raw, parsed, cls, store, ctx.identity, env.rcpt_tos)
     if proof is None:
         why = f"bounce: {cls.reason}; it does not prove it answers our mail, so nothing was suppressed"
-        return _kept(store, inbound_id, now, why, parsed.message_id)
+        return _kept(store, spooled, now, why, parsed.message_id)
     until = now + ctx.config.main.notifications.bounce_suppression
     suppressed = bounce.suppress_failed(store, proof, ctx.directory.names, cls, until, now)
     if proof.ticket_id is None:
         why = f"bounce of our mail without a ticket ({proof.via}); suppressed: {', '.join(suppressed) or 'nobody'}"
-        return _kept(store, inbound_id, now, why, parsed.message_id)
+        return _kept(store, spooled, now, why, parsed.message_id)
     ticket = store.ticket(proof.ticket_id)
     return ThreadMatch(proof.ticket_id, "token", ticket.number if ticket else None, signed=True)
 
 
 def _process(
     session: Session,
-    raw: bytes,
+    raw: RawMail,
     env: Envelope,
     ctx: Context,
     now: datetime,
     blobs: BlobStore,
-    parsed: ParsedMail | None = None,
+    pre: Parsed = None,
     explain: bool = False,
 ) -> Outcome:
     store = Store(session)
-    inbound_id = spooling.spool(store, raw, env, parsed.sha256 if parsed is not None else None)
-    parsed = parsed if parsed is not None else parse(raw, ctx.config.main.intake.limits)
+    if isinstance(pre, ParseError):
+        raise pre
+    spooled = spooling.spool(store, raw, env, pre.sha256 if pre is not None else None)
+    inbound_id = spooled.id
+    parsed = pre if pre is not None else parse(raw, ctx.config.main.intake.limits)
     mid = parsed.message_id
     duplicate = find_duplicate(store, parsed)
     if duplicate is not None:
         first = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
         spooling.finish(
             store,
-            inbound_id,
+            spooled,
             InboundStatus.DUPLICATE,
             now,
             reason=f"same as inbound #{duplicate.inbound_id}",
@@ -161,15 +168,15 @@ def _process(
         return Outcome("duplicate", first.number if first else None, "already stored", inbound_id)
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
     if cls.kind is Kind.LOOP:
-        return _kept(store, inbound_id, now, f"loop: {cls.reason}", mid)
+        return _kept(store, spooled, now, f"loop: {cls.reason}", mid)
     security = ctx.config.main.security
     who = author(parsed, env, security.reply_to)
     if who.address is None:
-        return _kept(store, inbound_id, now, "no sender: neither From, Sender, Reply-To nor an envelope sender", mid)
+        return _kept(store, spooled, now, "no sender: neither From, Sender, Reply-To nor an envelope sender", mid)
     if parsed.from_addr is None:  # answered and recognised by the address that did name the sender
         parsed = replace(parsed, from_addr=who.address)
     if cls.kind is Kind.BOUNCE:
-        found = _bounce(store, ctx, raw, parsed, cls, env, inbound_id, now)
+        found = _bounce(store, ctx, raw, parsed, cls, env, spooled, now)
         if isinstance(found, Outcome):
             return found
         match = found
@@ -191,7 +198,7 @@ def _process(
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
-        spooling.finish(store, inbound_id, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
+        spooling.finish(store, spooled, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
         sent: tuple[tuple[str, tuple[str, ...]], ...] = ()
         if env.source == "imap":  # an SMTP client hears the 550 and a pipe's MTA bounces; a mailbox is silent
             support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
@@ -201,7 +208,7 @@ def _process(
     if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
         status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
         why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"
-        spooling.finish(store, inbound_id, status, now, reason=why, message_id=mid)
+        spooling.finish(store, spooled, status, now, reason=why, message_id=mid)
         return Outcome(
             "quarantined" if status is InboundStatus.QUARANTINED else "accepted",
             None,
@@ -218,18 +225,18 @@ def _process(
     )
     change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who)
     notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
-    spooling.finish(store, inbound_id, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
+    spooling.finish(store, spooled, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
     sent = tuple((n.kind, n.to) for n in notes)
     return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision)
 
 
 def process_one(
     session: Session,
-    raw: bytes,
+    raw: RawMail,
     env: Envelope,
     ctx: Context,
     blobs: BlobStore,
-    parsed: ParsedMail | None = None,
+    parsed: Parsed = None,
     *,
     explain: bool = False,
 ) -> Outcome:
@@ -268,7 +275,7 @@ def process_one(
     return Outcome("quarantined", None, reason, kept)
 
 
-def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = False) -> Outcome:
+def ingest(raw: RawMail, envelope: Envelope, ctx: Context, *, dry_run: bool = False) -> Outcome:
     """Store one mail and commit; raise Rejected (after recording it) or TempFail."""
     if dry_run:
         with ctx.db.sessions() as session:
@@ -286,7 +293,7 @@ def ingest(raw: bytes, envelope: Envelope, ctx: Context, *, dry_run: bool = Fals
 
 
 def ingest_batch(
-    items: Sequence[tuple[bytes, Envelope]], ctx: Context, parsed: Sequence[ParsedMail | None] = ()
+    items: Sequence[tuple[RawMail, Envelope]], ctx: Context, parsed: Sequence[Parsed] = ()
 ) -> list[Outcome | TempFail]:
     """Group commit: many mails, one transaction, one fsync. Nothing is acknowledged before commit."""
     try:

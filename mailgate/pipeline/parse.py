@@ -19,7 +19,8 @@ from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
-from mailgate.domain import Address, ParsedMail
+from mailgate import bigparts
+from mailgate.domain import Address, ParsedMail, RawMail
 from mailgate.errors import ParseError
 from mailgate.htmltext import html_to_text, sanitize_html
 from mailgate.mime import bodies_and_attachments, content_hash, decode_words, fix_8bit, payload_of
@@ -109,20 +110,24 @@ def _depth(msg: Message) -> int:
     return deepest
 
 
-def parse(raw: bytes, limits: bounds.Limits | None = None) -> ParsedMail:
+def parse(raw: RawMail, limits: bounds.Limits | None = None) -> ParsedMail:
     """``limits`` (``intake.limits``): a mail over them raises ``OverLimit`` before the costly work."""
-    if not raw.strip():
+    if not raw or raw.isspace():  # (strip() would copy a big mail held in a bytearray)
         raise ParseError("empty message")
     if limits is not None:
         bounds.check(raw, limits)
     try:
-        msg = _PARSER.parsebytes(raw)
+        given, lifted = bigparts.lift(raw)
+        msg = _PARSER.parsebytes(given)
+        del given
+        if lifted is not None:
+            lifted.restore(msg)
         if not msg.keys():
             raise ParseError("no headers found: not an RFC 5322 message")
         if limits is not None:
             bounds.check_depth(_depth(msg), limits)
         loop_token = _strip_private_headers(msg)
-        text, html, attachments, dsn = bodies_and_attachments(msg)
+        text, html, attachments, dsn = bodies_and_attachments(msg, lifted)
         raw_headers = tuple((k, fix_8bit(str(v)).replace("\x00", "")) for k, v in msg.raw_items())
     except ParseError:
         raise

@@ -2,22 +2,33 @@
 
 Whatever happens later in the pipeline, the mail is in the database once
 the transaction commits; quarantine re-uses this to keep what failed.
+
+The row is written first (later rows refer to it) and the bytes last, with the
+outcome, in a table of their own: SQLite rewrites a whole row on every UPDATE,
+so bytes kept in the row cost their size again in memory at every status
+change, and a duplicate or a refused mail, whose bytes are not kept, never
+writes them at all.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from mailgate.domain import Envelope, InboundStatus
+from mailgate.domain import Envelope, InboundStatus, RawMail
 from mailgate.mime import content_hash
 from mailgate.model import Inbound
 from mailgate.store import Store
 
-InboundId = int
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    id: int
+    raw: RawMail = field(repr=False)  # written with the outcome (``finish``)
 
 
-def spool(store: Store, raw: bytes, envelope: Envelope, sha256: str | None = None) -> InboundId:
-    return store.add(
+def spool(store: Store, raw: RawMail, envelope: Envelope, sha256: str | None = None) -> Spooled:
+    inbound_id = store.add(
         Inbound,
         {
             "received_at": envelope.received_at,
@@ -26,7 +37,6 @@ def spool(store: Store, raw: bytes, envelope: Envelope, sha256: str | None = Non
             "peer": envelope.peer[:200],
             "mail_from": envelope.mail_from[:500],
             "rcpt_tos": list(envelope.rcpt_tos),
-            "raw": raw,
             "size": len(raw),
             "sha256": sha256 or content_hash(raw),
             "status": InboundStatus.RECEIVED.value,
@@ -37,11 +47,12 @@ def spool(store: Store, raw: bytes, envelope: Envelope, sha256: str | None = Non
             "processed_at": None,
         },
     )
+    return Spooled(inbound_id, raw)
 
 
 def finish(
     store: Store,
-    inbound_id: InboundId,
+    spooled: Spooled,
     status: InboundStatus,
     now: datetime,
     *,
@@ -56,15 +67,15 @@ def finish(
         values["message_id"] = message_id[:998]
     if duplicate_of is not None:
         values["duplicate_of"] = duplicate_of
-    if drop_raw or duplicate_of is not None:  # the first copy keeps the bytes; a re-delivery need not
-        values["raw"] = None
-    store.update_inbound(inbound_id, values)
+    store.update_inbound(spooled.id, values)
+    if not drop_raw and duplicate_of is None:  # the first copy keeps the bytes; a re-delivery need not,
+        store.keep_raw(spooled.id, spooled.raw)  # nor a mail refused (its sender has it)
 
 
 def keep_failed(
-    store: Store, raw: bytes, envelope: Envelope, status: InboundStatus, reason: str, now: datetime
-) -> InboundId:
+    store: Store, raw: RawMail, envelope: Envelope, status: InboundStatus, reason: str, now: datetime
+) -> int:
     """Record a mail whose processing was rolled back; quarantine keeps the bytes for reprocess."""
-    inbound_id = spool(store, raw, envelope)
-    finish(store, inbound_id, status, now, reason=reason[:4000])
-    return inbound_id
+    spooled = spool(store, raw, envelope)
+    finish(store, spooled, status, now, reason=reason[:4000])
+    return spooled.id

@@ -173,7 +173,8 @@ def test_postfix_from_line_is_envelope_not_content(config_path: Path) -> None:
     assert len(acks(config_path)) == 1
     shown = cli_json(config_path, "tickets", "show", ticket["number"])
     assert "\nFrom here on it breaks." in shown["messages"][0]["body"]  # an unquoted body line is kept as is
-    [(stored,)] = sql_rows(config_path, "SELECT raw FROM inbound WHERE status = 'accepted'")
+    [(stored,)] = sql_rows(config_path, "SELECT r.raw FROM inbound i JOIN inbound_raw r ON r.inbound_id = i.id "
+                                        "WHERE i.status = 'accepted'")
     assert not bytes(stored).startswith(b"From ")
 
 
