@@ -165,6 +165,11 @@ def addresses(draw: st.DrawFn) -> str:
     return sep.join(parts)
 
 
+# no whitespace and no angle brackets, so what the id pattern takes is all of it, controls included
+_ID_TEXT = st.text(st.characters(exclude_categories=["Zs", "Cs"], exclude_characters="<>\t\r\n\x0b\x0c"), min_size=1,
+                   max_size=12)
+
+
 def message_ids() -> st.SearchStrategy[str]:
     one = st.one_of(
         st.sampled_from(
@@ -173,6 +178,7 @@ def message_ids() -> st.SearchStrategy[str]:
              "(comment) <a@b.c>", "<\u00e9@b.c>", "=?utf-8?q?<a@b.c>?=", "<a@b.c>\r\n <d@e.f>"]
         ),
         st.builds("<{}@{}>".format, _TEXT, _TEXT),
+        st.builds("<{}@{}>".format, _ID_TEXT, _ID_TEXT),
         st.lists(st.builds("<{}@x.example>".format, st.integers(0, 999)), max_size=300).map(" ".join),
     )
     return one
@@ -207,7 +213,14 @@ def header_soup(draw: st.DrawFn, end: bytes | None = None, max_lines: int = 15) 
         st.sampled_from(["", " ", "From ", ">From", "Sub ject", "\u00dcber", "X-\x00", "X-\udcff"]),
     )
     value = st.one_of(header_values(), _BYTES)
-    lines = draw(st.lists(st.tuples(name, value), max_size=max_lines))
+    typed = st.one_of(  # a field with the kind of value it is meant to hold, broken in its own ways
+        st.tuples(st.sampled_from(["Message-ID", "In-Reply-To", "References"]), message_ids()),
+        st.tuples(st.sampled_from(["From", "To", "Cc", "Reply-To", "Sender", "X-Failed-Recipients"]), addresses()),
+        st.tuples(st.just("Subject"), st.lists(st.one_of(encoded_words(), _TEXT), max_size=6).map(" ".join)),
+        st.tuples(st.just("Content-Type"), st.builds("{}; charset={}".format, st.sampled_from(CONTENT_TYPES),
+                                                     charsets())),
+    )
+    lines = draw(st.lists(st.one_of(st.tuples(name, value), typed), max_size=max_lines))
     if draw(st.integers(0, 3)):  # usually a sender and a recipient, so the later stages run too
         lines = [("From", draw(addresses())), ("To", "support@example.com"), *lines]
     out = b"".join(_header_line(n, v, draw(st.sampled_from([end, end, end, *LINE_ENDS]))) for n, v in lines)
