@@ -299,7 +299,7 @@ class Appender:
     def _run(self) -> None:
         with self.dovecot.imap(self.user) as client:
             while not self._stop.is_set():
-                for _ in range(5):
+                for _ in range(2):
                     mid = f"<imap-{self._count}@customer.example>"
                     client.append("INBOX", make_mail(f"imap {self._count}", sender=f"i{self._count}@customer.example",
                                                      message_id=mid))
@@ -316,6 +316,13 @@ class Appender:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(120)
+
+
+def folder_count(dovecot: DovecotServer, user: str, folder: str) -> int:
+    with dovecot.imap(user) as client:
+        if not client.folder_exists(folder):
+            return 0
+        return int(client.folder_status(folder, [b"MESSAGES"])[b"MESSAGES"])
 
 
 def folder_ids(dovecot: DovecotServer, user: str, folder: str) -> list[str]:

@@ -29,6 +29,7 @@ from tests.resilience.harness import (
     Appender,
     Mta,
     Supervisor,
+    folder_count,
     folder_ids,
     intake_check,
     mail_factory,
@@ -43,14 +44,19 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DOWN_FOR = 12.0  # seconds the part stays down: long enough for several retries of every kind
 
 
-def relay(sink: SmtpSink) -> dict[str, Any]:
-    return {"transport": "smtp", "smtp": {"host": sink.host, "port": sink.port}, "lease": LEASE,
-            "retry": {"first": "1s", "maximum": "2s"}}
+def relay(sink: SmtpSink, **extra: Any) -> dict[str, Any]:
+    return {"transport": "smtp", "smtp": {"host": sink.host, "port": sink.port},
+            "retry": {"first": "1s", "maximum": "2s"}, **extra}
 
 
 def temporary_only(codes: list[int]) -> None:
     permanent = [c for c in codes if c >= 500]
     assert not permanent, f"permanent refusals would make the sender bounce the mail: {Counter(permanent)}"
+
+
+def refusals(codes: list[int]) -> int:
+    """Answers other than 250 (which ones they are is checked afterwards, with the whole stream's)."""
+    return sum(1 for c in codes if c != 250)
 
 
 def hold(seconds: float) -> None:
@@ -85,7 +91,8 @@ def test_postgresql_refusing_connections_mid_stream(
     private_database: tuple[Any, str, str], make_config: MakeConfig, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     admin, name, url = private_database
-    config = make_config(database={"url": url}, outbound=relay(smtp_sink),
+    # a sender cut off from the database leaves its claimed rows to the lease: keep it short
+    config = make_config(database={"url": url}, outbound=relay(smtp_sink, lease=LEASE),
                          notifications={"kinds": {"alert_new": False}})
     piped = make_mail("Piped during the outage", message_id="<piped-outage@customer.example>")
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
@@ -98,8 +105,8 @@ def test_postgresql_refusing_connections_mid_stream(
         down_at = time.monotonic()
         acked_before = mta.acked_set()
         try:
-            wait_until(lambda: sum(1 for c in mta.codes_since(down_at + 1) if 400 <= c < 500) >= 5, timeout=120,
-                       what="451 answers while the database is down", log=daemon.output)
+            wait_until(lambda: refusals(mta.codes_since(down_at + 1)) >= 5, timeout=120,
+                       what="mail refused while the database is down", log=daemon.output)
             pipe_down = run_cli(config, "ingest", stdin=piped)
             hold(max(0.0, DOWN_FOR - (time.monotonic() - down_at)))
             up_at = time.monotonic()
@@ -177,8 +184,8 @@ def test_dovecot_restarts_mid_stream_lose_and_double_nothing(
         try:
             for _ in range(3):
                 appender.start()
-                moved = len(folder_ids(dovecot, user, "Processed"))
-                wait_until(lambda m=moved: len(folder_ids(dovecot, user, "Processed")) >= m + 10, timeout=120,
+                moved = folder_count(dovecot, user, "Processed")
+                wait_until(lambda m=moved: folder_count(dovecot, user, "Processed") >= m + 10, timeout=120,
                            what="10 more mails moved", log=daemon.output)
                 appender.halt()  # our own APPEND must not be cut off: whether it landed would be unknown
                 dovecot.restart()
@@ -189,7 +196,7 @@ def test_dovecot_restarts_mid_stream_lose_and_double_nothing(
         finally:
             appender.halt()
         total = len(appender.appended)
-        wait_until(lambda: len(folder_ids(dovecot, user, "Processed")) >= total, timeout=240,
+        wait_until(lambda: folder_count(dovecot, user, "Processed") >= total, timeout=240,
                    what=f"all {total} mails moved", log=daemon.output)
         assert daemon.stop() == 0
         processed, inbox = folder_ids(dovecot, user, "Processed"), folder_ids(dovecot, user, "INBOX")
@@ -239,8 +246,8 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
         wait_until(lambda: len(mta.acked) >= 10, timeout=120, what="10 mails accepted", log=daemon.output)
         filler = fill(small_disk)
         full_at = time.monotonic()
-        wait_until(lambda: sum(1 for c in mta.codes_since(full_at) if 400 <= c < 500) >= 5, timeout=120,
-                   what="451 answers on a full disk", log=daemon.output)
+        wait_until(lambda: refusals(mta.codes_since(full_at)) >= 5, timeout=120,
+                   what="mail refused on a full disk", log=daemon.output)
         pipe_full = run_cli(config, "ingest", stdin=piped)
         during = mta.codes_since(full_at)
         alive_when_full = daemon.alive()
