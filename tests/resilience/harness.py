@@ -27,12 +27,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailgate.config import load_config
 from tests.conftest import REPO, SmtpSink, make_mail, sql_rows, wait_for_smtp, wait_until
 from tests.support.dovecot_fixture import DovecotServer
 
+T = TypeVar("T")
 SOAK = os.environ.get("MAILGATE_SOAK") == "1"
 LEASE = "2s"  # outbound.lease: a row claimed by a killed sender is taken over after this
 HEADERS = email.parser.BytesHeaderParser()
@@ -119,6 +120,11 @@ class Supervisor:
     def __init__(self, log: Path) -> None:
         self.log = log
         self.daemons: list[Daemon] = []
+        self.helpers: list[Any] = []  # client threads (anything with halt()), stopped first
+
+    def track(self, helper: T) -> T:
+        self.helpers.append(helper)
+        return helper
 
     def start(self, config: Path, *, env: dict[str, str] | None = None, timeout: float = 120) -> Daemon:
         smtp = load_config(config).main.intake.smtp
@@ -141,6 +147,8 @@ class Supervisor:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for helper in self.helpers:
+            helper.halt()
         for daemon in self.daemons:
             if group_members(daemon.proc.pid) or daemon.proc.poll() is None:
                 daemon.kill9()
@@ -237,7 +245,8 @@ class Mta:
     def start(self, host: str | None = None, port: int | None = None) -> Mta:
         self.host, self.port = host or self.host, port or self.port
         self._stop.clear()
-        self._threads = [threading.Thread(target=self._client, name=f"mta-{i}") for i in range(self.clients)]
+        self._threads = [threading.Thread(target=self._client, name=f"mta-{i}", daemon=True)
+                         for i in range(self.clients)]
         for thread in self._threads:
             thread.start()
         return self
@@ -309,7 +318,7 @@ class Appender:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="imap-appender")
+        self._thread = threading.Thread(target=self._run, name="imap-appender", daemon=True)
         self._thread.start()
 
     def halt(self) -> None:

@@ -67,6 +67,7 @@ def test_smtp_intake_survives_kill_9_of_serve_and_children(make_config: MakeConf
     mta = Mta("127.0.0.1", 0, clients=3, feed=mail_factory("smtp"))
     kills = 0
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
+        sup.track(mta)
         for n in range(ROUNDS):
             daemon = sup.start(config)
             daemon.children()
@@ -107,28 +108,26 @@ def test_imap_intake_with_move_survives_kill_9(
     kills = 0
     moved_but_missing: set[str] = set()
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
-        try:
-            for n in range(ROUNDS):
-                daemon = sup.start(config)
-                daemon.children()
-                moved_count = lambda: folder_count(dovecot, user, "Processed")  # noqa: E731
-                before = moved_count()
-                appender.start()
-                wait_growth(moved_count, before, f"a mail moved in round {n}", daemon.output)
-                _pause(rng.uniform(0.0, 1.0))
-                assert len(daemon.kill9()) >= 3
-                kills += 1
-                appender.halt()
-                moved = set(folder_ids(dovecot, user, "Processed"))  # acknowledged to the server ...
-                stored = {mid for (mid,) in sql_rows(config, ACCEPTED)}
-                moved_but_missing |= moved - stored  # ... so it must have been committed before
+        sup.track(appender)
+        for n in range(ROUNDS):
             daemon = sup.start(config)
-            total = len(appender.appended)
-            wait_until(lambda: folder_count(dovecot, user, "Processed") >= total, timeout=240,
-                       what=f"all {total} mails moved", log=daemon.output)
-            assert daemon.stop() == 0
-        finally:
+            daemon.children()
+            moved_count = lambda: folder_count(dovecot, user, "Processed")  # noqa: E731
+            before = moved_count()
+            appender.start()
+            wait_growth(moved_count, before, f"a mail moved in round {n}", daemon.output)
+            _pause(rng.uniform(0.0, 1.0))
+            assert len(daemon.kill9()) >= 3
+            kills += 1
             appender.halt()
+            moved = set(folder_ids(dovecot, user, "Processed"))  # acknowledged to the server ...
+            stored = {mid for (mid,) in sql_rows(config, ACCEPTED)}
+            moved_but_missing |= moved - stored  # ... so it must have been committed before
+        daemon = sup.start(config)
+        total = len(appender.appended)
+        wait_until(lambda: folder_count(dovecot, user, "Processed") >= total, timeout=240,
+                   what=f"all {total} mails moved", log=daemon.output)
+        assert daemon.stop() == 0
         processed = folder_ids(dovecot, user, "Processed")
         inbox = folder_ids(dovecot, user, "INBOX")
         result = intake_check(config, set(appender.appended))
@@ -214,6 +213,7 @@ def test_sla_sweep_survives_kill_9_without_double_escalations(
     new_mail = mail_factory("sla")
     kills = kills_while_sending = 0
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
+        sup.track(mta)
         for _round in range(ROUNDS):
             daemon = sup.start(config)
             for _ in range(3):  # tickets whose rungs come due over this round and the next

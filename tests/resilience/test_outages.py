@@ -97,7 +97,7 @@ def test_postgresql_refusing_connections_mid_stream(
     piped = make_mail("Piped during the outage", message_id="<piped-outage@customer.example>")
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
         daemon = sup.start(config)
-        mta = Mta(daemon.host, daemon.port, clients=3, feed=mail_factory("pg")).start()
+        mta = sup.track(Mta(daemon.host, daemon.port, clients=3, feed=mail_factory("pg")).start())
         wait_until(lambda: len(mta.acked) >= 30, timeout=120, what="30 mails accepted", log=daemon.output)
         with admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
@@ -152,7 +152,7 @@ def test_relay_refusing_then_gone_then_back_delivers_everything_once(
     config = make_config(outbound=relay(smtp_sink), notifications={"kinds": {"alert_new": False}})
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
         daemon = sup.start(config)
-        mta = Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("relay")).start()
+        mta = sup.track(Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("relay")).start())
         smtp_sink.wait_for(5, timeout=120)
         smtp_sink.answer = "451 4.3.0 relay busy, try later"
         wait_until(lambda: sum("451" in error for error in last_errors(config)) >= 5, timeout=120,
@@ -185,21 +185,20 @@ def test_dovecot_restarts_mid_stream_lose_and_double_nothing(
     appender = Appender(dovecot, user)
     restarts = 0
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
+        sup.track(appender)
         daemon = sup.start(config)
-        try:
-            for _ in range(3):
-                appender.start()
-                moved = folder_count(dovecot, user, "Processed")
-                wait_until(lambda m=moved: folder_count(dovecot, user, "Processed") >= m + 10, timeout=120,
-                           what="10 more mails moved", log=daemon.output)
-                appender.halt()  # our own APPEND must not be cut off: whether it landed would be unknown
-                dovecot.restart()
-                restarts += 1
+        for _ in range(3):
             appender.start()
-            wait_until(lambda: "working again after" in daemon.output(), timeout=180, what="the poller back",
-                       log=daemon.output)
-        finally:
-            appender.halt()
+            moved = folder_count(dovecot, user, "Processed")
+            wait_until(lambda m=moved: folder_count(dovecot, user, "Processed") >= m + 10, timeout=120,
+                       what="10 more mails moved", log=daemon.output)
+            appender.halt()  # our own APPEND must not be cut off: whether it landed would be unknown
+            dovecot.restart()
+            restarts += 1
+        appender.start()
+        wait_until(lambda: "working again after" in daemon.output(), timeout=180, what="the poller back",
+                   log=daemon.output)
+        appender.halt()
         total = len(appender.appended)
         wait_until(lambda: folder_count(dovecot, user, "Processed") >= total, timeout=240,
                    what=f"all {total} mails moved", log=daemon.output)
@@ -247,7 +246,7 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
     piped = make_mail("Piped to a full disk", message_id="<piped-full@customer.example>")
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
         daemon = sup.start(config)
-        mta = Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("disk", size=20_000)).start()
+        mta = sup.track(Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("disk", size=20_000)).start())
         wait_until(lambda: len(mta.acked) >= 10, timeout=120, what="10 mails accepted", log=daemon.output)
         filler = fill(small_disk)
         full_at = time.monotonic()
