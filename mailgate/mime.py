@@ -238,7 +238,7 @@ def _is_attachment(part: Message) -> bool:
     if disposition == "attachment":
         return True
     ctype = part.get_content_type()
-    if ctype in ("text/plain", "text/html") and part.get_filename() is None:
+    if ctype in ("text/plain", "text/html") and filename_of(part) is None:
         return False
     return not ctype.startswith("multipart/")
 
@@ -259,33 +259,71 @@ def _recover_multipart(part: Message) -> Message | None:
 
 
 def _leaf_parts(msg: Message, *, recover: bool = True) -> Iterator[Message]:
-    """Leaves in order; an attached mail is one leaf, so its body never mixes into ours."""
-    if msg.get_content_type() in _LEAF_CONTAINERS:
-        yield msg
-        return
-    if not msg.is_multipart():
-        fixed = _recover_multipart(msg) if recover and msg.get_content_maintype() == "multipart" else None
-        yield from [msg] if fixed is None else _leaf_parts(fixed, recover=False)
-        return
-    payload = payload_of(msg)
-    for sub in payload if isinstance(payload, list) else []:
-        if isinstance(sub, Message):
-            yield from _leaf_parts(sub, recover=recover)
+    """Leaves in order; an attached mail is one leaf, so its body never mixes into ours.
+    (A stack, not recursion: parts nested thousands deep must not exhaust Python's stack.)"""
+    stack: list[tuple[Message, bool]] = [(msg, recover)]
+    while stack:
+        part, may_recover = stack.pop()
+        if part.get_content_type() in _LEAF_CONTAINERS:
+            yield part
+            continue
+        if not part.is_multipart():
+            fixed = _recover_multipart(part) if may_recover and part.get_content_maintype() == "multipart" else None
+            if fixed is None:
+                yield part
+            else:
+                stack.append((fixed, False))
+            continue
+        payload = payload_of(part)
+        subs = [sub for sub in (payload if isinstance(payload, list) else []) if isinstance(sub, Message)]
+        stack.extend((sub, may_recover) for sub in reversed(subs))
 
 
 _EXTENSIONS = {"message/rfc822": ".eml", "text/plain": ".txt", "text/html": ".html", "text/rfc822-headers": ".txt"}
 
 
 def _message_bytes(inner: Message) -> bytes:
+    """An attached mail, written out again. A part the generator refuses (an unknown charset on 8-bit text,
+    a multipart without boundary) costs that attachment's bytes, never the mail: its raw form is kept."""
     try:
         return inner.as_bytes()
-    except Exception:  # headers the generator refuses to re-serialise: keep what it can give
+    except Exception:
+        pass
+    try:
         return inner.as_string().encode("utf-8", "surrogateescape")
+    except Exception:
+        log.info("an attached mail could not be written out; the original keeps it")
+        return b""
+
+
+def filename_of(part: Message) -> str | None:
+    """The part's file name, or None; malformed RFC 2231 parameters (``name*=x; name*0=y``) make the
+    standard library raise, and that must cost the name, not the mail.
+
+    A name written in raw 8-bit (``filename="ciële.txt"`` in UTF-8, as many clients send it) reaches
+    ``get_filename`` as replacement characters; its header is decoded like any other first.
+    """
+    try:
+        fields = {k.lower(): str(v) for k, v in part.raw_items() if k.lower() in _NAME_FIELDS}
+        if any(ESCAPED_8BIT.search(v) for v in fields.values()):
+            decoded = Message()
+            for name, value in fields.items():
+                decoded[name] = fix_8bit(value)
+            part = decoded
+        return part.get_filename()
+    except Exception:
+        return None
+
+
+_NAME_FIELDS = ("content-disposition", "content-type")
+
+
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
 
 
 def _attachment(part: Message, index: int, lifted: Lifted | None = None) -> Attachment:
     ctype = part.get_content_type()
-    if len(ctype) > 100:  # a junk Content-Type must not overflow the column
+    if not _CONTENT_TYPE.fullmatch(ctype):  # control characters, folding or junk: stored and relayed, so never
         ctype = "application/octet-stream"
     direct = lifted.data_of(part) if lifted is not None else None
     if direct is not None:
@@ -297,10 +335,10 @@ def _attachment(part: Message, index: int, lifted: Lifted | None = None) -> Atta
     else:
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else _payload_bytes(part)
+    raw_name = filename_of(part)
     try:
-        raw_name = part.get_filename()
         raw_name = decode_words(fix_8bit(raw_name)) if raw_name else raw_name  # RFC 2047 words, stray 8-bit
-    except Exception:  # malformed RFC 2231 parameters
+    except Exception:
         raw_name = None
     name = sanitize_filename(raw_name, f"attachment-{index}{_EXTENSIONS.get(ctype, '.bin')}")
     inline = (part.get_content_disposition() or "") == "inline"
@@ -399,10 +437,21 @@ def _final_recipients(part: Message) -> list[str]:
         if action != "failed" or status.startswith("4"):
             continue
         if value and ";" in str(value):
-            address = str(value).split(";", 1)[1].strip().strip("<>").lower()
-            if "@" in address:
+            address = _report_address(str(value).split(";", 1)[1])
+            if address:
                 out.append(address)
     if not blocks:  # the parser kept the report as text
         for m in re.finditer(r"(?im)^Final-Recipient:\s*[^;]+;\s*<?([^>\s]+)>?", decode_part(part)):
-            out.append(m.group(1).lower())
+            address = _report_address(m.group(1))
+            if address:
+                out.append(address)
     return out
+
+
+_NOT_IN_ADDRESS = re.compile(r"[\x00-\x20\x7f<>\"]")
+
+
+def _report_address(value: str) -> str | None:
+    """A recipient named in a report, as one clean lower-case address (a report is the sender's words)."""
+    address = _NOT_IN_ADDRESS.sub("", value).lower()
+    return address if "@" in address and len(address) <= 254 else None

@@ -25,12 +25,37 @@ from mailgate.identity import Identity
 from mailgate.model import Ticket
 from mailgate.store import Store
 
-_RESULT = re.compile(r"\b(dkim|spf)\s*=\s*(\w+)([^;]*)", re.I)
-_PROP = re.compile(r"\b(header\.d|header\.i|smtp\.mailfrom|smtp\.from)\s*=\s*\"?([^\s;\"]+)", re.I)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?:@[^\s;()"]+)?|\((?:[^()\\]|\\.)*\)|[;=]|[^\s;="()]+')
+_PROPERTY = ("header.d", "header.i", "smtp.mailfrom", "smtp.from")
 
 
 def _domain(value: str) -> str:
     return value.rpartition("@")[2].lower().strip(">").rstrip(".")
+
+
+def _results(value: str) -> tuple[str, list[tuple[str, str, dict[str, str]]]]:
+    """(authserv-id, [(method, result, properties)]) of one Authentication-Results header (RFC 8601).
+
+    Tokens, not text searches: a quoted value or a comment is the sender's words (``smtp.mailfrom=
+    "x;dkim=pass header.d=example.com"@attacker``) and must never be read as a result of its own.
+    """
+    statements: list[list[str]] = [[]]
+    for token in _TOKEN.findall(value):
+        if token.startswith("("):
+            continue  # a comment
+        if token == ";":
+            statements.append([])
+        else:
+            statements[-1].append(token[1:-1] if token.startswith('"') and token.endswith('"') else token)
+    authserv = statements[0][0].lower() if statements[0] else ""
+    found = []
+    for words in statements[1:]:
+        if len(words) < 3 or words[1] != "=":
+            continue
+        method, result = words[0].split("/", 1)[0].lower(), words[2].lower()
+        props = {words[i].lower(): words[i + 2] for i in range(3, len(words) - 2) if words[i + 1] == "="}
+        found.append((method, result, props))
+    return authserv, found
 
 
 def authenticated_by_mx(parsed: ParsedMail, address: str, policy: AgentAuthentication) -> str | None:
@@ -41,16 +66,16 @@ def authenticated_by_mx(parsed: ParsedMail, address: str, policy: AgentAuthentic
     for name, value in parsed.raw_headers:  # topmost first: the receiving MX prepends its own
         if name.lower() != "authentication-results":
             continue
-        authserv = value.split(";", 1)[0].strip().split()[0].lower() if value.strip() else ""
+        authserv, results = _results(value)
         if authserv not in trusted:
             continue
         wanted = _domain(address)
-        for method, result, props in _RESULT.findall(value):
-            if method.lower() not in policy.methods or result.lower() != "pass":
+        for method, result, props in results:
+            if method not in policy.methods or result != "pass":
                 continue
-            domains = {_domain(v) for _, v in _PROP.findall(props)}
+            domains = {_domain(v) for k, v in props.items() if k in _PROPERTY}
             if wanted in domains or any(wanted.endswith("." + d) for d in domains):
-                return f"{method.lower()}=pass ({authserv})"
+                return f"{method}=pass ({authserv})"
         return None  # only the first header from our own MX counts; later ones are the sender's words
     return None
 

@@ -67,7 +67,8 @@ def classify(
     bounce = _bounce_reason(parsed, envelope, headers)
     if bounce:
         rcpts = headers.get("x-mailgate-dsn-recipients", "") or headers.get("x-failed-recipients", "")
-        bounced = frozenset(a.strip().lower() for a in rcpts.split(",") if "@" in a)
+        named = (a.strip("<>\"'").lower() for a in re.split(r"[\s,;]+", rcpts))  # the sender's words: addresses only
+        bounced = frozenset(a for a in named if "@" in a and len(a) <= 254 and "<" not in a and ">" not in a)
         return Classification(Kind.BOUNCE, bounce, bounced)
     auto = _auto_reason(parsed, headers)
     if auto:

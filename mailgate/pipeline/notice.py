@@ -122,7 +122,7 @@ def build(
         html=rendered.html,
         message_id=nc.identity.message_id(ticket.id, item.to.email),
         in_reply_to=trigger.message_id,
-        references=references,
+        references=tuple(r for r in references if _shown_to(nc.identity, r, item.to.email)),
         auto_submitted=item.auto_submitted or "",
         automatic=item.automatic,
         headers=tuple(headers.items()),
@@ -130,6 +130,19 @@ def build(
         if item.kind == "agent_reply"
         else (),
     )
+
+
+def _shown_to(identity: Identity, message_id: str, recipient: str) -> bool:
+    """Our own Message-IDs go only to the recipient they were made for.
+
+    Each names its recipient (a keyed hash), and a bounce quoting one may suppress that recipient's
+    automatic mail; were a collaborator shown the id of the ack to the requester, they could forge
+    such a bounce. Other ids (the customers' own mails) thread everyone's copy alike.
+    """
+    if not message_id.startswith("<mg."):
+        return True
+    signed = identity.verify_message_id(message_id)
+    return signed is None or signed.recipient_hash == identity.recipient_hash(recipient)
 
 
 def reply_to(nc: NotifyContext, support: str, ticket: Ticket, recipient: str) -> str:

@@ -17,18 +17,19 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 from mailgate import bigparts
+from mailgate.addresslist import addresses
 from mailgate.domain import Address, ParsedMail, RawMail
 from mailgate.errors import ParseError
-from mailgate.htmltext import html_to_text, sanitize_html
+from mailgate.htmltext import html_to_text, plain_text, sanitize_html, too_complex
 from mailgate.mime import bodies_and_attachments, content_hash, decode_words, fix_8bit, payload_of
 from mailgate.pipeline import bounds
 from mailgate.pipeline.quotes import split_new_text
 
 _PARSER = BytesParser(policy=policy.compat32)
-_MSGID = re.compile(r"<[^<>\s]+>")
+_MSGID = re.compile(r"<[^<>\s\x00-\x1f\x7f-\x9f]+>")  # no space or control character in an id we keep
 AUTO_HEADERS = (
     "auto-submitted",
     "x-autoreply",
@@ -41,7 +42,7 @@ AUTO_HEADERS = (
     "x-failed-recipients",
     "x-loop",
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line separators
 MAX_ID, MAX_REFERENCES, MAX_ADDRESS, MAX_NAME = 998, 100, 254, 200
 
 
@@ -62,7 +63,7 @@ def _one_line(value: str | None) -> str:
 
 def _addresses(msg: Message, name: str) -> tuple[Address, ...]:
     out = []
-    for display, email in getaddresses(_raw(msg, name)):
+    for display, email in addresses(_raw(msg, name)):
         email = _one_line(email).replace(" ", "").lower()
         if "@" in email and len(email) <= MAX_ADDRESS:
             out.append(Address(email, _one_line(decode_words(display))[:MAX_NAME]))
@@ -72,7 +73,8 @@ def _addresses(msg: Message, name: str) -> tuple[Address, ...]:
 def _ids(value: str | None, *, bare: bool = False) -> tuple[str, ...]:
     found = tuple(i for i in _MSGID.findall(value or "") if len(i) <= MAX_ID)
     if not found and bare and value and "@" in value and len(value.split()) == 1 and len(value) < MAX_ID:
-        return (f"<{value.strip().strip('<>')}>",)  # "Message-ID: id@host" from a sloppy client
+        wrapped = f"<{value.strip().strip('<>')}>"  # "Message-ID: id@host" from a sloppy client
+        return (wrapped,) if _MSGID.fullmatch(wrapped) else ()
     return found
 
 
@@ -133,9 +135,9 @@ def parse(raw: RawMail, limits: bounds.Limits | None = None) -> ParsedMail:
         raise
     except Exception as exc:
         raise ParseError(f"unreadable MIME structure: {exc!r}") from exc
-    safe_html = sanitize_html(html) if html else None
-    if text is None or (not text.strip() and html):
-        text = html_to_text(html) if html else ""
+    safe_html = None if not html or too_complex(html) else sanitize_html(html)
+    if text is None or (not text.strip() and html):  # HTML too complex to sanitise is kept as its words only
+        text = html_to_text(safe_html) if safe_html is not None else plain_text(html or "")
     mids = _ids(_header(msg, "message-id"), bare=True)
     from_list = _addresses(msg, "from")
     auto = tuple((name, _one_line(v)) for name in AUTO_HEADERS if (v := _header(msg, name)) is not None)

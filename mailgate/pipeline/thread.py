@@ -14,6 +14,8 @@ from mailgate.domain import ParsedMail, ThreadMatch
 from mailgate.identity import Identity
 from mailgate.store import Store
 
+MAX_TAGS = 10  # tags looked up per subject: a subject of 50,000 tags must not cost 50,000 queries
+
 
 class TicketTag:
     """Ticket number format and subject tag, both ways: make and find."""
@@ -73,7 +75,7 @@ def match_thread(
         if ticket is not None:
             return ThreadMatch(ticket.id, "token", ticket.number, signed=True)
     ours = {s.ticket_id for s in map(identity.verify_message_id, (*parsed.in_reply_to, *parsed.references)) if s}
-    for number in tag.numbers_in(parsed.subject):
+    for number in list(dict.fromkeys(tag.numbers_in(parsed.subject)))[:MAX_TAGS]:
         ticket = store.ticket_by_number(number)
         if ticket is not None:
             return ThreadMatch(ticket.id, "tag", ticket.number, signed=ticket.id in ours)

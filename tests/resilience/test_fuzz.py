@@ -58,8 +58,10 @@ from mailgate.pipeline.thread import TicketTag, match_thread
 from mailgate.store import Store
 from tests.resilience import strategies as S
 
-HANG_SECONDS = 5.0  # per example, inputs up to ~1 MB; generous for a loaded machine
-KILL_AFTER = 30.0  # a child silent this long is stuck: killed, restarted, the example fails as a hang
+# per example, inputs up to ~1 MB: several times what a linear parse costs on a loaded machine, and far
+# below what the quadratic cases this file pins took (tens of seconds to minutes)
+HANG_SECONDS = float(os.environ.get("MAILGATE_FUZZ_HANG_SECONDS", "20"))
+KILL_AFTER = 3 * HANG_SECONDS  # a child silent this long is stuck: killed, restarted, the example fails as a hang
 SMALL = 64 * 1024  # inputs up to this size are also run without intake.limits and through the helpers alone
 
 # --------------------------------------------------------------------------- settings profiles
