@@ -33,6 +33,9 @@ from mailgate.pipeline.ingest import Context
 from mailgate.service import build_context
 from tests.support.dovecot_fixture import DovecotServer, DovecotUnavailable
 
+# The ceiling for every wait on an event (a socket, a log line, a row, a process's exit). Waits end when
+# the event comes, so a generous ceiling costs nothing on a quick machine and saves a loaded one.
+PATIENCE = float(os.environ.get("MAILGATE_TEST_PATIENCE", "180"))
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "corpus"
 PG_URL = os.environ.get("MAILGATE_TEST_DATABASE_URL")
@@ -169,9 +172,9 @@ class Service:
     log: Path
 
     def smtp(self) -> smtplib.SMTP:
-        return smtplib.SMTP(self.host, self.port, timeout=30)
+        return smtplib.SMTP(self.host, self.port, timeout=PATIENCE)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = PATIENCE) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
@@ -180,7 +183,7 @@ class Service:
         return self.log.read_text(errors="replace")
 
 
-def wait_for_smtp(host: str, port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+def wait_for_smtp(host: str, port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -255,7 +258,7 @@ class SmtpSink:
             self._controller.stop()
             self._controller = None
 
-    def wait_for(self, count: int, timeout: float = 20) -> list[SinkMessage]:
+    def wait_for(self, count: int, timeout: float = PATIENCE) -> list[SinkMessage]:
         deadline = time.monotonic() + timeout
         with self._arrived:
             while len(self.messages) < count:
@@ -320,7 +323,7 @@ def outgoing_mail(config: Path) -> list[Any]:
     return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 30, what: str = "condition",
+def wait_until(predicate: Callable[[], Any], *, timeout: float = PATIENCE, what: str = "condition",
                log: Callable[[], str] | None = None) -> Any:
     """Poll ``predicate`` until it returns something truthy (and return that); fail with ``what`` and the log."""
     deadline = time.monotonic() + timeout
@@ -339,7 +342,7 @@ def outgoing_to(config: Path, address: str = "pat@customer.example") -> list[Any
     return [m for m in outgoing_mail(config) if address in {a.addr_spec for a in m["To"].addresses}]
 
 
-def wait_for_outgoing(config: Path, count: int, service: Service | None = None, timeout: float = 30,
+def wait_for_outgoing(config: Path, count: int, service: Service | None = None, timeout: float = PATIENCE,
                       to: str = "pat@customer.example") -> list[Any]:
     """Wait until the outgoing Maildir holds at least ``count`` mails to ``to``; return those."""
     return list(wait_until(lambda: (m := outgoing_to(config, to)) and len(m) >= count and m, timeout=timeout,
@@ -347,7 +350,7 @@ def wait_for_outgoing(config: Path, count: int, service: Service | None = None, 
 
 
 def smtp_deliver(host: str, port: int, raw: bytes, *, mail_from: str = "pat@customer.example",
-                 rcpts: tuple[str, ...] = ("support@example.com",), timeout: float = 60) -> tuple[int, str]:
+                 rcpts: tuple[str, ...] = ("support@example.com",), timeout: float = PATIENCE) -> tuple[int, str]:
     """One SMTP transaction with smtplib; return the server's final (code, text) for DATA.
 
     Refused recipients are skipped; if none is left the RCPT answer is returned instead.
@@ -409,7 +412,7 @@ class DatabaseLocked:
         if self.url.startswith("sqlite"):
             import sqlite3
 
-            self._sqlite = sqlite3.connect(self.url.split("///", 1)[1], isolation_level=None, timeout=30)
+            self._sqlite = sqlite3.connect(self.url.split("///", 1)[1], isolation_level=None, timeout=PATIENCE)
             self._sqlite.execute("BEGIN EXCLUSIVE")
             return self
         self._thread = threading.Thread(target=self._hold_table, name="test-database-lock")

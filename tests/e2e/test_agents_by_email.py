@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MakeConfig, Service, run_cli, start_service
+from tests.conftest import PATIENCE, MakeConfig, Service, run_cli, start_service
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}, {"name": "Jerry Sys", "email": "jerry@example.com"}],
@@ -40,7 +40,9 @@ def outgoing(svc: Service) -> list[EmailMessage]:
     return [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in files]  # type: ignore[misc]
 
 
-def wait_mail(svc: Service, to: str, contains: str = "", count: int = 1, timeout: float = 20) -> list[EmailMessage]:
+def wait_mail(
+    svc: Service, to: str, contains: str = "", count: int = 1, timeout: float = PATIENCE
+) -> list[EmailMessage]:
     deadline = time.monotonic() + timeout
     while True:
         found = [m for m in outgoing(svc) if m["To"] == to and contains in m["Subject"] + _text(m)]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, MakeConfig, cli_json, make_mail, run_cli, sql_rows
+from tests.conftest import PATIENCE, REPO, MakeConfig, cli_json, make_mail, run_cli, sql_rows
 
 
 def _line_of(path: Path, needle: str) -> int:
@@ -96,7 +96,7 @@ def _show_bytes(config: Path, inbound_id: int) -> bytes:
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "mailgate", "quarantine", "show", str(inbound_id), "-c", str(config)],
-                          capture_output=True, cwd=REPO, timeout=60)
+                          capture_output=True, cwd=REPO, timeout=PATIENCE)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

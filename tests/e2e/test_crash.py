@@ -13,7 +13,7 @@ import smtplib
 import threading
 from pathlib import Path
 
-from tests.conftest import Service, make_mail, smtp_deliver, sql_rows, start_service, wait_until
+from tests.conftest import PATIENCE, Service, make_mail, smtp_deliver, sql_rows, start_service, wait_until
 
 TOTAL = 1000
 CLIENTS = 4
@@ -23,7 +23,7 @@ KILL_AFTER = 300
 def _client(svc: Service, index: int, acked: list[str], lock: threading.Lock) -> None:
     """One connection sending its share of the mails back to back; stops when the server dies."""
     try:
-        with smtplib.SMTP(svc.host, svc.port, timeout=30) as client:
+        with smtplib.SMTP(svc.host, svc.port, timeout=PATIENCE) as client:
             client.ehlo("client.example")
             for n in range(index, TOTAL, CLIENTS):
                 mid = f"<crash-{n}@customer.example>"
@@ -47,11 +47,11 @@ def test_every_acknowledged_mail_survives_kill_9(service: Service, tmp_path: Pat
     for thread in threads:
         thread.start()
     wait_until(lambda: len(acked) >= KILL_AFTER or not any(t.is_alive() for t in threads),
-               timeout=60, what=f"{KILL_AFTER} acknowledged mails", log=service.output)
+               timeout=PATIENCE, what=f"{KILL_AFTER} acknowledged mails", log=service.output)
     service.proc.send_signal(signal.SIGKILL)
-    assert service.proc.wait(30) == -signal.SIGKILL
+    assert service.proc.wait(PATIENCE) == -signal.SIGKILL
     for thread in threads:
-        thread.join(60)
+        thread.join(PATIENCE)
     with lock:
         acknowledged = set(acked)
     assert KILL_AFTER <= len(acknowledged) < TOTAL, "the kill did not land in the middle of the stream"

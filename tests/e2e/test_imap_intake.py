@@ -30,7 +30,7 @@ from mailgate.adapters.imap_server import finish_messages
 from mailgate.config import load_config
 from mailgate.db import Database
 from mailgate.model import Inbound, MailboxState, Message, Outbox, Ticket
-from tests.conftest import PG_URL, MakeConfig, Service, run_cli, start_service
+from tests.conftest import PATIENCE, PG_URL, MakeConfig, Service, run_cli, start_service
 from tests.support.dovecot_fixture import DovecotServer
 
 DEADLINE = 30.0
@@ -203,7 +203,7 @@ def test_new_mail_then_reply_under_idle_then_clean_shutdown(
     assert state is not None and state.uidvalidity and state.last_uid == 2 and state.last_error is None
 
     assert run.service is not None
-    assert run.service.stop(signal.SIGTERM, timeout=20) == 0
+    assert run.service.stop(signal.SIGTERM, timeout=PATIENCE) == 0
 
     def sessions() -> tuple[int, list[str]]:
         text = dovecot.log_path.read_text()

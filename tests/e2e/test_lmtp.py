@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DatabaseLocked, MakeConfig, Service, cli_json, make_mail, start_service, wait_for_outgoing
+from tests.conftest import (
+    PATIENCE,
+    DatabaseLocked,
+    MakeConfig,
+    Service,
+    cli_json,
+    make_mail,
+    start_service,
+    wait_for_outgoing,
+)
 
 
 @pytest.fixture
@@ -32,7 +41,7 @@ def lmtp_service(make_config: MakeConfig, tmp_path: Path) -> Iterator[Service]:
 class Conversation:
     """A raw LMTP session, so the test sees every reply line exactly as the server sent it."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30) -> None:
+    def __init__(self, host: str, port: int, timeout: float = PATIENCE) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.file = self.sock.makefile("rb")
 
@@ -79,7 +88,7 @@ def test_lhlo_and_one_status_line_per_recipient(lmtp_service: Service) -> None:
 
 
 def test_smtplib_lmtp_client_delivers_a_mail_that_becomes_a_ticket(lmtp_service: Service) -> None:
-    with smtplib.LMTP(lmtp_service.host, lmtp_service.port, timeout=30) as client:
+    with smtplib.LMTP(lmtp_service.host, lmtp_service.port, timeout=PATIENCE) as client:
         code, _ = client.ehlo("mx.example.com")  # smtplib sends LHLO for LMTP
         assert code == 250
         refused = client.sendmail("pat@customer.example", ["support@example.com"],
@@ -92,12 +101,12 @@ def test_smtplib_lmtp_client_delivers_a_mail_that_becomes_a_ticket(lmtp_service:
 
 
 def test_lmtp_listener_does_not_speak_smtp_ehlo(lmtp_service: Service) -> None:
-    with smtplib.SMTP(lmtp_service.host, lmtp_service.port, timeout=30) as client:
+    with smtplib.SMTP(lmtp_service.host, lmtp_service.port, timeout=PATIENCE) as client:
         code, _ = client.ehlo("mx.example.com")
         assert code >= 500  # LMTP must not be mistaken for an SMTP server on a public port
 
 
-def _two_recipient_transaction(svc: Service, raw: bytes, timeout: float = 30) -> list[tuple[int, list[str]]]:
+def _two_recipient_transaction(svc: Service, raw: bytes, timeout: float = PATIENCE) -> list[tuple[int, list[str]]]:
     """MAIL, two RCPTs, DATA: return the replies that follow the final dot (one per recipient expected)."""
     lmtp = Conversation(svc.host, svc.port, timeout)
     try:

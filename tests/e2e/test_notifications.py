@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mailgate.identity import Identity, load_secret
-from tests.conftest import MakeConfig, Service, SmtpSink, run_cli, start_service
+from tests.conftest import PATIENCE, MakeConfig, Service, SmtpSink, run_cli, start_service
 
 AGENTS = {"agents": [{"name": "Jane Doe", "email": "jane@example.com"}],
           "departments": [{"name": "Support", "manager": "jane@example.com", "members": ["jane@example.com"]}]}
@@ -48,7 +48,7 @@ def send(svc: Service, raw: str, sender: str = "pat@customer.example", rcpt: str
         client.sendmail(sender, [rcpt], raw.replace("\n", "\r\n").encode())
 
 
-def wait_until(check: Any, timeout: float = 20) -> None:
+def wait_until(check: Any, timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "timed out"

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from tests.conftest import (
+    PATIENCE,
     REPO,
     DatabaseLocked,
     MakeConfig,
@@ -105,7 +106,7 @@ def test_database_folder_that_cannot_be_created_exits_75(make_config: MakeConfig
 def test_locked_database_exits_75_and_stores_nothing(config_path: Path) -> None:
     assert run_cli(config_path, "db", "upgrade").code == 0
     with DatabaseLocked(config_path):
-        result = run_cli(config_path, "ingest", stdin=make_mail(), timeout=60)
+        result = run_cli(config_path, "ingest", stdin=make_mail(), timeout=PATIENCE)
     assert result.code == 75, result.stderr
     assert inbound_count(config_path) == 0
     assert cli_json(config_path, "outbox", "list") == []

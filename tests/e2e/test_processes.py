@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import (
+    PATIENCE,
     MakeConfig,
     Service,
     make_mail,
@@ -23,12 +24,12 @@ from tests.conftest import (
 def _children(service: Service) -> tuple[int, int]:
     found = wait_until(
         lambda: re.search(r"pipeline in process (\d+), outbox sender in process (\d+)", service.output()),
-        timeout=30, what="the child processes' log line", log=service.output,
+        timeout=PATIENCE, what="the child processes' log line", log=service.output,
     )
     return int(found.group(1)), int(found.group(2))
 
 
-def _deliver_until_accepted(service: Service, raw: bytes, timeout: float = 60) -> list[int]:
+def _deliver_until_accepted(service: Service, raw: bytes, timeout: float = PATIENCE) -> list[int]:
     """Send like an MTA does: retry on 4xx until a 250; return every code seen."""
     codes: list[int] = []
     deadline = time.monotonic() + timeout
@@ -50,7 +51,7 @@ def test_killed_pipeline_process_is_restarted_and_mail_keeps_flowing(service: Se
     codes = _deliver_until_accepted(service, make_mail("After", message_id="<after@customer.example>"))
 
     assert service.proc.poll() is None, "serve itself must survive its pipeline process"
-    wait_until(lambda: "the ingest process died" in service.output(), timeout=30, what="the death logged",
+    wait_until(lambda: "the ingest process died" in service.output(), timeout=PATIENCE, what="the death logged",
                log=service.output)
     assert codes[-1] == 250
     rows = sql_rows(service.config, "SELECT message_id, status, ticket_id FROM inbound ORDER BY id")

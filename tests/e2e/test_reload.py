@@ -21,6 +21,7 @@ import yaml
 
 from mailgate.config import load_config
 from tests.conftest import (
+    PATIENCE,
     REPO,
     MakeConfig,
     Service,
@@ -56,7 +57,7 @@ class Stream:
     def _run(self) -> None:
         n = 0
         try:
-            with smtplib.SMTP(self.svc.host, self.svc.port, timeout=30) as client:
+            with smtplib.SMTP(self.svc.host, self.svc.port, timeout=PATIENCE) as client:
                 client.ehlo("client.example")
                 while not self._stop.is_set():
                     n += 1
@@ -77,7 +78,7 @@ class Stream:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(60)
+        self._thread.join(PATIENCE)
 
 
 def send(svc: Service, subject: str, db_url: str) -> str:
@@ -132,7 +133,7 @@ def test_sigterm_drains_and_exits_0_with_every_acknowledged_mail_stored(service:
     for stream in streams:
         stream.__enter__()
     service.proc.send_signal(signal.SIGTERM)
-    assert service.proc.wait(60) == 0
+    assert service.proc.wait(PATIENCE) == 0
     for stream in streams:
         stream.__exit__(None, None, None)
     acked = {mid for s in streams for mid in s.acked}

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    PATIENCE,
     DatabaseLocked,
     MakeConfig,
     Service,
@@ -269,7 +270,7 @@ def test_ticket_json_views_keep_the_design_contract(service: Service) -> None:
 def test_locked_database_answers_451_then_250_once_released(service: Service) -> None:
     raw = make_mail(message_id="<locked@customer.example>")
     with DatabaseLocked(service.config):
-        code, text = send(service, raw, timeout=30)  # 451 comes after the 5 s busy timeout
+        code, text = send(service, raw, timeout=PATIENCE)  # 451 comes after the 5 s busy timeout
     assert code == 451, text
     assert text.startswith("4.")
     assert sql_rows(service.config, "SELECT count(*) FROM inbound")[0][0] == 0  # nothing half-written

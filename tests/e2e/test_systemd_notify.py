@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mailgate.config import load_config
-from tests.conftest import REPO, make_mail, smtp_deliver
+from tests.conftest import PATIENCE, REPO, make_mail, smtp_deliver
 from tests.support.notify_socket import NotifySocket
 
 
@@ -28,7 +28,7 @@ def test_ready_reloading_and_stopping_come_from_the_main_process(config_path: Pa
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "-c", str(config_path)],
                                 env={**os.environ, **ns.env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            ready = ns.wait_for("READY", timeout=30)
+            ready = ns.wait_for("READY", timeout=PATIENCE)
             assert ready.pid == proc.pid
             with socket.create_connection((smtp.host, smtp.port), timeout=10) as sock:  # bound before READY
                 assert sock.recv(3) == b"220"
@@ -36,19 +36,19 @@ def test_ready_reloading_and_stopping_come_from_the_main_process(config_path: Pa
             assert code == 250, text
 
             proc.send_signal(signal.SIGHUP)
-            reloading = ns.wait_for("RELOADING", timeout=30)
+            reloading = ns.wait_for("RELOADING", timeout=PATIENCE)
             assert reloading.pid == proc.pid
             assert int(reloading.get("MONOTONIC_USEC") or 0) > 0
-            assert ns.wait_for("READY", timeout=30).pid == proc.pid
+            assert ns.wait_for("READY", timeout=PATIENCE).pid == proc.pid
 
             proc.send_signal(signal.SIGTERM)
-            stopping = ns.wait_for("STOPPING", timeout=30)
+            stopping = ns.wait_for("STOPPING", timeout=PATIENCE)
             assert stopping.pid == proc.pid
-            assert proc.wait(30) == 0
+            assert proc.wait(PATIENCE) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(30)
+                proc.wait(PATIENCE)
     assert all(n.pid == proc.pid for n in ns.history)
 
 
@@ -57,14 +57,14 @@ def test_abstract_notify_socket_is_supported(config_path: Path, tmp_path: Path) 
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "-c", str(config_path)],
                                 env={**os.environ, **ns.env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            assert ns.wait_for("READY", timeout=30).pid == proc.pid
+            assert ns.wait_for("READY", timeout=PATIENCE).pid == proc.pid
             proc.send_signal(signal.SIGTERM)
-            ns.wait_for("STOPPING", timeout=30)
-            assert proc.wait(30) == 0
+            ns.wait_for("STOPPING", timeout=PATIENCE)
+            assert proc.wait(PATIENCE) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(30)
+                proc.wait(PATIENCE)
 
 
 def test_watchdog_keepalives_while_serving(config_path: Path, tmp_path: Path) -> None:
@@ -74,12 +74,12 @@ def test_watchdog_keepalives_while_serving(config_path: Path, tmp_path: Path) ->
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "-c", str(config_path)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            ns.wait_for("READY", timeout=30)
+            ns.wait_for("READY", timeout=PATIENCE)
             pings = [ns.wait_for("WATCHDOG", timeout=10) for _ in range(3)]
             assert all(p.pid == proc.pid for p in pings)
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0
+            assert proc.wait(PATIENCE) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(30)
+                proc.wait(PATIENCE)
