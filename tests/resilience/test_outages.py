@@ -7,12 +7,13 @@ again at most once more per sender process and outage (the mail on the wire when
 
 Real parts only: a private PostgreSQL database (skipped when none is reachable), the aiosmtpd sink
 stopped and started on its port, the test Dovecot restarted, and a small tmpfs as the state dir
-(skipped when mounting is not permitted). About 2-3 minutes in all on a loaded 2-core machine.
+(skipped when mounting is not permitted). About 1-2 minutes in all on a loaded 2-core machine.
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import secrets
 import subprocess
 import time
@@ -146,6 +147,9 @@ def last_errors(config: Path) -> list[str]:
             if status != "sent" and error]
 
 
+# Stopping aiosmtpd's controller while our sender is connected leaves that server-side transport unclosed
+# (aiosmtpd's, not ours); it is collected here, inside this test, and its warning ignored.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_relay_refusing_then_gone_then_back_delivers_everything_once(
     make_config: MakeConfig, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
@@ -158,6 +162,7 @@ def test_relay_refusing_then_gone_then_back_delivers_everything_once(
         wait_until(lambda: sum("451" in error for error in last_errors(config)) >= 5, timeout=120,
                    what="rows refused with 451", log=daemon.output)
         smtp_sink.stop()
+        gc.collect()
         wait_until(lambda: sum("451" not in error for error in last_errors(config)) >= 3, timeout=120,
                    what="rows failing to connect", log=daemon.output)
         mta.drain(log=daemon.output)
@@ -166,6 +171,7 @@ def test_relay_refusing_then_gone_then_back_delivers_everything_once(
         wait_outbox_sent(config, log=daemon.output)
         [(retried,)] = sql_rows(config, "SELECT count(*) FROM outbox WHERE attempts > 1")
         assert daemon.stop() == 0
+        gc.collect()
         outgoing = outgoing_check(config, smtp_sink)
         summary("outage/relay", mails=len(mta.acked), acks=outgoing.rows, retried_rows=retried,
                 lost=len(outgoing.never_delivered), duplicate_sends=outgoing.duplicate_sends, seconds=elapsed())
