@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, SessionTransaction
 
 from mailgate.blobs import BlobStore
 from mailgate.clock import Clock
@@ -230,6 +230,15 @@ def _process(
     return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision)
 
 
+def _undo(savepoint: SessionTransaction) -> None:
+    """Roll back this mail's savepoint. On a connection the database dropped even that fails: the
+    whole batch is then rolled back and the sources retry (TempFail), with nothing half-written."""
+    try:
+        savepoint.rollback()
+    except SQLAlchemyError as exc:
+        raise TempFail(f"database unavailable: {exc}") from exc
+
+
 def process_one(
     session: Session,
     raw: RawMail,
@@ -250,23 +259,23 @@ def process_one(
     try:
         outcome = _process(session, raw, env, ctx, now, blobs, parsed, explain)
     except TempFail:
-        savepoint.rollback()
+        _undo(savepoint)
         raise
     except DBAPIError as exc:
-        savepoint.rollback()
+        _undo(savepoint)
         if is_transient(exc):
             raise TempFail(f"database unavailable: {exc.orig or exc}") from exc
         log.exception("database refused this message; quarantined")
         reason = f"internal error: {exc.orig or exc!r}"
     except OverLimit as exc:
-        savepoint.rollback()
+        _undo(savepoint)
         reason = str(exc)
     except ParseError as exc:
-        savepoint.rollback()
+        _undo(savepoint)
         reason = f"unparseable: {exc}"
     except Exception as exc:  # a bug of ours must not lose the mail: keep it with the reason
         log.exception("processing failed; message quarantined")
-        savepoint.rollback()
+        _undo(savepoint)
         reason = f"internal error: {exc!r}"
     else:
         savepoint.commit()
