@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailgate.errors import TempFail
 
 BUSY_TIMEOUT_MS = 5000
+DISCARD_AFTER_USE = "mailgate_discard"  # set in a pooled connection's info: close it when it is given back
 READONLY = "mailgate_readonly"
 RELAXED = "mailgate_relaxed"  # commit without waiting for the disk (see Database.transaction)
 
@@ -101,6 +102,13 @@ def _postgres_timeouts(engine: Engine) -> None:
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET lock_timeout = {BUSY_TIMEOUT_MS}")
         dbapi_conn.commit()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        # A connection that sent a big mail's bytes: libpq keeps its send buffer at that size for as long
+        # as the connection lives, so it is closed rather than pooled (the pool opens a new one).
+        if record.info.pop(DISCARD_AFTER_USE, False):
+            record.invalidate()
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from mailgate.db import DISCARD_AFTER_USE
 from mailgate.domain import InboundStatus, RawMail
 from mailgate.fastsql import fetch, run
 from mailgate.model import (
@@ -119,6 +120,8 @@ class Store:
         conn = self._conn()
         if len(raw) < STREAM_RAW_FROM or conn.dialect.name != "sqlite":
             run(conn, _INSERT[InboundRaw], [{"inbound_id": inbound_id, "raw": raw}])
+            if len(raw) >= STREAM_RAW_FROM:  # libpq keeps its send buffer at the biggest size it ever sent
+                conn.connection.info[DISCARD_AFTER_USE] = True
             return
         conn.execute(insert(InboundRaw).values(inbound_id=inbound_id, raw=func.zeroblob(len(raw))))
         view = memoryview(raw)

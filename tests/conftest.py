@@ -42,9 +42,24 @@ PG_URL = os.environ.get("MAILGATE_TEST_DATABASE_URL")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port that was free a moment ago, from this test worker's own range.
+
+    Asking the kernel for port 0 hands out ports from its ephemeral range, the same range every
+    outgoing connection draws from, and two test workers (pytest-xdist) could be given the same one
+    between closing it and a daemon binding it. Each worker instead tries ports of its own, below
+    the ephemeral range.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    low = 10_000 + (worker % 4) * 5_000
+    for _ in range(200):
+        port = low + secrets.randbelow(5_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{low + 4999}")
 
 
 # --------------------------------------------------------------------------- database
