@@ -47,9 +47,9 @@ import mailgate.pipeline.ingest as ingest_module
 from bench.common import demo_config, machine
 from bench.corpus import Message, generate, summary
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
 from mailgate.pipeline.ingest import Context
-from mailgate.service import build_context
 
 # (label, path fragment of the file, function name): the parts worth naming, cumulative time each.
 # Named parts inside and under the stages (label, path fragment of the file, function name); cumulative
@@ -187,8 +187,8 @@ def package_table(stats: pstats.Stats, n: int) -> None:
 
 def outbox_timing(ctx: Context) -> None:
     """The serve process also delivers the acknowledgments (scheduler thread, same GIL, same SQLite lock)."""
-    from mailgate.scheduler import Jobs
-    from mailgate.service import build_transport
+    from mailgate.daemon.context import build_transport
+    from mailgate.daemon.scheduler import Jobs
 
     jobs = Jobs(lambda: ctx, lambda: build_transport(ctx.config))
     start, cpu = time.perf_counter(), time.process_time()

@@ -40,12 +40,12 @@ from bench.common import demo_config, machine
 from bench.corpus import Message, generate, summary
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.rules.engine import CompiledRules
 from mailgate.rules.schema import RulesFile, conditions
-from mailgate.service import build_context
 
 WORDS = [
     "invoice",

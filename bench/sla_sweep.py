@@ -22,9 +22,9 @@ from sqlalchemy import insert, text
 from bench.common import demo_config, machine
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
-from mailgate.model import SlaTimer, Ticket
-from mailgate.service import build_context
-from mailgate.sla_sweep import sweep
+from mailgate.daemon.context import build_context
+from mailgate.jobs.sla_sweep import sweep
+from mailgate.storage.model import SlaTimer, Ticket
 
 
 def run(url: str | None, tickets: int, folder: Path) -> tuple[float, int, float]:

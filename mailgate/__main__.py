@@ -1,5 +1,5 @@
 """Allow ``python -m mailgate`` so tests and venvs need no console script on PATH."""
 
-from mailgate.cli import main
+from mailgate.cli.main import main
 
 raise SystemExit(main())

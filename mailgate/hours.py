@@ -1,4 +1,5 @@
-"""Business-hours arithmetic for SLA due times: pure functions of a schedule and instants.
+"""Business-hours arithmetic: pure functions of a schedule and instants (vocabulary: imports nothing
+of mailgate's; config, rules and the SLA code build on it).
 
 All comparisons and subtractions happen in UTC: Python subtracts two aware
 datetimes that share a zoneinfo as wall-clock times, which is wrong across a
@@ -8,14 +9,11 @@ DST change. Local time is used only to find each day's opening hours.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-if TYPE_CHECKING:
-    from mailgate.config import Escalation, SlaPlan
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -140,54 +138,3 @@ def _first_spans(schedule: Schedule, at: datetime) -> Iterator[tuple[datetime, d
         if a > at:
             return
         yield a, b
-
-
-# --- plans: targets, ladders and due times (still pure) -------------------------------------------
-TARGETS = ("first_response", "resolution")
-
-
-@dataclass(frozen=True)
-class Due:
-    """One step of a ladder: ``step`` percent of ``target`` is reached at ``due_at``."""
-
-    target: str
-    step: int
-    due_at: datetime
-
-
-def plan_schedule(plan: SlaPlan, schedules: Mapping[str, dict[str, Any]]) -> Schedule:
-    return ALWAYS if plan.schedule == "24x7" else parse_schedule(schedules[plan.schedule])
-
-
-def plan_targets(plan: SlaPlan, priority: str) -> dict[str, timedelta]:
-    """The plan's targets, a per-priority override winning over the plan's own."""
-    override = plan.priorities.get(priority)  # type: ignore[call-overload]
-    out: dict[str, timedelta] = {}
-    for target in TARGETS:
-        value = getattr(override, target, None) if override else None
-        value = value if value is not None else getattr(plan, target)
-        if value is not None:
-            out[target] = value
-    return out
-
-
-def ladder(plan: SlaPlan, target: str) -> dict[int, Escalation | None]:
-    """Percent -> the escalation at that step; 100 % (the breach) is always a step."""
-    steps: dict[int, Escalation | None] = {100: None}
-    for rung in plan.escalations:
-        if rung.of in (None, target):
-            steps[rung.at] = rung
-    return dict(sorted(steps.items()))
-
-
-def dues(
-    schedule: Schedule, running_since: datetime, consumed: timedelta, targets: Mapping[str, timedelta], plan: SlaPlan
-) -> list[Due]:
-    """Every ladder step of the running targets, given the business time already consumed."""
-    out: list[Due] = []
-    for target, duration in targets.items():
-        for step in ladder(plan, target):
-            need = duration * step / 100 - consumed
-            at = add_business_time(schedule, running_since, need) if need > timedelta(0) else running_since
-            out.append(Due(target, step, at.astimezone(UTC)))
-    return out

@@ -29,8 +29,8 @@ from aiosmtpd.controller import Controller
 
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.pipeline.ingest import Context
-from mailgate.service import build_context
 from tests.support.dovecot_fixture import DovecotServer, DovecotUnavailable
 
 # The ceiling for every wait on an event (a socket, a log line, a row, a process's exit). Waits end when

@@ -26,7 +26,7 @@ DEFAULT_CONFIG = "config/mailgate.yaml"
 
 
 def _ctx(args: argparse.Namespace, *, migrate: bool = True) -> Any:
-    from mailgate.service import build_context
+    from mailgate.daemon.context import build_context
 
     ctx = build_context(load_config(args.config))
     if migrate:
@@ -38,7 +38,7 @@ def _database(args: argparse.Namespace) -> Any:
     """For read-only views: the full configuration if it loads, else just the database from mailgate.yaml
     (``serve`` keeps running on its old rules while an admin fixes a file; so should looking at tickets)."""
     from mailgate.config import load_database_url
-    from mailgate.db import Database
+    from mailgate.storage.db import Database
 
     try:
         return _ctx(args).db
@@ -56,7 +56,7 @@ def _print_json(data: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mailgate.service import serve
+    from mailgate.daemon.service import serve
 
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("mail.log", "apscheduler", "alembic"):  # one line per event of ours, not per SMTP verb
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from mailgate.adapters import pipe
+    from mailgate.intake import pipe
 
     results = pipe.run(args.files, _ctx(args), sender=args.sender, recipient=args.recipient)
     code = EX_OK
@@ -88,7 +88,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from mailgate.service import build_context
+    from mailgate.daemon.context import build_context
 
     config = load_config(args.config)
     build_context(config)  # templates rendered against a sample, secret readable
@@ -103,8 +103,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:
-    from mailgate.reports import ticket_json, ticket_text
-    from mailgate.store import Store
+    from mailgate.cli.views import ticket_json, ticket_text
+    from mailgate.storage.store import Store
 
     with _database(args).reader() as session:
         store = Store(session)
@@ -128,7 +128,7 @@ def cmd_tickets(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from mailgate import quarantine
+    from mailgate.cli import quarantine
 
     ctx = _ctx(args)
     if args.quarantine_command == "list":
@@ -153,8 +153,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from mailgate.reports import outbox_json
-    from mailgate.store import Store
+    from mailgate.cli.views import outbox_json
+    from mailgate.storage.store import Store
 
     ctx = _ctx(args)
     if args.outbox_command == "list":
@@ -175,7 +175,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_imap_check(args: argparse.Namespace) -> int:
-    from mailgate.adapters.imap_server import check_mailbox, describe
+    from mailgate.intake.imap_session import check_mailbox, describe
 
     mailboxes = load_config(args.config).main.intake.imap
     if not mailboxes:
@@ -216,7 +216,7 @@ def _date(value: str) -> datetime:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mailgate import report
+    from mailgate.cli import report
 
     rows = report.build(_database(args), args.since, args.until, datetime.now(UTC))
     if args.format == "json":
@@ -229,7 +229,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sla_due(args: argparse.Namespace) -> int:
-    from mailgate.sla_sweep import due
+    from mailgate.jobs.sla_sweep import due
 
     ctx = _ctx(args)
     steps = due(ctx, args.at or ctx.clock.now())
@@ -253,7 +253,7 @@ def cmd_sla_due(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    from mailgate.dryrun import explain, render_text
+    from mailgate.cli.dryrun import explain, render_text
 
     report = explain(_ctx(args), Path(args.file).read_bytes(), args.to)
     if args.json:

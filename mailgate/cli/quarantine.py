@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailgate.cli.views import inbound_json
 from mailgate.domain import Envelope, InboundStatus, Outcome, Source
 from mailgate.errors import MailgateError
 from mailgate.pipeline.ingest import Context, process_one
-from mailgate.reports import inbound_json
-from mailgate.store import Store
+from mailgate.storage.store import Store
 
 
 def listing(ctx: Context) -> list[dict[str, Any]]:

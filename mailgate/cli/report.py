@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mailgate.db import Database
-from mailgate.model import Ticket
+from mailgate.storage.db import Database
+from mailgate.storage.model import Ticket
 
 GROUPS = ("all", "department", "assignee", "priority", "help_topic")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mailgate.model import Inbound, Outbox, Ticket
-from mailgate.store import Store
+from mailgate.storage.model import Inbound, Outbox, Ticket
+from mailgate.storage.store import Store
 
 
 def iso(value: datetime | None) -> str | None:

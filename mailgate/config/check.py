@@ -12,10 +12,11 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from mailgate.config import Config
+from mailgate.config.models import Config
+from mailgate.hours import parse_schedule
+from mailgate.rules.conditions import ListFile
 from mailgate.rules.resolve import Binder
-from mailgate.rules.schema import HelpTopic, ListFile, Rule, RulesFile, Then, conditions
-from mailgate.sla import parse_schedule
+from mailgate.rules.schema import HelpTopic, Rule, RulesFile, Then, conditions
 from mailgate.yamlfile import YamlDoc
 
 _WHERE = re.compile(r"^(.*?):(\d+): ")

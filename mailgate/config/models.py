@@ -1,77 +1,27 @@
-"""mailgate.yaml and the files it names, validated once into typed objects.
+"""mailgate.yaml as typed models: intake, outbound, tickets, notifications, security, lifecycle.
 
-Every problem is reported at once as ``file:line: message``; paths are
-resolved relative to the file that names them, so a config directory can be
-moved as a whole.
+Paths are resolved relative to the file that names them (``load.py``); the side files it names have
+their models in ``side_files.py``; cross-file references are checked after the models exist
+(``check.py``), and no model imports the checks.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from mailgate.config.fields import Duration, Email, Size, _Strict
+from mailgate.config.side_files import AgentsFile, SlaFile
 from mailgate.domain import check_kinds
-from mailgate.errors import ConfigError
 from mailgate.rules.schema import RulesFile
-from mailgate.yamlfile import YamlDoc, load_yaml, raise_if, validation_problems
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
-
-
-def parse_duration(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 8h, 3d)")
-        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    return value
-
-
-def parse_size(value: Any) -> Any:
-    if isinstance(value, str):
-        m = _SIZE.match(value)
-        if not m:
-            raise ValueError(f"not a size: {value!r} (use e.g. 25MiB)")
-        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
-    return value
-
-
-def _email(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip().lower()
-        if not _EMAIL.match(value):
-            raise ValueError(f"not an email address: {value!r}")
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-Email = Annotated[str, BeforeValidator(_email)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class SmtpIntake(_Strict):
@@ -351,89 +301,6 @@ class Lifecycle(_Strict):
     satisfaction_question: bool = False
 
 
-class Agent(_Strict):
-    name: str
-    email: Email
-
-
-class Department(_Strict):
-    name: str
-    manager: Email | None = None
-    members: list[Email] = []
-    email: Email | None = None
-    notifications: Annotated[dict[str, bool], AfterValidator(check_kinds)] = {}
-
-
-class Team(_Strict):
-    name: str
-    members: list[Email] = []
-
-
-class AgentsFile(_Strict):
-    agents: list[Agent] = []
-    departments: list[Department] = []
-    teams: list[Team] = []
-
-
-def _percent(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().endswith("%"):
-        value = value.strip()[:-1]
-    try:
-        return int(value) if isinstance(value, str) else value
-    except ValueError:
-        raise ValueError(f"not a percentage: {value!r} (use e.g. 75%)") from None
-
-
-SlaTarget = Literal["first_response", "resolution"]
-
-
-class Escalation(_Strict):
-    """One rung of a plan's ladder: at ``at`` percent of a target (``of``; both targets when left out)."""
-
-    at: Annotated[int, BeforeValidator(_percent), Field(gt=0, le=1000)]
-    of: SlaTarget | None = None
-    notify: list[str] = []  # assignee | manager | department | an address
-    overdue: bool = False
-    priority: Literal["low", "normal", "high", "emergency"] | None = None
-    assign: Email | None = None
-    tag: str | None = None
-
-    @field_validator("notify")
-    @classmethod
-    def _audience(cls, value: list[str]) -> list[str]:
-        return [v if v in ("assignee", "manager", "department") else _email(v) for v in value]
-
-
-class SlaTargets(_Strict):
-    first_response: Duration | None = None
-    resolution: Duration | None = None
-
-
-class SlaPlan(_Strict):
-    first_response: Duration | None = None
-    resolution: Duration | None = None
-    schedule: str = "24x7"
-    pause_on: list[Literal["awaiting_reply", "in_progress"]] = []
-    priorities: dict[Literal["low", "normal", "high", "emergency"], SlaTargets] = {}  # per-priority targets
-    escalations: list[Escalation] = []
-
-    @field_validator("escalations")
-    @classmethod
-    def _distinct_steps(cls, value: list[Escalation]) -> list[Escalation]:
-        seen: set[tuple[str, int]] = set()
-        for rung in value:
-            for target in (rung.of,) if rung.of else ("first_response", "resolution"):
-                if (target, rung.at) in seen:
-                    raise ValueError(f"two escalations at {rung.at}% of {target}; put the actions in one")
-                seen.add((target, rung.at))
-        return value
-
-
-class SlaFile(_Strict):
-    schedules: dict[str, dict[str, Any]] = {}
-    sla_plans: dict[str, SlaPlan] = {}
-
-
 class MainFile(_Strict):
     state_dir: Path = Path("../var")
     database: Database | None = None
@@ -473,121 +340,3 @@ class Config(_Strict):
         return self.main.state_dir
 
 
-def _resolve(base: Path, value: Path | None) -> Path | None:
-    if value is None:
-        return None
-    value = Path(os.path.expandvars(str(value))).expanduser()
-    return value if value.is_absolute() else (base / value).resolve()
-
-
-def _sqlite_url(base: Path, url: str) -> str:
-    """Make ``sqlite:///relative.db`` relative to the config folder, not the cwd."""
-    scheme, sep, path = url.partition(":///")
-    if scheme.startswith("sqlite") and sep and path and not path.startswith("/") and ":memory:" not in path:
-        return f"{scheme}:///{(base / path).resolve()}"
-    return url
-
-
-def default_templates() -> Path:
-    """The shipped templates: the checkout's ``templates/`` or the copy inside the wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "templates", here / "_data" / "templates"):
-        if (candidate / "ack_new.txt.j2").exists():
-            return candidate
-    raise ConfigError(f"{here}:1: mailgate's default templates are missing (broken install?)")
-
-
-def _validate(doc: YamlDoc, model: type[BaseModel], problems: list[str]) -> Any:
-    try:
-        return model.model_validate(doc.data)
-    except ValidationError as exc:
-        problems.extend(validation_problems(doc, exc))
-        return None
-
-
-def _load_side(path: Path | None, model: type[BaseModel], problems: list[str]) -> tuple[Any, YamlDoc | None]:
-    if path is None:
-        return model(), None
-    try:
-        doc = load_yaml(path)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        return None, None
-    return _validate(doc, model, problems), doc
-
-
-def _resolve_main(base: Path, main: MainFile) -> MainFile:
-    state_dir = _resolve(base, main.state_dir)
-    assert state_dir is not None
-    db = main.database or Database(url=f"sqlite:///{state_dir / 'mailgate.db'}")
-    out = main.outbound
-    mailboxes = [
-        mb.model_copy(
-            update={
-                "password_file": _resolve(base, mb.password_file),
-                "oauth2_token_file": _resolve(base, mb.oauth2_token_file),
-                "cafile": _resolve(base, mb.cafile),
-            }
-        )
-        for mb in main.intake.imap
-    ]
-    return main.model_copy(
-        update={
-            "state_dir": state_dir,
-            "database": db.model_copy(update={"url": _sqlite_url(base, db.url)}),
-            "rules": _resolve(base, main.rules),
-            "agents": _resolve(base, main.agents),
-            "sla": _resolve(base, main.sla),
-            "templates": _resolve(base, main.templates) or default_templates(),
-            "intake": main.intake.model_copy(update={"imap": mailboxes}),
-            "outbound": out.model_copy(
-                update={
-                    "maildir": _resolve(base, out.maildir) or state_dir / "outgoing",
-                    "dkim": out.dkim.model_copy(update={"private_key_file": _resolve(base, out.dkim.private_key_file)})
-                    if out.dkim
-                    else None,
-                    "smtp": out.smtp.model_copy(update={"password_file": _resolve(base, out.smtp.password_file)}),
-                }
-            ),
-            "security": main.security.model_copy(update={"secret_file": _resolve(base, main.security.secret_file)}),
-        }
-    )
-
-
-def load_database_url(path: Path | str) -> str:
-    """Only mailgate.yaml's database, so read-only commands work while another file is being fixed."""
-    path = Path(path).resolve()
-    problems: list[str] = []
-    main = _validate(load_yaml(path), MainFile, problems)
-    if main is None:
-        raise ConfigError(problems)
-    database = _resolve_main(path.parent, main).database
-    assert database is not None  # _resolve_main fills in the default
-    return database.url
-
-
-def load_config(path: Path | str) -> Config:
-    from mailgate.config_check import CrossCheck, in_file_order, partial_rules  # they use the models above
-
-    path = Path(path).resolve()
-    problems: list[str] = []
-    doc = load_yaml(path)
-    main = _validate(doc, MainFile, problems)
-    if main is None:
-        raise ConfigError(problems)
-    main = _resolve_main(path.parent, main)
-    rules, rules_doc = _load_side(main.rules, RulesFile, problems)
-    agents, agents_doc = _load_side(main.agents, AgentsFile, problems)
-    sla, sla_doc = _load_side(main.sla, SlaFile, problems)
-    docs = {"main": doc, "rules": rules_doc, "agents": agents_doc, "sla": sla_doc}
-    if rules is None and rules_doc is not None and agents is not None and sla is not None:
-        # rules.yaml has errors: still cross-check its valid parts, so check-config says everything at once
-        partial, positions = partial_rules(rules_doc)
-        config = Config(path=path, main=main, rules=partial, agents=agents, sla=sla)
-        problems.extend(CrossCheck(config, docs, positions).run())
-    raise_if(in_file_order(problems))
-    config = Config(path=path, main=main, rules=rules, agents=agents, sla=sla)
-    checker = CrossCheck(config, docs)
-    problems.extend(checker.run())
-    raise_if(in_file_order(problems))
-    return config.model_copy(update={"rules": checker.bound_rules})  # list files read, schedules parsed

@@ -31,13 +31,13 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mailgate import memory
 from mailgate.config import Config, Limits
+from mailgate.daemon import memory
+from mailgate.daemon.writer import Result
 from mailgate.domain import Envelope, RawMail
 from mailgate.errors import ParseError, TempFail
 from mailgate.pipeline.ingest import Parsed
 from mailgate.pipeline.parse import parse
-from mailgate.writer import Result
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +302,8 @@ def child_main(
     turns: Any,
 ) -> None:
     """The child: the pipeline behind a ``BatchWriter``, fed by the parent's pipe until it closes."""
-    from mailgate.service import Holder, build_context, swap_config
-    from mailgate.writer import BatchWriter
+    from mailgate.daemon.context import Holder, build_context, swap_config
+    from mailgate.daemon.writer import BatchWriter
 
     setup_child_logging(levels)
     memory.return_big_blocks()

@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from mailgate import lifecycle, outbox, sla_sweep
-from mailgate.adapters.smtp_out import Transport
-from mailgate.dkimsign import DkimSigner
 from mailgate.errors import TempFail
+from mailgate.jobs import lifecycle, sla_sweep
+from mailgate.outbound import outbox
+from mailgate.outbound.dkim import DkimSigner
+from mailgate.outbound.transport import Transport
 from mailgate.pipeline.ingest import Context
 
 log = logging.getLogger(__name__)

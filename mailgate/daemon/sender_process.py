@@ -19,9 +19,9 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mailgate import memory
 from mailgate.config import Config
-from mailgate.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
+from mailgate.daemon import memory
+from mailgate.daemon.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
 
 log = logging.getLogger(__name__)
 NICENESS = 19  # intake first: CFS gives deliveries ~1.5 % of a busy core, and every idle moment
@@ -80,8 +80,8 @@ class SenderProcess:
 
 
 def sender_main(conn: Connection, config: Config, levels: dict[str, int], turns: Any) -> None:
-    from mailgate.scheduler import Jobs
-    from mailgate.service import Holder, build_context, build_transport, swap_config
+    from mailgate.daemon.context import Holder, build_context, build_transport, swap_config
+    from mailgate.daemon.scheduler import Jobs
 
     setup_child_logging(levels)
     memory.return_big_blocks()

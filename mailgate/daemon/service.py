@@ -13,114 +13,24 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from mailgate import memory
-from mailgate.adapters.imap import ImapIntake
-from mailgate.adapters.smtp_in import Gate, IntakeHandler, protocol_class
-from mailgate.adapters.smtp_out import MaildirTransport, SmtpTransport, Transport
-from mailgate.blobs import BlobStore
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config, SmtpIntake, load_config
-from mailgate.db import Database
-from mailgate.dkimsign import DkimSigner
-from mailgate.errors import ConfigError
-from mailgate.identity import Identity, load_secret
-from mailgate.ingest_process import SLOTS, ProcessWriter
-from mailgate.pipeline.audience import Directory
-from mailgate.pipeline.commands import Vocabulary
-from mailgate.pipeline.ingest import Context
-from mailgate.pipeline.notice import NotifyContext
-from mailgate.pipeline.thread import TicketTag
-from mailgate.rules.engine import CompiledRules
-from mailgate.scheduler import Jobs, start_scheduler
-from mailgate.sender_process import SenderProcess
-from mailgate.templates import Templates
-from mailgate.writer import BatchWriter
+from mailgate.daemon import memory
+from mailgate.daemon.context import Holder, build_context, build_transport, reload
+from mailgate.daemon.ingest_process import SLOTS, ProcessWriter
+from mailgate.daemon.scheduler import Jobs, start_scheduler
+from mailgate.daemon.sender_process import SenderProcess
+from mailgate.daemon.writer import BatchWriter
+from mailgate.intake.imap import ImapIntake
+from mailgate.intake.smtp import Gate, IntakeHandler, protocol_class
 
 log = logging.getLogger(__name__)
-
-
-def build_context(config: Config, clock: Clock | None = None, db: Database | None = None) -> Context:
-    main = config.main
-    if db is None or db.url != config.database_url:
-        db = Database(config.database_url, echo=main.database.echo if main.database else False)
-    secret_file = main.security.secret_file or main.state_dir / "secret"
-    domain = main.outbound.domain or parseaddr(main.outbound.from_)[1].rpartition("@")[2] or "localhost"
-    assert main.templates is not None  # resolved by load_config
-    templates = Templates(main.templates)
-    problems = templates.check()
-    if problems:
-        raise ConfigError(problems)
-    if main.outbound.dkim is not None:
-        DkimSigner(main.outbound.dkim)  # an unreadable or invalid key is a configuration error, found now
-    own = {a.lower() for a in main.intake.addresses}
-    if main.intake.notes_address:
-        own.add(main.intake.notes_address)
-    own.add(parseaddr(main.outbound.from_)[1].lower())
-    own_addresses = frozenset(a for a in own if a)
-    identity = Identity(load_secret(secret_file), domain)
-    tag = TicketTag(main.tickets.number_format, main.tickets.subject_tag)
-    directory = Directory(config.agents)
-    return Context(
-        config=config,
-        db=db,
-        clock=clock or SystemClock(),
-        templates=templates,
-        identity=identity,
-        tag=tag,
-        blobs=BlobStore(main.state_dir / "attachments"),
-        rules=CompiledRules(config.rules.rules),
-        own_addresses=own_addresses,
-        directory=directory,
-        vocabulary=Vocabulary(
-            agents=dict(directory.names),
-            departments=frozenset(d.name for d in config.agents.departments),
-            topics=frozenset(t.name for t in config.rules.help_topics),
-            plans=frozenset(config.sla.sla_plans),
-        ),
-        notifier=NotifyContext(
-            identity,
-            tag,
-            templates,
-            own_addresses,
-            main.notifications,
-            directory,
-            main.outbound.from_,
-            main.intake.addresses[0],
-            {t.name: t.notifications for t in config.rules.help_topics if t.notifications},
-            main.lifecycle.satisfaction_question,
-        ),
-    )
-
-
-def build_transport(config: Config) -> Transport:
-    out = config.main.outbound
-    if out.transport == "maildir":
-        assert out.maildir is not None
-        return MaildirTransport(out.maildir)
-    smtp = out.smtp
-    password = None
-    if smtp.password_file:
-        password = smtp.password_file.read_text().strip()
-    elif smtp.password_env:
-        password = os.environ.get(smtp.password_env)
-    return SmtpTransport(
-        smtp.host,
-        smtp.port,
-        starttls=smtp.starttls,
-        tls=smtp.tls,
-        username=smtp.username,
-        password=password,
-        timeout=smtp.timeout.total_seconds(),
-    )
 
 
 def sd_notify(*lines: str) -> bool:
@@ -140,54 +50,6 @@ def sd_notify(*lines: str) -> bool:
         log.warning("sd_notify failed: %s", exc)
         return False
     return True
-
-
-class Holder:
-    """The current Context; adapters read it per message, reload swaps it whole."""
-
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self._lock = threading.Lock()
-
-    def get(self) -> Context:
-        return self._ctx
-
-    def swap(self, ctx: Context) -> None:
-        with self._lock:
-            self._ctx = ctx
-
-
-def reload(holder: Holder) -> bool:
-    old = holder.get()
-    try:
-        config = load_config(old.config.path)
-        ctx = build_context(config, old.clock, old.db)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("reload refused, old configuration stays in force: %s", problem)
-        return False
-    except Exception as exc:
-        log.error("reload refused, old configuration stays in force: %r", exc)
-        return False
-    if config.database_url != old.config.database_url:
-        log.warning("database.url changes need a restart; keeping %s", old.config.database_url)
-        ctx = replace(ctx, db=old.db)
-    holder.swap(ctx)
-    log.info("configuration reloaded from %s", config.path)
-    return True
-
-
-def swap_config(holder: Holder, config: Config) -> None:
-    """Apply a configuration the daemon already validated (in a child process of serve)."""
-    old = holder.get()
-    try:
-        ctx = build_context(config, old.clock, old.db)
-        if ctx.db is not old.db:  # a new database.url needs a restart, as in reload()
-            ctx.db.dispose()
-            ctx = replace(ctx, db=old.db)
-        holder.swap(ctx)
-    except Exception:
-        log.exception("could not apply the reloaded configuration; keeping the old one")
 
 
 def watched_files(config: Config) -> list[Path]:

@@ -39,15 +39,15 @@ from datetime import datetime
 from imapclient import SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from mailgate.adapters import imap_server
-from mailgate.adapters.imap_server import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
-from mailgate.adapters.imap_watchdog import MailboxHealth, MailboxWatchdog
-from mailgate.adapters.worker import Worker
 from mailgate.config import ImapMailbox
 from mailgate.domain import Envelope, Outcome
 from mailgate.errors import TempFail
-from mailgate.model import MailboxState
+from mailgate.intake import imap_session
+from mailgate.intake.imap_session import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
+from mailgate.intake.imap_watchdog import MailboxHealth, MailboxWatchdog
+from mailgate.intake.worker import Worker
 from mailgate.pipeline.ingest import Context
+from mailgate.storage.model import MailboxState
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,13 @@ class MailboxPoller(Worker):
             client: IMAPClient | None = None
             delay = 0.0
             try:
-                client = imap_server.connect(self.mailbox)
+                client = imap_session.connect(self.mailbox)
                 self._session(client)
             except Exception as exc:
                 delay = self._failed(exc)
             finally:
                 if client is not None:
-                    imap_server.close(client, logout=True)
+                    imap_session.close(client, logout=True)
             self._stop.wait(delay)
         log.info("imap %s: stopped", name)
 
@@ -137,13 +137,13 @@ class MailboxPoller(Worker):
         mb, health = self.mailbox, self.health
         ctx = self._context()
         self._failures += 1
-        kind = "login" if imap_server.is_auth_failure(exc) else "connect"
+        kind = "login" if imap_session.is_auth_failure(exc) else "connect"
         delay = backoff_delay(kind, self._failures)
-        message = imap_server.describe(mb, exc)
+        message = imap_session.describe(mb, exc)
         health.last_error = message
         if health.failing_since is None:
             health.failing_since = ctx.clock.now()
-        unexpected = not isinstance(exc, OSError | IMAPClientError | TempFail | imap_server.CredentialError)
+        unexpected = not isinstance(exc, OSError | IMAPClientError | TempFail | imap_session.CredentialError)
         log.warning(
             "imap %s: %s; retrying in %.0f s (failure %d since %s)",
             mb.name,

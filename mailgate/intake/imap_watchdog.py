@@ -31,13 +31,13 @@ from email.utils import make_msgid
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from mailgate.adapters.imap_server import token_expiry
-from mailgate.adapters.worker import Worker
 from mailgate.config import ImapMailbox
 from mailgate.errors import TempFail
-from mailgate.model import Inbound, Outbox
+from mailgate.intake.imap_session import token_expiry
+from mailgate.intake.worker import Worker
 from mailgate.pipeline.ingest import Context
-from mailgate.store import Store
+from mailgate.storage.model import Inbound, Outbox
+from mailgate.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, select
 
-from mailgate import sla_timers
 from mailgate.domain import Status
-from mailgate.model import Event, Ticket
 from mailgate.pipeline import audience
 from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.notice import Trigger
 from mailgate.pipeline.notify import send, ticket_view
-from mailgate.store import Store
+from mailgate.sla import timers as sla_timers
+from mailgate.storage.model import Event, Ticket
+from mailgate.storage.store import Store
 
 Act = Callable[[Store, Ticket, datetime], str | None]  # returns the notice key, or None for no notice
 

@@ -24,15 +24,15 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from mailgate import sla
 from mailgate.config import Escalation, SlaFile
 from mailgate.domain import Address
-from mailgate.model import Event, SlaTimer, Ticket
 from mailgate.pipeline.audience import Planned
 from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.notice import Trigger
 from mailgate.pipeline.notify import send, ticket_view
-from mailgate.store import Store
+from mailgate.sla import plans
+from mailgate.storage.model import Event, SlaTimer, Ticket
+from mailgate.storage.store import Store
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _LABEL = {"first_response": "first response", "resolution": "resolution"}
@@ -91,7 +91,7 @@ def sweep(ctx: Context, limit: int = 500, worker: str = WORKER, stop: object = N
 
 def _rung(book: SlaFile, plan: str, target: str, step: int) -> Escalation | None:
     found = book.sla_plans.get(plan)
-    return sla.ladder(found, target).get(step) if found else None
+    return plans.ladder(found, target).get(step) if found else None
 
 
 def _step(store: Store, ctx: Context, ticket: Ticket, timer: SlaTimer, now: datetime, *, mail: bool) -> None:

@@ -17,8 +17,8 @@ from email.policy import SMTP, SMTPUTF8, Compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
-from mailgate.blobs import BlobStore
-from mailgate.model import Outbox
+from mailgate.storage.blobs import BlobStore
+from mailgate.storage.model import Outbox
 
 LOOP_HEADER = "X-Mailgate-Loop"
 

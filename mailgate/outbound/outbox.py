@@ -29,15 +29,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from mailgate.adapters.smtp_out import PermFailure, Sent, TempFailure, Transport
-from mailgate.blobs import BlobStore
 from mailgate.clock import Clock
-from mailgate.compose import compose
 from mailgate.config import Retry
-from mailgate.db import Database
 from mailgate.errors import TempFail
 from mailgate.identity import Identity
-from mailgate.model import Event, Outbox
+from mailgate.outbound.compose import compose
+from mailgate.outbound.transport import PermFailure, Sent, TempFailure, Transport
+from mailgate.storage.blobs import BlobStore
+from mailgate.storage.db import Database
+from mailgate.storage.model import Event, Outbox
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)

@@ -14,8 +14,6 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from mailgate import sla_timers, threadindex
-from mailgate.blobs import BlobStore
 from mailgate.config import SlaFile
 from mailgate.domain import (
     Address,
@@ -31,10 +29,13 @@ from mailgate.domain import (
     ThreadMatch,
 )
 from mailgate.identity import is_own_address
-from mailgate.model import AttachmentRow, Event, Message, ThreadRef, Ticket
+from mailgate.outbound import threadindex
 from mailgate.pipeline.commands import AgentMail
 from mailgate.pipeline.thread import TicketTag
-from mailgate.store import Store
+from mailgate.sla import timers as sla_timers
+from mailgate.storage.blobs import BlobStore
+from mailgate.storage.model import AttachmentRow, Event, Message, ThreadRef, Ticket
+from mailgate.storage.store import Store
 
 _REOPEN_FROM = (Status.AWAITING_REPLY.value, Status.RESOLVED.value, Status.CLOSED.value)
 

@@ -9,11 +9,11 @@ records the first-response time.
 
 from __future__ import annotations
 
-from mailgate import sla_timers
 from mailgate.domain import Change, Command, MessageKind, ParsedMail, Sender, Status
-from mailgate.model import Event, Ticket
 from mailgate.pipeline.apply import Writer, event_row, store_message
 from mailgate.pipeline.commands import AgentMail
+from mailgate.sla import timers as sla_timers
+from mailgate.storage.model import Event, Ticket
 
 _TICKET_FIELDS = {"priority": "priority", "dept": "department", "topic": "help_topic", "sla": "sla_plan"}
 

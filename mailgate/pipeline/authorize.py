@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from mailgate.config import AgentAuthentication
 from mailgate.domain import ParsedMail, Role, Sender, Status, ThreadMatch
 from mailgate.identity import Identity
-from mailgate.model import Ticket
-from mailgate.store import Store
+from mailgate.storage.model import Ticket
+from mailgate.storage.store import Store
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"(?:@[^\s;()"]+)?|\((?:[^()\\]|\\.)*\)|[;=]|[^\s;="()]+')
 _PROPERTY = ("header.d", "header.i", "smtp.mailfrom", "smtp.from")

@@ -24,8 +24,8 @@ from datetime import datetime
 
 from mailgate.domain import Classification, ParsedMail, RawMail
 from mailgate.identity import Identity
-from mailgate.model import Event
-from mailgate.store import Store
+from mailgate.storage.model import Event
+from mailgate.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ mail behind it, so these counts are taken on the raw bytes first (a few scans
 at memory speed) and a mail over ``intake.limits`` is kept in quarantine with
 the limit it broke, never parsed. Whatever passes is bounded in parse time
 (encoded words, whose decoding grows with the square of their number, are cut
-at ``mime.MAX_ENCODED_HEADER`` instead: a long subject is not worth a refusal).
+at ``charsets.MAX_ENCODED_HEADER`` instead: a long subject is not worth a refusal).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailgate.domain import ParsedMail
-from mailgate.store import Store
+from mailgate.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,8 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from mailgate.blobs import BlobStore
 from mailgate.clock import Clock
 from mailgate.config import Config
-from mailgate.db import Database, is_transient
 from mailgate.domain import (
     Change,
     Classification,
@@ -37,7 +35,7 @@ from mailgate.domain import (
 )
 from mailgate.errors import OverLimit, ParseError, Rejected, TempFail
 from mailgate.identity import Identity
-from mailgate.model import Ticket
+from mailgate.outbound.templates import Templates
 from mailgate.pipeline import bounce
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Intent, Writer, apply, choose_assignee
@@ -55,8 +53,10 @@ from mailgate.pipeline.route import route
 from mailgate.pipeline.spool import Spooled
 from mailgate.pipeline.thread import TicketTag, match_thread
 from mailgate.rules.engine import CompiledRules
-from mailgate.store import Store
-from mailgate.templates import Templates
+from mailgate.storage.blobs import BlobStore
+from mailgate.storage.db import Database, is_transient
+from mailgate.storage.model import Ticket
+from mailgate.storage.store import Store
 
 log = logging.getLogger(__name__)
 # A mail parsed beforehand, elsewhere (parsing is pure): the result, the ParseError it raised, or None (not yet).

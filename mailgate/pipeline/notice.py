@@ -11,21 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mailgate import threadindex
 from mailgate.config import Notifications
-from mailgate.domain import (
-    Address,
-    Attachment,
-    Classification,
-    Notification,
-)
+from mailgate.domain import Address, Attachment, Classification, Notification
 from mailgate.identity import Identity
-from mailgate.model import Outbox, ThreadRef, Ticket
+from mailgate.outbound import threadindex
+from mailgate.outbound.templates import Templates
 from mailgate.pipeline.audience import Directory, Planned
 from mailgate.pipeline.quotes import REPLY_MARKER
 from mailgate.pipeline.thread import TicketTag
-from mailgate.store import Store
-from mailgate.templates import Templates
+from mailgate.storage.model import Outbox, ThreadRef, Ticket
+from mailgate.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from mailgate.domain import (
     Sender,
 )
 from mailgate.identity import is_own_address
-from mailgate.model import Event, Ticket
 from mailgate.pipeline import audience
 from mailgate.pipeline.audience import Planned, TicketView
 from mailgate.pipeline.guard import Limit, Verdict, may_send_automatic
 from mailgate.pipeline.notice import NotifyContext, Trigger, build, queue, thread_references
 from mailgate.pipeline.quotes import REPLY_MARKER
-from mailgate.store import Store
+from mailgate.storage.model import Event, Ticket
+from mailgate.storage.store import Store
 
 
 def recipients(parsed: ParsedMail, envelope: Envelope) -> tuple[str, ...]:

@@ -21,10 +21,11 @@ from email.utils import parsedate_to_datetime
 
 from mailgate import bigparts
 from mailgate.addresslist import addresses
+from mailgate.charsets import decode_words, fix_8bit
 from mailgate.domain import Address, ParsedMail, RawMail
 from mailgate.errors import ParseError
 from mailgate.htmltext import html_to_text, plain_text, sanitize_html, too_complex
-from mailgate.mime import bodies_and_attachments, content_hash, decode_words, fix_8bit, payload_of
+from mailgate.mime import bodies_and_attachments, content_hash, payload_of
 from mailgate.pipeline import bounds
 from mailgate.pipeline.quotes import split_new_text
 

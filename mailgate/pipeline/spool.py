@@ -17,8 +17,8 @@ from datetime import datetime
 
 from mailgate.domain import Envelope, InboundStatus, RawMail
 from mailgate.mime import content_hash
-from mailgate.model import Inbound
-from mailgate.store import Store
+from mailgate.storage.model import Inbound
+from mailgate.storage.store import Store
 
 
 @dataclass(frozen=True, slots=True)

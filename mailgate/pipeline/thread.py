@@ -12,7 +12,7 @@ import secrets
 
 from mailgate.domain import ParsedMail, ThreadMatch
 from mailgate.identity import Identity
-from mailgate.store import Store
+from mailgate.storage.store import Store
 
 MAX_TAGS = 10  # tags looked up per subject: a subject of 50,000 tags must not cost 50,000 queries
 

@@ -18,12 +18,13 @@ from email.header import decode_header, make_header
 from typing import Any
 
 from mailgate.domain import RuleTrace
+from mailgate.hours import DAYS, Schedule, is_open
+from mailgate.rules.conditions import Condition, ListFile
 from mailgate.rules.gates import SINGLE as _SINGLE
 from mailgate.rules.gates import Gates
 from mailgate.rules.gates import normalise as _norm
 from mailgate.rules.regex import PatternSet, re2_error
-from mailgate.rules.schema import Condition, ListFile, Rule, Then, When, conditions
-from mailgate.sla import DAYS, Schedule, is_open
+from mailgate.rules.schema import Rule, Then, When, conditions
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailgate.rules.conditions import Condition
 from mailgate.rules.regex import Pattern, PatternSet
-from mailgate.rules.schema import Condition, Rule, When
+from mailgate.rules.schema import Rule, When
 
 SINGLE = frozenset({"sender", "sender_domain", "subject", "body", "body_full", "help_topic"})  # one value each
 _TEXT = SINGLE | {"recipient", "attachment_name"}

@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mailgate.rules.schema import ADDRESS_FIELDS, Condition, ListFile, Rule, RulesFile, When
-from mailgate.sla import ALWAYS, Schedule, parse_schedule
+from mailgate.hours import ALWAYS, Schedule, parse_schedule
+from mailgate.rules.conditions import ADDRESS_FIELDS, Condition, ListFile
+from mailgate.rules.schema import Rule, RulesFile, When
 from mailgate.yamlfile import Loc
 
 Where = Callable[[Loc], str]

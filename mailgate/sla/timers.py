@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, inspect, select, update
 
-from mailgate import sla
+from mailgate import hours
 from mailgate.config import SlaFile, SlaPlan
 from mailgate.domain import Status
-from mailgate.fastsql import fetch, run
-from mailgate.model import Event, SlaTimer, Ticket
-from mailgate.store import Store
+from mailgate.sla import plans
+from mailgate.storage.fastsql import fetch, run
+from mailgate.storage.model import Event, SlaTimer, Ticket
+from mailgate.storage.store import Store
 
 _COLUMNS = (
     "first_response_due",
@@ -62,7 +63,7 @@ def sync(
         ticket.first_response_breached = bool(ticket.first_response_breached)
         ticket.resolution_breached = bool(ticket.resolution_breached)
     if ticket.sla_running_since is not None:  # stop the clock at now, under the schedule it ran on
-        ran = sla.business_time_between(_schedule(book, old), ticket.sla_running_since, now)
+        ran = hours.business_time_between(_schedule(book, old), ticket.sla_running_since, now)
         ticket.sla_consumed = (ticket.sla_consumed or 0.0) + ran.total_seconds()
         ticket.sla_running_since = None
     events += _late(ticket, now)
@@ -70,10 +71,10 @@ def sync(
     conn = store.session.connection()
     if not created:
         run(conn, _DELETE_PENDING, [{"tid": ticket.id}])
-    targets = sla.plan_targets(plan, ticket.priority) if plan else {}
+    targets = plans.plan_targets(plan, ticket.priority) if plan else {}
     active = {t: d for t, d in targets.items() if not _met(ticket, t)}
     paused = plan is not None and ticket.status in plan.pause_on
-    for target in sla.TARGETS:
+    for target in plans.TARGETS:
         if target not in targets:
             setattr(ticket, f"{target}_due", None)
         elif target in active and paused:
@@ -83,7 +84,7 @@ def sync(
         consumed = timedelta(seconds=ticket.sla_consumed or 0.0)
         fired = set() if created else {(t, s) for t, s in fetch(conn, _FIRED, {"tid": ticket.id})}
         rows = []
-        for due in sla.dues(_schedule(book, plan), now, consumed, active, plan):
+        for due in plans.dues(_schedule(book, plan), now, consumed, active, plan):
             if due.step == 100:
                 setattr(ticket, f"{due.target}_due", due.due_at)
             if (due.target, due.step) not in fired:
@@ -107,7 +108,7 @@ def sync(
 def _late(ticket: Ticket, now: datetime) -> list[dict[str, object]]:
     """A target met after its due time is a breach even if no sweep saw it (e.g. the daemon was down)."""
     events = []
-    for target in sla.TARGETS:
+    for target in plans.TARGETS:
         due = getattr(ticket, f"{target}_due")
         met_at = (ticket.first_response_at or now) if target == "first_response" else now
         if _met(ticket, target) and due is not None and met_at > due and not getattr(ticket, f"{target}_breached"):
@@ -116,5 +117,5 @@ def _late(ticket: Ticket, now: datetime) -> list[dict[str, object]]:
     return events
 
 
-def _schedule(book: SlaFile | None, plan: SlaPlan | None) -> sla.Schedule:
-    return sla.plan_schedule(plan, book.schedules) if plan and book else sla.ALWAYS
+def _schedule(book: SlaFile | None, plan: SlaPlan | None) -> hours.Schedule:
+    return plans.plan_schedule(plan, book.schedules) if plan and book else hours.ALWAYS

@@ -30,8 +30,8 @@ RELAXED = "mailgate_relaxed"  # commit without waiting for the disk (see Databas
 
 def migrations_dir() -> Path:
     """Top-level ``migrations/`` in a checkout, or the copy the wheel ships."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "migrations", here / "_data" / "migrations"):
+    package = Path(__file__).resolve().parent.parent  # mailgate/
+    for candidate in (package.parent / "migrations", package / "_data" / "migrations"):
         if (candidate / "env.py").exists():
             return candidate
     raise FileNotFoundError("mailgate migrations not found (broken install?)")

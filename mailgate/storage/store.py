@@ -24,10 +24,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mailgate.db import DISCARD_AFTER_USE
 from mailgate.domain import InboundStatus, RawMail
-from mailgate.fastsql import fetch, run
-from mailgate.model import (
+from mailgate.storage.db import DISCARD_AFTER_USE
+from mailgate.storage.fastsql import fetch, run
+from mailgate.storage.model import (
     AttachmentRow,
     Base,
     Event,

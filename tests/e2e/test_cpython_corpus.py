@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from mailgate.config import load_config
-from mailgate.model import Inbound
+from mailgate.storage.model import Inbound
 from tests.conftest import run_cli
 
 DATA = Path(email.__file__).resolve().parent.parent / "test" / "test_email" / "data"

@@ -26,10 +26,10 @@ from imapclient import DELETED, SEEN
 from imapclient.exceptions import LoginError
 from sqlalchemy import select
 
-from mailgate.adapters.imap_server import finish_messages
 from mailgate.config import load_config
-from mailgate.db import Database
-from mailgate.model import Inbound, MailboxState, Message, Outbox, Ticket
+from mailgate.intake.imap_session import finish_messages
+from mailgate.storage.db import Database
+from mailgate.storage.model import Inbound, MailboxState, Message, Outbox, Ticket
 from tests.conftest import PATIENCE, PG_URL, MakeConfig, Service, run_cli, start_service
 from tests.support.dovecot_fixture import DovecotServer
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from mailgate.adapters.imap_watchdog import MailboxHealth, MailboxWatchdog
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
-from mailgate.model import Outbox
+from mailgate.daemon.context import build_context
+from mailgate.intake.imap_watchdog import MailboxHealth, MailboxWatchdog
 from mailgate.pipeline.ingest import Context
-from mailgate.service import build_context
+from mailgate.storage.model import Outbox
 from tests.conftest import MakeConfig
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -143,7 +143,7 @@ def test_without_admin_email_the_alert_is_logged_once(
 ) -> None:
     dog = watchdog_for(admin=None, watchdog={"failing_after": "1m"})
     dog.health.failing_since, dog.health.last_error = NOW - timedelta(minutes=5), "cannot reach imap.example.com"
-    with caplog.at_level(logging.WARNING, logger="mailgate.adapters.imap_watchdog"):
+    with caplog.at_level(logging.WARNING, logger="mailgate.intake.imap_watchdog"):
         dog.check()
         dog.check()
     lines = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]

@@ -16,7 +16,7 @@ from pathlib import Path
 from mailgate.clock import FixedClock
 from mailgate.domain import Envelope
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.store import Store
+from mailgate.storage.store import Store
 from tests.conftest import run_cli
 
 

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
 from tests.conftest import MakeConfig, SmtpSink, make_mail, sql_rows, wait_until
 from tests.resilience.harness import (
     LEASE,

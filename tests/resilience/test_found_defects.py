@@ -17,11 +17,11 @@ from sqlalchemy import select
 
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
 from mailgate.errors import Rejected
-from mailgate.model import Event, Inbound, Message, Outbox, Participant, Suppression, Ticket
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
+from mailgate.storage.model import Event, Inbound, Message, Outbox, Participant, Suppression, Ticket
 from tests.conftest import MakeConfig, run_cli
 
 CUSTOMER = "ann@customer.example"

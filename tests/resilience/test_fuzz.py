@@ -44,18 +44,19 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from sqlalchemy import func, select
 
+from mailgate.charsets import decode_words, fix_8bit
 from mailgate.config import Limits, Tickets
 from mailgate.domain import Address, Classification, Envelope, Kind, ParsedMail, ThreadMatch
 from mailgate.errors import ParseError, Rejected
 from mailgate.identity import Identity
-from mailgate.mime import bodies_and_attachments, content_hash, decode_words, fix_8bit, sanitize_filename
-from mailgate.model import Inbound
+from mailgate.mime import bodies_and_attachments, content_hash, sanitize_filename
 from mailgate.pipeline.classify import classify
 from mailgate.pipeline.ingest import Context, ingest
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.quotes import split_new_text
 from mailgate.pipeline.thread import TicketTag, match_thread
-from mailgate.store import Store
+from mailgate.storage.model import Inbound
+from mailgate.storage.store import Store
 from tests.resilience import strategies as S
 
 # per example, inputs up to ~1 MB: several times what a linear parse costs on a loaded machine, and far

@@ -33,10 +33,10 @@ import yaml
 from sqlalchemy import MetaData, create_engine, func, select
 
 from mailgate.clock import FixedClock
-from mailgate.db import Database
 from mailgate.domain import Envelope, Outcome
-from mailgate.model import AttachmentRow, Inbound, Message, Outbox, Suppression, Ticket
 from mailgate.pipeline.ingest import Context, ingest
+from mailgate.storage.db import Database
+from mailgate.storage.model import AttachmentRow, Inbound, Message, Outbox, Suppression, Ticket
 from tests.conftest import PG_URL, make_mail
 
 REAL = Path(__file__).resolve().parent.parent / "corpus" / "real"

@@ -38,16 +38,16 @@ import pytest
 from jinja2.exceptions import SecurityError
 from sqlalchemy import func, select, update
 
-from mailgate import outbox
-from mailgate.adapters.smtp_out import SmtpTransport
 from mailgate.clock import FixedClock
 from mailgate.config import Retry, load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope, Outcome, Source
 from mailgate.errors import Rejected
-from mailgate.model import AttachmentRow, Event, Message, Outbox, Participant, Suppression, Ticket
+from mailgate.outbound import outbox
+from mailgate.outbound.templates import SAMPLE_CONTEXT, Templates
+from mailgate.outbound.transport import SmtpTransport
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
-from mailgate.templates import SAMPLE_CONTEXT, Templates
+from mailgate.storage.model import AttachmentRow, Event, Message, Outbox, Participant, Suppression, Ticket
 from tests.conftest import REPO, MakeConfig, SmtpSink, run_cli, smtp_deliver, sql_rows, start_service, wait_until
 
 SUPPORT = "support@example.com"

@@ -6,9 +6,9 @@ from sqlalchemy import select
 
 from mailgate.clock import FixedClock
 from mailgate.domain import Envelope
-from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.store import Store
+from mailgate.storage.model import Outbox
+from mailgate.storage.store import Store
 
 
 def _mail(sender: str, to: str, subject: str, body: str, cc: str = "") -> bytes:

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from mailgate.clock import FixedClock
 from mailgate.domain import Envelope
-from mailgate.model import Event, Outbox, Ticket
 from mailgate.pipeline.ingest import Context, ingest
+from mailgate.storage.model import Event, Outbox, Ticket
 
 CUSTOMER = "pat@customer.example"
 

@@ -10,8 +10,8 @@ from email import message_from_bytes, policy
 from email.header import Header
 from email.policy import compat32
 
-from mailgate.compose import WIRE, compose
-from mailgate.model import Outbox
+from mailgate.outbound.compose import WIRE, compose
+from mailgate.storage.model import Outbox
 
 NAMES = ["Subject", "To", "From", "In-Reply-To", "References", "X-Mailgate-Loop", "Message-ID", "Auto-Submitted"]
 

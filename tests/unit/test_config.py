@@ -14,7 +14,7 @@ import pytest
 
 from mailgate.config import load_config, parse_duration
 from mailgate.errors import ConfigError
-from mailgate.rules.schema import Condition, ListFile
+from mailgate.rules.conditions import Condition, ListFile
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from mailgate.domain import Envelope
-from mailgate.model import AttachmentRow, Inbound, Message
 from mailgate.pipeline.ingest import Context, ingest
+from mailgate.storage.model import AttachmentRow, Inbound, Message
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 ALL = sorted(CORPUS.glob("*.eml"))

@@ -10,8 +10,8 @@ import dkim
 import pytest
 
 from mailgate.config import Dkim
-from mailgate.dkimsign import DkimSigner
 from mailgate.errors import ConfigError
+from mailgate.outbound.dkim import DkimSigner
 
 MAIL = (b"From: Example Support <support@example.com>\r\nTo: pat@customer.example\r\nSubject: [#123456] Hello\r\n"
         b"Date: Tue, 24 Nov 2026 08:00:00 +0000\r\nMessage-ID: <x@example.com>\r\n\r\nHello Pat.\r\n")

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from mailgate.hours import Schedule, parse_schedule
 from mailgate.pipeline.parse import parse
+from mailgate.rules.conditions import Condition
 from mailgate.rules.engine import CompiledRules, Facts, decode_headers
 from mailgate.rules.resolve import resolve
-from mailgate.rules.schema import Condition, Rule, RulesFile, When
-from mailgate.sla import Schedule, parse_schedule
+from mailgate.rules.schema import Rule, RulesFile, When
 from mailgate.yamlfile import Loc
 
 

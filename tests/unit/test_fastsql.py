@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from mailgate.fastsql import fetch, run
-from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context
+from mailgate.storage.fastsql import fetch, run
+from mailgate.storage.model import Outbox
 
 WHEN = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=UTC)
 RECENT = select(Outbox.created_at, Outbox.automatic, Outbox.headers).where(

@@ -8,12 +8,12 @@ from sqlalchemy import select
 
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
-from mailgate.lifecycle import auto_close, auto_resolve, remind
-from mailgate.model import Outbox
+from mailgate.jobs.lifecycle import auto_close, auto_resolve, remind
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
-from mailgate.store import Store
+from mailgate.storage.model import Outbox
+from mailgate.storage.store import Store
 from tests.conftest import MakeConfig
 
 

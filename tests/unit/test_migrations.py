@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from mailgate.model import Base
 from mailgate.pipeline.ingest import Context
+from mailgate.storage.model import Base
 
 
 def test_migrated_database_matches_the_models(ctx: Context) -> None:

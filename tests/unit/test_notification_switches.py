@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
 from mailgate.errors import ConfigError
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
 from tests.conftest import MakeConfig
 
 AGENTS = {"agents": [{"name": "Jane", "email": "jane@example.com"}],

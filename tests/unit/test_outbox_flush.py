@@ -11,13 +11,13 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from mailgate import outbox
-from mailgate.adapters.smtp_out import MaildirTransport, SendResult
 from mailgate.clock import FixedClock
 from mailgate.config import Retry
 from mailgate.domain import Envelope
-from mailgate.model import Outbox
+from mailgate.outbound import outbox
+from mailgate.outbound.transport import MaildirTransport, SendResult
 from mailgate.pipeline.ingest import Context, ingest
+from mailgate.storage.model import Outbox
 from tests.conftest import DatabaseLocked, make_mail
 
 
@@ -146,11 +146,11 @@ def test_nothing_is_sent_while_a_result_cannot_be_recorded(ctx: Context, clock: 
         session.execute(update(Outbox).where(Outbox.id.not_in(ids)).values(status="sent"))
     transport = Watched(tmp_path / "out", ctx, config_path)
     handler = ReleaseOnError(transport)
-    logging.getLogger("mailgate.outbox").addHandler(handler)
+    logging.getLogger("mailgate.outbound.outbox").addHandler(handler)
     try:
         result = outbox.flush(ctx.db, transport, clock, Retry(), ctx.identity, limit=10)
     finally:
-        logging.getLogger("mailgate.outbox").removeHandler(handler)
+        logging.getLogger("mailgate.outbound.outbox").removeHandler(handler)
         if transport.lock is not None:
             transport.lock.__exit__(None, None, None)
     assert handler.seen >= 1, "the database lock never made a record fail"

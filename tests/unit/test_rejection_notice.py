@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope, Source
 from mailgate.errors import Rejected
-from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
+from mailgate.storage.model import Outbox
 from tests.conftest import MakeConfig
 
 RULES: dict[str, Any] = {

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailgate.sla import ALWAYS, add_business_time, business_time_between, is_open, parse_schedule
+from mailgate.hours import ALWAYS, add_business_time, business_time_between, is_open, parse_schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 BUSINESS = parse_schedule({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"},

@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from mailgate import sla
+from mailgate import hours
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
-from mailgate.db import Database
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope
-from mailgate.model import Event, Outbox, SlaTimer, Ticket
+from mailgate.jobs.sla_sweep import claim, due, fire, sweep, sweep_once
 from mailgate.pipeline.ingest import Context, ingest
-from mailgate.service import build_context
-from mailgate.sla_sweep import claim, due, fire, sweep, sweep_once
-from mailgate.store import Store
+from mailgate.storage.db import Database
+from mailgate.storage.model import Event, Outbox, SlaTimer, Ticket
+from mailgate.storage.store import Store
 from tests.conftest import PG_URL, MakeConfig
 
 H = timedelta(hours=1)
@@ -196,8 +196,8 @@ def test_awaiting_reply_pauses_the_clock_and_a_customer_reply_resumes_it(sctx: C
     clock.advance(48 * H)  # Wednesday 11:00 UTC; the customer's two days do not count
     _customer(sctx, number)
     ticket = _ticket(sctx, number)
-    business = sla.parse_schedule(SLA["schedules"]["business"])
-    assert ticket.resolution_due == sla.add_business_time(business, clock.now(), timedelta(days=3) - 2 * H)
+    business = hours.parse_schedule(SLA["schedules"]["business"])
+    assert ticket.resolution_due == hours.add_business_time(business, clock.now(), timedelta(days=3) - 2 * H)
 
 
 def test_plan_and_priority_change_recompute_from_the_time_used(sctx: Context, clock: FixedClock) -> None:

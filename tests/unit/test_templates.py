@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from mailgate.templates import SAMPLE_CONTEXT, Templates
+from mailgate.outbound.templates import SAMPLE_CONTEXT, Templates
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SHIPPED = REPO / "templates"

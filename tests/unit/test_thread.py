@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 from mailgate.clock import FixedClock
 from mailgate.config import load_config
+from mailgate.daemon.context import build_context
 from mailgate.domain import Envelope, ThreadMatch
-from mailgate.model import Outbox
 from mailgate.pipeline.ingest import Context, ingest
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.thread import TicketTag, match_thread
-from mailgate.service import build_context
-from mailgate.store import Store
+from mailgate.storage.model import Outbox
+from mailgate.storage.store import Store
 from tests.conftest import MakeConfig
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 
-from mailgate import threadindex
+from mailgate.outbound import threadindex
 
 GUID = bytes(range(16))
 
