@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from mailgate.model import Base
+from mailgate.storage.model import Base
 
 config = context.config
 target_metadata = Base.metadata
