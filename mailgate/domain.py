@@ -216,6 +216,7 @@ class RouteDecision:
     assign_strategy: Literal["round_robin", "least_loaded"] | None = None  # pick an agent of assign_team
     assign_team: str | None = None
     ack_template: str = "ack_new"  # the help topic's acknowledgment template
+    matched: tuple[str, ...] = ()  # the rules that matched, in file order (kept in the decision record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,3 +262,5 @@ class Outcome:
     trace: tuple[RuleTrace, ...] = ()
     notifications: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (kind, recipients) for dry runs
     route: RouteDecision | None = None
+    message_id: str | None = None
+    thread: str = ""  # how it found its ticket: new, token, tag, in_reply_to, references ("" when it did not)

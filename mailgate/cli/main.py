@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailgate import __version__
+from mailgate import __version__, logformat
 from mailgate.config import load_config
 from mailgate.errors import ConfigError, MailgateError, Rejected, TempFail
 
@@ -58,12 +57,7 @@ def _print_json(data: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailgate.daemon.service import serve
 
-    logging.getLogger().setLevel(logging.INFO)
-    for noisy in ("mail.log", "apscheduler", "alembic"):  # one line per event of ours, not per SMTP verb
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # "skipped: maximum number of running instances reached": a flush that outlasts its interval is
-    # expected during a burst (the running one drains the outbox), not something for an admin
-    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    logformat.configure("logfmt", "info")  # until the configuration, which may say otherwise, is read
     return asyncio.run(serve(Path(args.config)))
 
 
@@ -124,6 +118,25 @@ def cmd_tickets(args: argparse.Namespace) -> int:
             _print_json(ticket_json(ticket, store, messages=True))
         else:
             print(ticket_text(ticket, store))
+    return EX_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mailgate.cli import explain
+
+    with _database(args).reader() as session:
+        try:
+            kind, rows = explain.find(session, args.key)
+        except explain.NotFound as exc:
+            print(str(exc), file=sys.stderr)
+            return EX_CONFIG
+        records = [explain.explain(session, row) for row in rows]
+    if args.json:
+        _print_json(records if kind != "id" else records[0])
+    elif not records:
+        print(f"ticket {args.key}: no received mail (opened another way)")
+    else:
+        print("\n\n".join(explain.render(r) for r in records))
     return EX_OK
 
 
@@ -307,6 +320,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("number")
     p.add_argument("--json", action="store_true")
 
+    p = add("explain", cmd_explain, "what happened to a received mail, and why (from the record kept at intake)")
+    p.add_argument("key", metavar="ID|MESSAGE-ID|TICKET",
+                   help="a received mail's id (id:42), its Message-ID, or a ticket number (all its mails)")
+    p.add_argument("--json", action="store_true", help="the record as JSON (a list for a ticket or Message-ID)")
+
     quarantine = add("quarantine", cmd_quarantine, "look at and replay mail that could not be processed")
     q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
     q_sub.add_parser("list", parents=[common]).add_argument("--json", action="store_true")
@@ -345,9 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not hasattr(args, "config"):
         args.config = os.environ.get("MAILGATE_CONFIG", DEFAULT_CONFIG)
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logformat.configure("text", "warning")
     try:
         return int(args.func(args))
     except ConfigError as exc:

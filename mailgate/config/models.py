@@ -230,6 +230,13 @@ class Scheduler(_Strict):
     sla_interval: Duration = timedelta(seconds=60)
 
 
+class Logging(_Strict):
+    """How serve and the CLI write their log: one line per event (see ``mailgate/logformat.py``)."""
+
+    format: Literal["logfmt", "json", "text"] = "logfmt"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class RateLimit(_Strict):
     count: int = Field(ge=1)
     within: Duration
@@ -313,6 +320,7 @@ class MainFile(_Strict):
     sla: Path | None = None
     templates: Path | None = None  # default: the templates shipped with mailgate
     scheduler: Scheduler = Scheduler()
+    logging: Logging = Logging()
     security: Security = Security()
     lifecycle: Lifecycle = Lifecycle()
     admin_email: Email | None = None

@@ -31,11 +31,13 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mailgate import logformat
 from mailgate.config import Config, Limits
 from mailgate.daemon import memory
 from mailgate.daemon.writer import Result
 from mailgate.domain import Envelope, RawMail
 from mailgate.errors import ParseError, TempFail
+from mailgate.logformat import Format
 from mailgate.pipeline.ingest import Parsed
 from mailgate.pipeline.parse import parse
 
@@ -45,12 +47,10 @@ log = logging.getLogger(__name__)
 SPAWN = multiprocessing.get_context("spawn")
 _STOP = object()
 START_TIMEOUT = 120.0
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SLOTS = {"serve": 0, "pipeline": 1, "sender": 2}  # each process's slot in the shared turns (db.Turns)
 PARSE_THREADS = 2  # parsing in serve's process: a slow mail delays only itself
 PARSE_HERE_MAX = 1 << 20  # bigger mails are parsed by the child, which needs them whole anyway
 CHUNK = 1 << 20  # the most one read or write of a mail's bytes on the pipe asks for
-QUIET_LOGGERS = ("mail.log", "apscheduler", "apscheduler.scheduler", "alembic")
 
 
 class ProcessWriter:
@@ -272,13 +272,12 @@ def _read_exactly(fd: int, size: int) -> bytearray:
     return buffer
 
 
-def log_levels() -> dict[str, int]:
-    levels = {"": logging.getLogger().level}
-    levels.update({name: logging.getLogger(name).level for name in QUIET_LOGGERS})
-    return levels
+def log_levels() -> tuple[Format, int]:
+    """serve's log settings, for a child to repeat (a spawned child starts with logging unconfigured)."""
+    return logformat.settings()
 
 
-def setup_child_logging(levels: dict[str, int]) -> None:
+def setup_child_logging(levels: tuple[Format, int]) -> None:
     """A spawned child starts with logging unconfigured; it writes to the inherited stderr like serve.
 
     It also ignores SIGTERM and SIGINT (a Ctrl-C reaches the whole process group, and so may a
@@ -287,9 +286,7 @@ def setup_child_logging(levels: dict[str, int]) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(format=LOG_FORMAT)
-    for name, level in levels.items():
-        logging.getLogger(name or None).setLevel(level)
+    logformat.configure(*levels)
 
 
 def child_main(
@@ -298,7 +295,7 @@ def child_main(
     config: Config,
     threads: int,
     max_batch: int,
-    levels: dict[str, int],
+    levels: tuple[Format, int],
     turns: Any,
 ) -> None:
     """The child: the pipeline behind a ``BatchWriter``, fed by the parent's pipe until it closes."""

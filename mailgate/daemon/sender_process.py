@@ -22,6 +22,7 @@ from typing import Any
 from mailgate.config import Config
 from mailgate.daemon import memory
 from mailgate.daemon.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
+from mailgate.logformat import Format
 
 log = logging.getLogger(__name__)
 NICENESS = 19  # intake first: CFS gives deliveries ~1.5 % of a busy core, and every idle moment
@@ -79,7 +80,7 @@ class SenderProcess:
         self._conn.close()
 
 
-def sender_main(conn: Connection, config: Config, levels: dict[str, int], turns: Any) -> None:
+def sender_main(conn: Connection, config: Config, levels: tuple[Format, int], turns: Any) -> None:
     from mailgate.daemon.context import Holder, build_context, build_transport, swap_config
     from mailgate.daemon.scheduler import Jobs
 

@@ -19,11 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mailgate import logformat
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config, SmtpIntake, load_config
 from mailgate.daemon import memory
 from mailgate.daemon.context import Holder, build_context, build_transport, reload
 from mailgate.daemon.ingest_process import SLOTS, ProcessWriter
+from mailgate.daemon.intake_log import LoggedWriter
 from mailgate.daemon.scheduler import Jobs, start_scheduler
 from mailgate.daemon.sender_process import SenderProcess
 from mailgate.daemon.writer import BatchWriter
@@ -96,9 +98,7 @@ async def _watchdog(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=usec / 2e6)
 
 
-async def _start_smtp(
-    holder: Holder, writer: BatchWriter | ProcessWriter, clock: Clock
-) -> asyncio.base_events.Server | None:
+async def _start_smtp(holder: Holder, writer: LoggedWriter, clock: Clock) -> asyncio.base_events.Server | None:
     smtp_cfg = holder.get().config.main.intake.smtp
     if smtp_cfg is None:
         return None
@@ -130,6 +130,7 @@ async def _start_smtp(
 async def serve(config_path: Path, clock: Clock | None = None) -> int:
     memory.return_big_blocks()
     config = load_config(config_path)
+    logformat.configure(config.main.logging.format, config.main.logging.level)
     clock = clock or SystemClock()
     ctx = build_context(config, clock)
     ctx.db.upgrade()
@@ -158,16 +159,19 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     else:
         writer = BatchWriter(holder.get, threads=threads, on_commit=on_commit)
     jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
+    intake = LoggedWriter(writer)
     scheduler = start_scheduler(
         jobs, config.main.scheduler.outbox_interval, flush=sender.wake if sender is not None else None
     )
-    server = await _start_smtp(holder, writer, clock)
-    imap = ImapIntake(holder.get, writer.submit)  # one thread per mailbox, same writer as SMTP
+    server = await _start_smtp(holder, intake, clock)
+    imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
     imap.start(config.main.intake.imap)
 
     def on_hup() -> None:
         sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         if reload(holder):  # restart only the mailboxes whose settings changed (stopping one can take a second)
+            logging_cfg = holder.get().config.main.logging
+            logformat.configure(logging_cfg.format, logging_cfg.level)
             if isinstance(writer, ProcessWriter):
                 writer.reconfigure(holder.get().config)
             if sender is not None:

@@ -52,6 +52,7 @@ from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.spool import Spooled
 from mailgate.pipeline.thread import TicketTag, match_thread
+from mailgate.pipeline.trail import Trail, why_unthreaded
 from mailgate.rules.engine import CompiledRules
 from mailgate.storage.blobs import BlobStore
 from mailgate.storage.db import Database, is_transient
@@ -113,24 +114,25 @@ def _act(
     return apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
 
 
-def _kept(store: Store, spooled: Spooled, now: datetime, reason: str, mid: str | None) -> Outcome:
+def _kept(store: Store, spooled: Spooled, now: datetime, reason: str, mid: str | None, trail: Trail) -> Outcome:
     """Stored, answered 250, and kept aside with the reason: nothing more happens to it."""
-    spooling.finish(store, spooled, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid)
-    return Outcome("quarantined", None, reason, spooled.id)
+    record = trail.outcome("quarantined", reason)
+    spooling.finish(store, spooled, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid, decision=record)
+    return Outcome("quarantined", None, reason, spooled.id, message_id=mid)
 
 
 def _bounce(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: Classification, env: Envelope,
-            spooled: Spooled, now: datetime) -> ThreadMatch | Outcome:
+            spooled: Spooled, now: datetime, trail: Trail) -> ThreadMatch | Outcome:
     """A bounce joins the ticket of the mail it proves to answer, and suppresses only what it proves."""
     proof = bounce.prove(raw, parsed, cls, store, ctx.identity, env.rcpt_tos)
     if proof is None:
         why = f"bounce: {cls.reason}; it does not prove it answers our mail, so nothing was suppressed"
-        return _kept(store, spooled, now, why, parsed.message_id)
+        return _kept(store, spooled, now, why, parsed.message_id, trail)
     until = now + ctx.config.main.notifications.bounce_suppression
     suppressed = bounce.suppress_failed(store, proof, ctx.directory.names, cls, until, now)
     if proof.ticket_id is None:
         why = f"bounce of our mail without a ticket ({proof.via}); suppressed: {', '.join(suppressed) or 'nobody'}"
-        return _kept(store, spooled, now, why, parsed.message_id)
+        return _kept(store, spooled, now, why, parsed.message_id, trail)
     ticket = store.ticket(proof.ticket_id)
     return ThreadMatch(proof.ticket_id, "token", ticket.number if ticket else None, signed=True)
 
@@ -152,7 +154,9 @@ def _process(
     inbound_id = spooled.id
     parsed = pre if pre is not None else parse(raw, ctx.config.main.intake.limits)
     mid = parsed.message_id
+    trail = Trail()
     duplicate = find_duplicate(store, parsed)
+    trail.dedupe(duplicate.inbound_id if duplicate is not None else None)
     if duplicate is not None:
         first = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
         spooling.finish(
@@ -164,27 +168,33 @@ def _process(
             ticket_id=duplicate.ticket_id,
             message_id=mid,
             duplicate_of=duplicate.inbound_id,
+            decision=trail.outcome("duplicate", "already stored"),
         )
-        return Outcome("duplicate", first.number if first else None, "already stored", inbound_id)
+        number = first.number if first else None
+        return Outcome("duplicate", number, "already stored", inbound_id, message_id=mid, thread="duplicate")
     cls = classify(parsed, env, ctx.identity, ctx.own_addresses)
+    trail.classified(cls)
     if cls.kind is Kind.LOOP:
-        return _kept(store, spooled, now, f"loop: {cls.reason}", mid)
+        return _kept(store, spooled, now, f"loop: {cls.reason}", mid, trail)
     security = ctx.config.main.security
     who = author(parsed, env, security.reply_to)
     if who.address is None:
-        return _kept(store, spooled, now, "no sender: neither From, Sender, Reply-To nor an envelope sender", mid)
+        why = "no sender: neither From, Sender, Reply-To nor an envelope sender"
+        return _kept(store, spooled, now, why, mid, trail)
     if parsed.from_addr is None:  # answered and recognised by the address that did name the sender
         parsed = replace(parsed, from_addr=who.address)
     if cls.kind is Kind.BOUNCE:
-        found = _bounce(store, ctx, raw, parsed, cls, env, spooled, now)
+        found = _bounce(store, ctx, raw, parsed, cls, env, spooled, now, trail)
         if isinstance(found, Outcome):
             return found
         match = found
     else:
         match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
+    trail.threaded(match, why_unthreaded(parsed, ctx.tag) if match.ticket_id is None else None)
     sender = authorize(
         parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
     )
+    trail.sender(sender)
     ticket = store.ticket(match.ticket_id) if match.ticket_id is not None else None
     admission = admit(
         match,
@@ -195,20 +205,31 @@ def _process(
         now,
         machine=cls.automatic,
     )
+    trail.admitted(
+        reject=admission.reject,
+        follow_up_of=admission.follow_up_of,
+        collaborator=admission.sender.address if admission.add_collaborator else None,
+        to_ticket=admission.match.ticket_id is not None,
+    )
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain)
+    trail.routed(decision)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
-        spooling.finish(store, spooled, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True)
         sent: tuple[tuple[str, tuple[str, ...]], ...] = ()
         if env.source == "imap":  # an SMTP client hears the 550 and a pipe's MTA bounces; a mailbox is silent
             support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
             note = send_rejection(store, ctx.notifier, parsed, cls, support, refusal, now)
             sent = ((note.kind, note.to),) if note else ()
-        return Outcome("rejected", None, refusal, inbound_id, decision.trace, sent, route=decision)
+            trail.notified([note] if note else [])
+        record = trail.outcome("rejected", refusal)
+        spooling.finish(
+            store, spooled, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True, decision=record
+        )
+        return Outcome("rejected", None, refusal, inbound_id, decision.trace, sent, route=decision, message_id=mid)
     if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
         status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
         why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"
-        spooling.finish(store, spooled, status, now, reason=why, message_id=mid)
+        spooling.finish(store, spooled, status, now, reason=why, message_id=mid, decision=trail.outcome(status, why))
         return Outcome(
             "quarantined" if status is InboundStatus.QUARANTINED else "accepted",
             None,
@@ -216,6 +237,7 @@ def _process(
             inbound_id,
             decision.trace,
             route=decision,
+            message_id=mid,
         )
     if admission.match.ticket_id is None:
         teams = {t.name: list(t.members) for t in ctx.config.agents.teams}
@@ -224,10 +246,16 @@ def _process(
         store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla, ctx.config.main.lifecycle.satisfaction_question
     )
     change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who)
+    trail.acted(change)
     notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
-    spooling.finish(store, spooled, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid)
+    trail.notified(notes)
+    record = trail.outcome("accepted", None)
+    spooling.finish(
+        store, spooled, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid, decision=record
+    )
     sent = tuple((n.kind, n.to) for n in notes)
-    return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision)
+    via = "new" if change.created else admission.match.via
+    return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision, mid, via)
 
 
 def _undo(savepoint: SessionTransaction) -> None:

@@ -140,4 +140,6 @@ def route(
     no_ack = no_ack_by_rule or (topic is not None and not topic.auto_ack)
     draft["tags"] = tuple(dict.fromkeys(draft["tags"]))
     draft["collaborators"] = tuple(dict.fromkeys(draft["collaborators"]))
-    return RouteDecision(**draft, no_autoreply=no_ack, trace=trace, changes=tuple(changes))
+    return RouteDecision(
+        **draft, no_autoreply=no_ack, trace=trace, changes=tuple(changes), matched=tuple(n for n, _ in matched)
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from mailgate.domain import Envelope, InboundStatus, RawMail
 from mailgate.mime import content_hash
@@ -61,8 +62,15 @@ def finish(
     message_id: str | None = None,
     duplicate_of: int | None = None,
     drop_raw: bool = False,
+    decision: dict[str, Any] | None = None,
 ) -> None:
-    values: dict[str, object] = {"status": status.value, "reason": reason, "ticket_id": ticket_id, "processed_at": now}
+    values: dict[str, object] = {
+        "status": status.value,
+        "reason": reason,
+        "ticket_id": ticket_id,
+        "processed_at": now,
+        "decision": decision,
+    }
     if message_id is not None:
         values["message_id"] = message_id[:998]
     if duplicate_of is not None:

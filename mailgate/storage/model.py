@@ -73,12 +73,13 @@ class Inbound(Base):
     rcpt_tos: Mapped[list[str]] = mapped_column(JSON, default=list)
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    message_id: Mapped[str | None] = mapped_column(String(998))
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what was decided and why: ``explain``
     ticket: Mapped[Ticket | None] = relationship(foreign_keys=[ticket_id])
 
 

@@ -1,0 +1,220 @@
+"""``mailgate explain``: what happened to a received mail, from the record stored when it arrived.
+
+The record (``inbound.decision``, written by ``pipeline/trail.py`` in the mail's own savepoint) says
+what was concluded at each stage; what became of the mails it queued is read now, from the outbox,
+so "the ack is still pending, relay said 451" shows up days later too. Nothing is re-run here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from mailgate.storage.model import Event, Inbound, Outbox, Ticket
+
+# "id:42", "ticket:123456", "#123456", "<abc@host>", "abc@host", or a bare number (a ticket number first)
+_PREFIX = re.compile(r"^(id|ticket|message-id):(.+)$", re.IGNORECASE)
+
+
+class NotFound(LookupError):
+    pass
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def find(session: Session, key: str) -> tuple[str, list[Inbound]]:
+    """The received mails ``key`` names, oldest first, and what it was taken for."""
+    key = key.strip()
+    kind, value = "", key
+    if m := _PREFIX.match(key):
+        kind, value = m.group(1).lower(), m.group(2).strip()
+    if kind == "message-id" or (not kind and ("@" in value or value.startswith("<"))):
+        bare = value.strip("<>")
+        named = or_(Inbound.message_id == f"<{bare}>", Inbound.message_id == bare)
+        rows = session.scalars(select(Inbound).where(named).order_by(Inbound.id)).all()
+        if not rows:
+            raise NotFound(f"no received mail has Message-ID <{bare}>")
+        return "message-id", list(rows)
+    value = value.lstrip("#")
+    if kind in ("", "ticket"):
+        ticket = session.scalars(select(Ticket).where(Ticket.number == value)).first()
+        if ticket is None and kind == "":
+            ticket = session.scalars(select(Ticket).where(Ticket.number == value.upper())).first()
+        if ticket is not None:
+            rows = session.scalars(select(Inbound).where(Inbound.ticket_id == ticket.id).order_by(Inbound.id)).all()
+            return "ticket", list(rows)
+        if kind == "ticket":
+            raise NotFound(f"no ticket {value}")
+    if value.isdigit():
+        row = session.get(Inbound, int(value))
+        if row is not None:
+            return "id", [row]
+    raise NotFound(f"no received mail or ticket matches {key!r} (try id:N, ticket:N or a Message-ID)")
+
+
+def _deliveries(session: Session, decision: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = [n["key"] for n in decision.get("notifications", []) if n.get("key")]
+    rows = {r.dedupe_key: r for r in session.scalars(select(Outbox).where(Outbox.dedupe_key.in_(keys)))} if keys else {}
+    out = []
+    for note in decision.get("notifications", []):
+        row = rows.get(note.get("key", ""))
+        entry: dict[str, Any] = {"kind": note["kind"], "to": note["to"]}
+        if row is None:
+            entry["status"] = "not in the outbox (removed, or never committed)"
+        else:
+            entry.update(
+                outbox_id=row.id,
+                status=row.status,
+                attempts=row.attempts,
+                sent_at=_iso(row.sent_at),
+                next_attempt_at=_iso(row.next_attempt_at) if row.status == "pending" else None,
+                last_error=row.last_error,
+            )
+        out.append(entry)
+    return out
+
+
+def _held(session: Session, row: Inbound) -> list[str]:
+    """Notifications the guard held back for this mail (rate limits, suppressed or automatic senders)."""
+    if row.ticket_id is None or row.processed_at is None:
+        return []
+    events = session.scalars(
+        select(Event).where(
+            Event.ticket_id == row.ticket_id, Event.kind == "notification_held", Event.at == row.processed_at
+        )
+    ).all()
+    return [e.detail or "" for e in events]
+
+
+def explain(session: Session, row: Inbound) -> dict[str, Any]:
+    decision = dict(row.decision or {})
+    ticket = session.get(Ticket, row.ticket_id) if row.ticket_id else None
+    data: dict[str, Any] = {
+        "id": row.id,
+        "received_at": _iso(row.received_at),
+        "processed_at": _iso(row.processed_at),
+        "source": row.source,
+        "peer": row.peer or None,
+        "mailbox": row.mailbox,
+        "mail_from": row.mail_from,
+        "rcpt_tos": list(row.rcpt_tos or []),
+        "message_id": row.message_id,
+        "size": row.size,
+        "status": row.status,
+        "reason": row.reason,
+        "ticket": ticket.number if ticket else None,
+        "duplicate_of": row.duplicate_of,
+        "recorded": bool(row.decision),
+    }
+    for stage in ("dedupe", "classification", "thread", "sender", "admission", "rules", "route", "actions"):
+        if stage in decision:
+            data[stage] = decision[stage]
+    if "notifications" in decision:
+        data["notifications"] = _deliveries(session, decision)
+    held = _held(session, row)
+    if held:
+        data["held"] = held
+    return data
+
+
+def _line(label: str, text: object) -> str:
+    return f"  {label + ':':<16}{text}"
+
+
+def _head(data: dict[str, Any]) -> list[str]:
+    where = f"mailbox {data['mailbox']}" if data["mailbox"] else data["peer"] or "-"
+    outcome = data["status"] + (f", ticket {data['ticket']}" if data["ticket"] else "")
+    return [
+        f"mail #{data['id']}  received {data['received_at']} by {data['source']} from {where}",
+        _line("envelope", f"{data['mail_from'] or '<>'} -> {', '.join(data['rcpt_tos']) or '-'}"),
+        _line("Message-ID", data["message_id"] or "-"),
+        _line("outcome", outcome + (f" ({data['reason']})" if data["reason"] else "")),
+    ]
+
+
+def _thread(thread: dict[str, Any]) -> list[str]:
+    if thread["ticket"]:
+        signed = ", signed by us" if thread["signed"] else ""
+        return [_line("threaded", f"ticket {thread['ticket']} via {thread['via']}{signed}")]
+    return [_line("threaded", f"no ticket: {thread.get('why_not', 'nothing matched')}")]
+
+
+def _sender(sender: dict[str, Any]) -> list[str]:
+    how = " (authenticated)" if sender["authenticated"] else ""
+    why = f": {sender['reason']}" if sender["reason"] else ""
+    return [_line("sender", f"{sender['address']} as {sender['role']}{how}{why}")]
+
+
+def _admission(adm: dict[str, Any]) -> list[str]:
+    parts = ["joins the ticket" if adm["joins_ticket"] else "no existing ticket"]
+    parts += [f"refused: {adm['refused']}"] if "refused" in adm else []
+    parts += [f"follow-up of {adm['follow_up_of']}"] if "follow_up_of" in adm else []
+    parts += [f"adds {adm['adds_collaborator']} as collaborator"] if "adds_collaborator" in adm else []
+    return [_line("admission", "; ".join(parts))]
+
+
+def _rules(rules: dict[str, Any]) -> list[str]:
+    lines = [_line("rules matched", ", ".join(rules["matched"]) or "none")]
+    lines += [f"{'':18}{'+' if t['matched'] else '-'} {t['rule']}: {t['reason']}" for t in rules.get("trace", [])]
+    return lines + [f"{'':18}{change}" for change in rules.get("changes", [])]
+
+
+def _route(route: dict[str, Any]) -> list[str]:
+    text = (
+        f"{route['action']}; help topic {route['help_topic'] or '-'} (via {route['help_topic_via']}), "
+        f"department {route['department'] or '-'}, priority {route['priority']}, "
+        f"SLA {route['sla_plan'] or '-'}, assignee {route['assignee'] or '-'}"
+    )
+    return [_line("route", text + ("; no acknowledgment" if route["no_autoreply"] else ""))]
+
+
+def _actions(actions: dict[str, Any]) -> list[str]:
+    what = "opened" if actions["created"] else "reopened" if actions["reopened"] else "updated"
+    lines = [_line("actions", f"{what} ticket {actions['ticket']} with a {actions['message']} message")]
+    lines += [f"{'':18}{event}" for event in actions["events"]]
+    return lines + [f"{'':18}command refused: {error}" for error in actions["command_errors"]]
+
+
+def _notifications(notes: list[dict[str, Any]]) -> list[str]:
+    lines = [_line("notifications", f"{len(notes)} queued" if notes else "none queued")]
+    for note in notes:
+        state = note["status"]
+        if note.get("sent_at"):
+            state += f" {note['sent_at']}"
+        if note.get("next_attempt_at"):
+            state += f", next attempt {note['next_attempt_at']}"
+        if note.get("last_error"):
+            state += f" (last answer: {note['last_error']})"
+        outbox = f"outbox #{note['outbox_id']}: " if "outbox_id" in note else ""
+        lines.append(f"{'':18}{note['kind']} to {', '.join(note['to'])}: {outbox}{state}")
+    return lines
+
+
+_STAGES = (
+    ("dedupe", lambda v: [_line("dedupe", v)]),
+    ("classification", lambda v: [_line("classified", f"{v['kind']} ({v['reason']})")]),
+    ("thread", _thread),
+    ("sender", _sender),
+    ("admission", _admission),
+    ("rules", _rules),
+    ("route", _route),
+    ("actions", _actions),
+    ("notifications", _notifications),
+    ("held", lambda v: [f"{'':18}held: {h}" for h in v]),
+)
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = _head(data)
+    if not data["recorded"]:
+        lines.append("  (no decision record: received before records were kept, or its processing failed)")
+    for stage, show in _STAGES:
+        if stage in data:
+            lines += show(data[stage])
+    return "\n".join(lines)
