@@ -33,6 +33,7 @@ from mailgate.clock import Clock
 from mailgate.config import Retry
 from mailgate.errors import TempFail
 from mailgate.identity import Identity
+from mailgate.logformat import log_event
 from mailgate.outbound.compose import compose
 from mailgate.outbound.transport import PermFailure, Sent, TempFailure, Transport
 from mailgate.storage.blobs import BlobStore
@@ -126,7 +127,7 @@ def _record_failure(
     if isinstance(result, TempFailure) and not expired:
         row.status = "pending"
         row.next_attempt_at = now + backoff(row.attempts, retry)
-        return "retried"
+        return f"retried:{row.next_attempt_at.isoformat()}"
     row.status = "failed"
     if row.ticket_id is not None:
         why = "gave up after retries" if isinstance(result, TempFailure) else "refused"
@@ -182,6 +183,15 @@ def _record_until_done(
         delay = min(delay * 2, 10.0)
 
 
+def _log_delivery(row: Outbox, outcome: str, result: Result, next_attempt: str) -> None:
+    """One line per delivery attempt: sent at INFO, a retry or a failure at WARNING (someone is not told)."""
+    answer = result.detail if isinstance(result, Sent) else result.reason
+    level = logging.INFO if outcome == "sent" else logging.WARNING
+    log_event(log, "mail sent" if outcome == "sent" else f"mail {outcome}", level, outbox=row.id,
+              ticket_id=row.ticket_id, kind=row.kind, to=row.recipient, attempt=row.attempts,
+              next_attempt=next_attempt or None, answer=answer[:300])
+
+
 def flush(
     db: Database,
     transport: Transport,
@@ -211,10 +221,10 @@ def flush(
         if result is None:
             counts["lost"] += 1  # our lease ran out while earlier rows were sent; another sender may own it
             continue
-        outcome = _record_until_done(db, row_id, result, clock, retry, stopping)
-        if outcome is None:
+        recorded = _record_until_done(db, row_id, result, clock, retry, stopping)
+        if recorded is None:
             break
+        outcome, _, next_attempt = recorded.partition(":")
         counts[outcome] += 1
-        if outcome != "sent":
-            log.warning("outbox #%s %s: %s", row_id, outcome, getattr(result, "reason", ""))
+        _log_delivery(row, outcome, result, next_attempt)
     return FlushResult(counts["sent"], counts["retried"], counts["failed"])

@@ -88,6 +88,7 @@ class SmtpTransport:
                     )
                 if self.username:
                     client.login(self.username, self.password or "")
+                answer = _keep_data_answer(client)
                 refused = client.sendmail(mail_from, recipients, data, mail_options=["SMTPUTF8"] if eai else [])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
@@ -103,4 +104,19 @@ class SmtpTransport:
             return TempFailure(f"{type(exc).__name__}: {exc}")
         if refused:
             return PermFailure(f"refused: {refused}")
-        return Sent(f"relayed via {self.host}:{self.port}")
+        said = f": {answer[0][0]} {answer[0][1].decode(errors='replace')}" if answer else ""
+        return Sent(f"relayed via {self.host}:{self.port}{said}")
+
+
+def _keep_data_answer(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+    """The relay's answer to DATA ("250 2.0.0 queued as 4XyZ"), which ``sendmail`` checks and drops:
+    it is what an admin greps the relay's log for."""
+    answers: list[tuple[int, bytes]] = []
+    data = client.data
+
+    def keeping(msg: bytes | str) -> tuple[int, bytes]:
+        answers.append(data(msg))
+        return answers[-1]
+
+    client.data = keeping  # type: ignore[method-assign,assignment]
+    return answers

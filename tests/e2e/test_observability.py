@@ -18,6 +18,7 @@ from tests.conftest import (
     REPO,
     MakeConfig,
     Service,
+    SmtpSink,
     cli_json,
     make_mail,
     run_cli,
@@ -128,3 +129,34 @@ def test_json_log_and_no_timestamp_under_the_journal(make_config: MakeConfig, tm
     for other in service.output().splitlines():
         if other.startswith("{"):
             assert "ts" not in json.loads(other)
+
+
+def delivery_lines(service: Service, msg: str) -> list[dict[str, str]]:
+    return [logfmt(line) for line in service.output().splitlines() if f'msg="{msg}"' in line]
+
+
+def test_each_delivery_attempt_is_one_log_line(make_config: MakeConfig, smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    config = make_config(outbound={"transport": "smtp", "smtp": {"host": smtp_sink.host, "port": smtp_sink.port}})
+    smtp_sink.answer = "451 4.3.0 try later"
+    service = start_service(config, tmp_path / "serve.log")
+    try:
+        assert smtp_deliver(service.host, service.port, make_mail(message_id="<out-1@customer.example>"))[0] == 250
+        retried = wait_until(lambda: [x for x in delivery_lines(service, "mail retried") if x["kind"] == "ack_new"],
+                             what="a retried ack", log=service.output)[0]
+        assert retried["to"] == "pat@customer.example" and retried["level"] == "warning"
+        assert "451" in retried["answer"] and retried["next_attempt"] > retried["ts"][:19]
+        smtp_sink.answer = None
+        sent = wait_until(lambda: [x for x in delivery_lines(service, "mail sent") if x["kind"] == "ack_new"],
+                          what="the ack sent", log=service.output)[0]
+        assert sent["outbox"] == retried["outbox"] and int(sent["attempt"]) >= 2
+        assert sent["answer"].startswith(f"relayed via {smtp_sink.host}:{smtp_sink.port}: 250")
+        smtp_sink.answer = "550 5.1.1 no such user"
+        mail = make_mail("Another one", sender="Kim <kim@customer.example>", message_id="<out-2@customer.example>")
+        assert smtp_deliver(service.host, service.port, mail, mail_from="kim@customer.example")[0] == 250
+        failed = wait_until(
+            lambda: [x for x in delivery_lines(service, "mail failed") if x["to"] == "kim@customer.example"],
+            what="the refused ack", log=service.output,
+        )[0]
+        assert "550" in failed["answer"] and "next_attempt" not in failed
+    finally:
+        service.stop()
