@@ -15,6 +15,7 @@ earlier ones record that their notification was superseded. No flood.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from mailgate.config import Escalation, SlaFile
 from mailgate.domain import Address
+from mailgate.logformat import log_event
 from mailgate.pipeline.audience import Planned
 from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.notice import Trigger
@@ -33,6 +35,8 @@ from mailgate.pipeline.notify import send, ticket_view
 from mailgate.sla import plans
 from mailgate.storage.model import Event, SlaTimer, Ticket
 from mailgate.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _LABEL = {"first_response": "first response", "resolution": "resolution"}
@@ -58,16 +62,21 @@ def claim(session: Session, now: datetime, limit: int, worker: str = WORKER) -> 
     return timers
 
 
-def fire(session: Session, ctx: Context, timers: Sequence[SlaTimer], now: datetime) -> None:
-    """Apply the claimed steps, ticket by ticket (locked in id order), in due order."""
+def fire(session: Session, ctx: Context, timers: Sequence[SlaTimer], now: datetime) -> list[dict[str, object]]:
+    """Apply the claimed steps, ticket by ticket (locked in id order), in due order; what fired, for the log."""
     store = Store(session)
     last = {(t.ticket_id, t.target): t.id for t in timers}  # timers come in due order: the last one mails
     locking = session.get_bind().dialect.name != "sqlite"
+    fired: list[dict[str, object]] = []
     for ticket_id in sorted({t.ticket_id for t in timers}):
         ticket = session.get(Ticket, ticket_id, with_for_update=locking)
         assert ticket is not None
         for timer in (t for t in timers if t.ticket_id == ticket_id):
-            _step(store, ctx, ticket, timer, now, mail=last[(ticket_id, timer.target)] == timer.id)
+            mail = last[(ticket_id, timer.target)] == timer.id
+            _step(store, ctx, ticket, timer, now, mail=mail)
+            fired.append({"ticket": ticket.number, "plan": timer.plan, "target": timer.target, "step": timer.step,
+                          "due": timer.due_at.isoformat(), "overdue": ticket.overdue, "mailed": mail})
+    return fired
 
 
 def sweep_once(ctx: Context, limit: int = 500, worker: str = WORKER) -> int:
@@ -75,8 +84,10 @@ def sweep_once(ctx: Context, limit: int = 500, worker: str = WORKER) -> int:
     now = ctx.clock.now()
     with ctx.db.transaction() as session:
         timers = claim(session, now, limit, worker)
-        fire(session, ctx, timers, now)
-    return len(timers)
+        fired = fire(session, ctx, timers, now)
+    for step in fired:  # after the commit: a line never tells of a rung that was rolled back
+        log_event(log, "sla rung fired", **step)
+    return len(fired)
 
 
 def sweep(ctx: Context, limit: int = 500, worker: str = WORKER, stop: object = None) -> int:

@@ -160,3 +160,28 @@ def test_each_delivery_attempt_is_one_log_line(make_config: MakeConfig, smtp_sin
         assert "550" in failed["answer"] and "next_attempt" not in failed
     finally:
         service.stop()
+
+
+TINY_SLA = {
+    "schedules": {},
+    "sla_plans": {"tiny": {"first_response": "2s", "resolution": "4s", "schedule": "24x7", "escalations": [
+        {"at": "50%", "notify": ["assignee"]}, {"at": "100%", "notify": ["manager"], "overdue": True}]}},
+}
+TINY_RULES = {"help_topics": [{"name": "General", "department": "Support", "priority": "normal", "sla": "tiny"}],
+              "default_help_topic": "General", "rules": []}
+
+
+def test_each_sla_rung_fired_is_one_log_line(make_config: MakeConfig, tmp_path: Path) -> None:
+    config = make_config(sla=TINY_SLA, rules=TINY_RULES, scheduler={"outbox_interval": "1s", "sla_interval": "0.5s"})
+    service = start_service(config, tmp_path / "serve.log")
+    try:
+        assert smtp_deliver(service.host, service.port, make_mail(message_id="<sla-1@customer.example>"))[0] == 250
+        rungs = wait_until(lambda: (got := delivery_lines(service, "sla rung fired")) and len(got) >= 4 and got,
+                           what="four rungs", log=service.output)
+    finally:
+        service.stop()
+    ticket = received_lines(service)[0]["ticket"]
+    fired = sorted((r["target"], int(r["step"])) for r in rungs)
+    assert fired == [("first_response", 50), ("first_response", 100), ("resolution", 50), ("resolution", 100)]
+    assert all(r["ticket"] == ticket and r["plan"] == "tiny" for r in rungs)
+    assert {r["overdue"] for r in rungs if r["step"] == "100"} == {"True"}

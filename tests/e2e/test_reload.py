@@ -113,12 +113,12 @@ def test_sighup_applies_a_good_rules_change_and_refuses_a_broken_one(
             rules_file.write_text(yaml.safe_dump(
                 rules_with(rule("printer-high", "Printer", "high"), rule("toner-low", "Toner", "low")),
                 sort_keys=False))
-            hup(svc, "configuration reloaded")
+            hup(svc, "msg=\"reload applied\"")
             assert send(svc, "Toner empty again", url) == "low"  # the new rule applies to the next mail
 
             broken = rules_with(rule("printer-high", "Printer", "high"), rule("oops", "Toner", "normal", "containz"))
             rules_file.write_text(yaml.safe_dump(broken, sort_keys=False))
-            hup(svc, "reload refused")
+            hup(svc, "msg=\"reload refused\"")
             line = next(i for i, text in enumerate(rules_file.read_text().splitlines(), 1) if "containz" in text)
             assert f"{rules_file}:{line}:" in svc.output()
             assert send(svc, "Toner empty a third time", url) == "low"  # old rules stay in force
