@@ -46,6 +46,7 @@ from mailgate.intake import imap_session
 from mailgate.intake.imap_session import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
 from mailgate.intake.imap_watchdog import MailboxHealth, MailboxWatchdog
 from mailgate.intake.worker import Worker
+from mailgate.logformat import FIELDS, log_event
 from mailgate.pipeline.ingest import Context
 from mailgate.storage.model import MailboxState
 
@@ -118,7 +119,8 @@ class MailboxPoller(Worker):
     # ---------------------------------------------------------------- lifecycle (start/stop: Worker)
     def _run(self) -> None:
         name = self.mailbox.name
-        log.info("imap %s: watching %s on %s as %s", name, self.mailbox.folder, self._peer, self.mailbox.username)
+        log_event(log, "imap watching", mailbox=name, folder=self.mailbox.folder, server=self._peer,
+                  user=self.mailbox.username)
         while not self._stop.is_set():
             client: IMAPClient | None = None
             delay = 0.0
@@ -131,7 +133,7 @@ class MailboxPoller(Worker):
                 if client is not None:
                     imap_session.close(client, logout=True)
             self._stop.wait(delay)
-        log.info("imap %s: stopped", name)
+        log_event(log, "imap stopped", mailbox=name)
 
     def _failed(self, exc: BaseException) -> float:
         mb, health = self.mailbox, self.health
@@ -144,15 +146,10 @@ class MailboxPoller(Worker):
         if health.failing_since is None:
             health.failing_since = ctx.clock.now()
         unexpected = not isinstance(exc, OSError | IMAPClientError | TempFail | imap_session.CredentialError)
-        log.warning(
-            "imap %s: %s; retrying in %.0f s (failure %d since %s)",
-            mb.name,
-            message,
-            delay,
-            self._failures,
-            health.failing_since.isoformat(timespec="seconds"),
-            exc_info=unexpected,
-        )
+        if log.isEnabledFor(logging.WARNING):
+            log.warning("imap failing", exc_info=unexpected, extra={FIELDS: {
+                "mailbox": mb.name, "error": message, "retry_in": f"{delay:.0f}s", "failures": self._failures,
+                "since": health.failing_since.isoformat(timespec="seconds")}})
         try:
             save_state(ctx, mb.name, error=message)
         except Exception as db_exc:  # the database may be the thing that is down
@@ -161,7 +158,7 @@ class MailboxPoller(Worker):
 
     def _healthy(self) -> None:
         if self._failures:
-            log.info("imap %s: working again after %d failure(s)", self.mailbox.name, self._failures)
+            log_event(log, "imap working again", mailbox=self.mailbox.name, failures=self._failures)
         self._failures = 0
         self.health.failing_since = None
         self.health.last_error = None

@@ -35,6 +35,7 @@ from mailgate.config import ImapMailbox
 from mailgate.errors import TempFail
 from mailgate.intake.imap_session import token_expiry
 from mailgate.intake.worker import Worker
+from mailgate.logformat import log_event
 from mailgate.pipeline.ingest import Context
 from mailgate.storage.model import Inbound, Outbox
 from mailgate.storage.store import Store
@@ -207,12 +208,7 @@ class MailboxWatchdog(Worker):
                 continue
             if record_alert(ctx, mb, alert):
                 to = ctx.config.main.admin_email
-                log.warning(
-                    "imap %s: ALERT %s: %s (%s)",
-                    mb.name,
-                    alert.kind,
-                    alert.detail,
-                    f"mailed to {to}" if to else "no admin_email configured, log only",
-                )
+                log_event(log, "imap alert", logging.WARNING, mailbox=mb.name, kind=alert.kind, detail=alert.detail,
+                          mailed_to=to or "nobody (no admin_email configured)")
             self._fired.add(key)
         return alerts

@@ -212,7 +212,7 @@ def test_new_mail_then_reply_under_idle_then_clean_shutdown(
 
     wait_until(lambda: sessions()[0] == len(sessions()[1]), "Dovecot logging every session's end", run)
     assert set(sessions()[1]) == {"Logged out"}, f"every session, the poller's too, should log out: {sessions()}"
-    assert "imap support: stopped" in run.output()
+    assert 'msg="imap stopped" mailbox=support' in run.output()
 
 
 def test_leave_in_place_flags_seen_and_never_takes_a_mail_twice(
@@ -248,11 +248,10 @@ def test_dovecot_restart_mid_session_reconnects(
     run.wait_tickets(1)
     time.sleep(0.5)
     dovecot.restart()
-    wait_until(lambda: "imap support: connection to" in run.output() or "imap support: cannot reach" in run.output(),
-               "a logged connection failure", run)  # fmt: skip
+    wait_until(lambda: 'msg="imap failing" mailbox=support' in run.output(), "a logged connection failure", run)
     append(dovecot, user, mail("After", "after@customer.example"))
     run.wait_tickets(2)
-    wait_until(lambda: "imap support: working again after" in run.output(), "the recovery logged", run)
+    wait_until(lambda: 'msg="imap working again" mailbox=support' in run.output(), "the recovery logged", run)
     wait_until(lambda: count(dovecot, user, "Processed") == 2, "both mails moved", run)
 
 
@@ -411,8 +410,8 @@ def test_reload_starts_an_added_mailbox_and_keeps_the_unchanged_one(
     assert run.service is not None
     run.service.proc.send_signal(signal.SIGHUP)
     run.wait_tickets(2)
-    assert run.output().count("imap first: watching") == 1  # unchanged: not restarted
-    assert "imap second: watching" in run.output()
+    assert run.output().count('msg="imap watching" mailbox=first') == 1  # unchanged: not restarted
+    assert 'msg="imap watching" mailbox=second' in run.output()
 
 
 def _failed_logins(dovecot: DovecotServer, user: str) -> int:
@@ -437,8 +436,8 @@ def test_wrong_password_backs_off_alerts_once_and_other_mailbox_keeps_working(
     wait_until(lambda: run.outbox("admin_alert"), "the admin alert", run)
     time.sleep(2)  # without backoff, a poller would have retried ~4 times by now (Dovecot answers in 0.5 s)
     assert _failed_logins(dovecot, bad) == 1
-    lines = [line for line in run.output().splitlines() if "imap bad: login as" in line]
-    assert len(lines) == 1 and "retrying in" in lines[0], lines
+    lines = [line for line in run.output().splitlines() if 'msg="imap failing" mailbox=bad error="login as' in line]
+    assert len(lines) == 1 and "retry_in=" in lines[0], lines
     [alert] = run.outbox("admin_alert")  # once per incident, although the watchdog checked many times
     assert alert.dedupe_key.startswith("admin_alert:bad:failing:")
     assert "login as" in alert.text and alert.recipients == ["admin@example.com"]

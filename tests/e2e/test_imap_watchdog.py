@@ -146,6 +146,6 @@ def test_without_admin_email_the_alert_is_logged_once(
     with caplog.at_level(logging.WARNING, logger="mailgate.intake.imap_watchdog"):
         dog.check()
         dog.check()
-    lines = [r.getMessage() for r in caplog.records if "ALERT" in r.getMessage()]
-    assert len(lines) == 1 and "no admin_email configured" in lines[0]
+    lines = [r.fields for r in caplog.records if r.getMessage() == "imap alert"]  # type: ignore[attr-defined]
+    assert len(lines) == 1 and "no admin_email configured" in lines[0]["mailed_to"]
     assert alerts(dog) == []

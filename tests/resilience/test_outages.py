@@ -202,7 +202,7 @@ def test_dovecot_restarts_mid_stream_lose_and_double_nothing(
             dovecot.restart()
             restarts += 1
         appender.start()
-        wait_until(lambda: "working again after" in daemon.output(), timeout=180, what="the poller back",
+        wait_until(lambda: 'msg="imap working again"' in daemon.output(), timeout=180, what="the poller back",
                    log=daemon.output)
         appender.halt()
         total = len(appender.appended)
