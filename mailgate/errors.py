@@ -21,6 +21,10 @@ class ConfigError(MailgateError):
         super().__init__("\n".join(self.problems))
 
 
+class StartupError(MailgateError):
+    """serve cannot start (a port in use, say): one line for the admin, exit 1, nothing left running."""
+
+
 class TempFail(MailgateError):
     """The message could not be stored now; the source must keep it and retry."""
 

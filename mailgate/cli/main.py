@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 from mailgate import __version__, logformat
 from mailgate.config import load_config
 from mailgate.errors import ConfigError, MailgateError, Rejected, TempFail
+from mailgate.logformat import log_event
 
 EX_OK, EX_CONFIG, EX_DATAERR, EX_TEMPFAIL = 0, 1, 65, 75
 DEFAULT_CONFIG = "config/mailgate.yaml"
@@ -58,13 +60,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailgate.daemon.service import serve
 
     logformat.configure("logfmt", "info")  # until the configuration, which may say otherwise, is read
-    return asyncio.run(serve(Path(args.config)))
+    log = logging.getLogger("mailgate.serve")
+    try:
+        return asyncio.run(serve(Path(args.config)))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log_event(log, "start failed", logging.ERROR, problem=problem)
+        return EX_CONFIG
+    except TempFail as exc:  # the database cannot be reached: a service manager may try again later
+        log_event(log, "start failed", logging.ERROR, problem=str(exc))
+        return EX_TEMPFAIL
+    except (MailgateError, OSError) as exc:
+        log_event(log, "start failed", logging.ERROR, problem=str(exc))
+        return EX_CONFIG
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from mailgate.intake import pipe
 
-    results = pipe.run(args.files, _ctx(args), sender=args.sender, recipient=args.recipient)
+    try:
+        ctx = _ctx(args)
+    except ConfigError as exc:  # an MTA bounces on any other code: keep the mail queued until this is fixed
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("temporary failure: the configuration must be fixed; the mail stays with its sender", file=sys.stderr)
+        return EX_TEMPFAIL
+    results = pipe.run(args.files, ctx, sender=args.sender, recipient=args.recipient)
     code = EX_OK
     for result in results:
         if isinstance(result.error, TempFail):
@@ -85,8 +106,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from mailgate.daemon.context import build_context
 
     config = load_config(args.config)
-    build_context(config)  # templates rendered against a sample, secret readable
-    print(f"{config.path}: OK")
+    ctx = build_context(config)  # templates rendered against a sample, secret readable
+    ctx.db.check()  # and the database answers, under that name, to that user
+    print(f"{config.path}: OK (database {ctx.db.where()} answers)")
     return EX_OK
 
 

@@ -15,7 +15,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,11 @@ from mailgate.daemon.intake_log import LoggedWriter
 from mailgate.daemon.scheduler import Jobs, start_scheduler
 from mailgate.daemon.sender_process import SenderProcess
 from mailgate.daemon.writer import BatchWriter
+from mailgate.errors import StartupError
 from mailgate.intake.imap import ImapIntake
 from mailgate.intake.smtp import Gate, IntakeHandler, protocol_class
+from mailgate.logformat import log_event
+from mailgate.pipeline.ingest import Context
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,24 @@ async def _watchdog(stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=usec / 2e6)
 
 
-async def _start_smtp(holder: Holder, writer: LoggedWriter, clock: Clock) -> asyncio.base_events.Server | None:
-    smtp_cfg = holder.get().config.main.intake.smtp
+def _bind(config: Config) -> socket.socket | None:
+    """The listening socket, bound before anything else starts: a port in use is told in one line, at once."""
+    smtp_cfg = config.main.intake.smtp
     if smtp_cfg is None:
         return None
+    try:
+        return socket.create_server((smtp_cfg.host, smtp_cfg.port), reuse_port=False, backlog=128)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {smtp_cfg.listen}: {exc.strerror or exc}") from exc
+
+
+async def _start_smtp(
+    holder: Holder, writer: LoggedWriter, clock: Clock, sock: socket.socket | None
+) -> asyncio.base_events.Server | None:
+    smtp_cfg = holder.get().config.main.intake.smtp
+    if smtp_cfg is None or sock is None:
+        return None
+
     def limits() -> SmtpIntake:
         return holder.get().config.main.intake.smtp or SmtpIntake()
 
@@ -124,16 +140,59 @@ async def _start_smtp(holder: Holder, writer: LoggedWriter, clock: Clock) -> asy
         return made
 
     loop = asyncio.get_running_loop()
-    return await loop.create_server(connection, host=smtp_cfg.host, port=smtp_cfg.port, reuse_address=True)
+    return await loop.create_server(connection, sock=sock)
+
+
+class _Parts:
+    """What serve has started so far, stopped in reverse order however far start-up got."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.base_events.Server | None = None
+        self.imap: ImapIntake | None = None
+        self.writer: BatchWriter | ProcessWriter | None = None
+        self.scheduler: Any = None
+        self.sender: SenderProcess | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def stop(self) -> None:
+        """Idempotent: each part is forgotten once stopped."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        imap, self.imap = self.imap, None
+        if imap is not None:  # leave IDLE, log out; their last commits finish before the writer closes
+            await asyncio.to_thread(imap.stop)
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.close)
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
+        sender, self.sender = self.sender, None
+        if sender is not None:
+            await asyncio.to_thread(sender.close)
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.cancel()
 
 
 async def serve(config_path: Path, clock: Clock | None = None) -> int:
     memory.return_big_blocks()
     config = load_config(config_path)
     logformat.configure(config.main.logging.format, config.main.logging.level)
-    clock = clock or SystemClock()
-    ctx = build_context(config, clock)
-    ctx.db.upgrade()
+    sock = _bind(config)
+    parts = _Parts()
+    try:
+        ctx = build_context(config, clock or SystemClock())
+        ctx.db.upgrade()
+        return await _run(config, ctx, sock, parts)
+    finally:
+        await parts.stop()
+        if sock is not None:
+            sock.close()
+
+
+async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: _Parts) -> int:
     holder = Holder(ctx)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -142,29 +201,29 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     def on_commit(results: list[Any]) -> None:
         if time.monotonic() - last_wake[0] > 0.5:  # wake the sender, at most twice a second
             last_wake[0] = time.monotonic()
-            if sender is not None:
-                sender.wake()
-            else:
-                loop.call_soon_threadsafe(scheduler.wake_outbox)
+            if parts.sender is not None:
+                parts.sender.wake()
+            elif parts.scheduler is not None:
+                loop.call_soon_threadsafe(parts.scheduler.wake_outbox)
 
     threads = 1 if ctx.db.is_sqlite else 4
-    writer: BatchWriter | ProcessWriter
-    sender: SenderProcess | None = None
     if config.main.processes:
         writer = await asyncio.to_thread(ProcessWriter, config, threads=threads, on_commit=on_commit)
+        parts.writer = writer
         # the writers of all three processes take turns (SQLite's lock is not fair)
         ctx.db.share_turns(writer.turns, SLOTS["serve"])
-        sender = SenderProcess(config, turns=writer.turns)
-        log.info("pipeline in process %d, outbox sender in process %d", writer.pid, sender.pid)
+        parts.sender = SenderProcess(config, turns=writer.turns)
+        log.info("pipeline in process %d, outbox sender in process %d", writer.pid, parts.sender.pid)
     else:
-        writer = BatchWriter(holder.get, threads=threads, on_commit=on_commit)
+        parts.writer = BatchWriter(holder.get, threads=threads, on_commit=on_commit)
     jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))
-    intake = LoggedWriter(writer)
-    scheduler = start_scheduler(
+    intake = LoggedWriter(parts.writer)
+    sender = parts.sender
+    parts.scheduler = start_scheduler(
         jobs, config.main.scheduler.outbox_interval, flush=sender.wake if sender is not None else None
     )
-    server = await _start_smtp(holder, intake, clock)
-    imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
+    parts.server = await _start_smtp(holder, intake, ctx.clock, sock)
+    imap = parts.imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
     imap.start(config.main.intake.imap)
 
     def on_hup() -> None:
@@ -172,8 +231,8 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
         if reload(holder):  # restart only the mailboxes whose settings changed (stopping one can take a second)
             logging_cfg = holder.get().config.main.logging
             logformat.configure(logging_cfg.format, logging_cfg.level)
-            if isinstance(writer, ProcessWriter):
-                writer.reconfigure(holder.get().config)
+            if isinstance(parts.writer, ProcessWriter):
+                parts.writer.reconfigure(holder.get().config)
             if sender is not None:
                 sender.reconfigure(holder.get().config)
             loop.run_in_executor(None, imap.reconfigure, holder.get().config.main.intake.imap)
@@ -183,22 +242,14 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     where = f"{config.main.intake.smtp.listen}" if config.main.intake.smtp else "no SMTP listener"
-    log.info("mailgate ready: %s, database %s", where, ctx.db.url.split("@")[-1])
+    log.info("mailgate ready: %s, database %s", where, ctx.db.where())
     sd_notify("READY=1", f"STATUS=Accepting mail on {where}")
-    watchdog = asyncio.create_task(_watchdog(stop))
-    watcher = asyncio.create_task(_watch_files(holder, stop, on_hup))
+    parts.tasks += [asyncio.create_task(_watchdog(stop)), asyncio.create_task(_watch_files(holder, stop, on_hup))]
     await stop.wait()
+    started = time.monotonic()
     log.info("stopping: draining queued mail")
     sd_notify("STOPPING=1")
-    if server is not None:
-        server.close()
-    await asyncio.to_thread(imap.stop)  # leave IDLE, log out; their last commits finish before the writer closes
-    await asyncio.to_thread(writer.close)
-    await scheduler.stop()
-    if sender is not None:
-        await asyncio.to_thread(sender.close)
-    watchdog.cancel()
-    watcher.cancel()
+    await parts.stop()
     holder.get().db.dispose()
-    log.info("stopped at %s", datetime.now(UTC).isoformat())
+    log_event(log, "stopped", seconds=round(time.monotonic() - started, 2))
     return 0

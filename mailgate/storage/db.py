@@ -7,6 +7,7 @@ SQLite: WAL with ``synchronous=FULL`` (a 250 means the row is on disk) and
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailgate.errors import TempFail
+from mailgate.errors import ConfigError, TempFail
 
 BUSY_TIMEOUT_MS = 5000
 DISCARD_AFTER_USE = "mailgate_discard"  # set in a pooled connection's info: close it when it is given back
@@ -111,6 +112,21 @@ def _postgres_timeouts(engine: Engine) -> None:
             record.invalidate()
 
 
+# A server that answers but refuses us for good: waiting will not help, the configuration must change.
+_MISCONFIGURED = (
+    re.compile(r'database "[^"]*" does not exist'),
+    re.compile(r'role "[^"]*" does not exist'),
+    re.compile(r"password authentication failed for user \S+"),
+    re.compile(r"no pg_hba\.conf entry for .*?(?=$|\n)"),
+)
+
+
+def misconfigured(exc: BaseException) -> str | None:
+    """What is wrong in ``database.url`` when the server said so (no such database, role or password)."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return next((m.group(0) for pattern in _MISCONFIGURED if (m := pattern.search(text))), None)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Database trouble worth retrying (locked, gone, restarting) rather than a bug of ours."""
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
@@ -154,7 +170,9 @@ class Database:
             self.engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 5})
             _sqlite_pragmas(self.engine)
         else:
-            self.engine = create_engine(url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            self.engine = create_engine(
+                url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args={"connect_timeout": 5}
+            )
             _postgres_timeouts(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Lock()
@@ -216,12 +234,30 @@ class Database:
             session.connection(execution_options={READONLY: True})
             yield session
 
+    def where(self) -> str:
+        """The URL without its password, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def _refusal_as_config_error(self) -> Iterator[None]:
+        try:
+            yield
+        except DBAPIError as exc:
+            if problem := misconfigured(exc):
+                raise ConfigError(f"database.url ({self.where()}): {problem}") from exc
+            raise
+
+    def check(self) -> None:
+        """Connect once: ConfigError when the server refuses us for good, TempFail when it cannot be reached."""
+        with self._transient_as_tempfail(), self._refusal_as_config_error(), self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def upgrade(self) -> None:
         """Apply Alembic migrations up to head (idempotent)."""
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
-        with self._migrated, self._transient_as_tempfail():
+        with self._migrated, self._transient_as_tempfail(), self._refusal_as_config_error():
             cfg = AlembicConfig()
             cfg.set_main_option("script_location", str(migrations_dir()))
             cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
