@@ -44,6 +44,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "what": "Assigned to you",
         "by": "jerry@example.com",
         "reason": "Mail from this sender is not accepted.",
+        "kept_as": "note",
         "target": "first response",
         "step": "75%",
         "due": "2026-01-05T17:00:00+00:00",

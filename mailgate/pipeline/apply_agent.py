@@ -75,7 +75,10 @@ def apply_agent(
             command_errors=mail.errors,
             text=mail.text,
         )
-    kind = MessageKind.NOTE if (mail.note or to_notes) else MessageKind.AGENT
+    # A mail of commands alone ("#assign me") says nothing to the customer: no reply is relayed, and the
+    # ticket does not wait for the customer because of it.
+    commands_only = bool(mail.commands) and not mail.text.strip()
+    kind = MessageKind.NOTE if (mail.note or to_notes or commands_only) else MessageKind.AGENT
     effects: dict[str, str] = {}
     before = (ticket.status, ticket.first_response_at, ticket.sla_plan, ticket.priority)
     events = [_command(w, ticket, cmd, sender.address, effects) for cmd in mail.commands]

@@ -46,7 +46,11 @@ class Directory:
         """The assignee; else the department's members; else its manager."""
         if ticket.assignee:
             return [self.agent(ticket.assignee)]
-        dept = self.departments.get(ticket.department or "")
+        return self.department_people(ticket.department)
+
+    def department_people(self, name: str | None) -> list[Address]:
+        """A department's members; else its manager."""
+        dept = self.departments.get(name or "")
         if dept is None:
             return []
         people = dept.members or ([dept.manager] if dept.manager else [])
@@ -100,6 +104,8 @@ def _for_agent_action(
         planned.append(Planned("notice_status", ticket.requester, True, "auto-generated"))
     if change.assigned_to and change.assigned_to != sender.address:
         planned.append(Planned("alert_assigned", directory.agent(change.assigned_to), True, "auto-generated"))
-    elif change.transferred_to:
-        planned += [Planned("alert_assigned", agent, True, "auto-generated") for agent in agents]
+    if change.transferred_to:  # the new department hears of it, even when someone took the ticket meanwhile
+        department = directory.department_people(change.transferred_to)
+        told = _without(department, sender.address, change.assigned_to or "")
+        planned += [Planned("alert_assigned", agent, True, "auto-generated") for agent in told]
     return planned

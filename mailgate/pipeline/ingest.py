@@ -26,11 +26,14 @@ from mailgate.domain import (
     Envelope,
     InboundStatus,
     Kind,
+    MessageKind,
     Outcome,
     ParsedMail,
+    Priority,
     RawMail,
     Role,
     RouteDecision,
+    Sender,
     ThreadMatch,
 )
 from mailgate.errors import OverLimit, ParseError, Rejected, TempFail
@@ -60,6 +63,7 @@ from mailgate.storage.model import Ticket
 from mailgate.storage.store import Store
 
 log = logging.getLogger(__name__)
+_NO_ROUTE = RouteDecision(None, None, Priority.NORMAL, None, None)  # for notices about mail that is not routed
 # A mail parsed beforehand, elsewhere (parsing is pure): the result, the ParseError it raised, or None (not yet).
 Parsed = ParsedMail | ParseError | None
 
@@ -137,6 +141,64 @@ def _bounce(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: C
     return ThreadMatch(proof.ticket_id, "token", ticket.number if ticket else None, signed=True)
 
 
+def _unproven_commands(
+    store: Store,
+    ctx: Context,
+    parsed: ParsedMail,
+    cls: Classification,
+    sender: Sender,
+    ticket: Ticket | None,
+    env: Envelope,
+    now: datetime,
+    trail: Trail,
+) -> str | None:
+    """An agent's commands that arrived without proof it is them: kept aside, never a customer ticket.
+
+    Opening a ticket with the agent as requester would acknowledge them as a customer and leave the
+    commands silently undone; applying them would let anyone who writes an agent's name in From work
+    tickets. So the mail is kept with the reason, and the agent, at the address agents.yaml gives,
+    is told how to send commands (when the mail names a ticket to tell them about).
+    """
+    if sender.role is Role.AGENT or not ctx.directory.is_agent(sender.address):
+        return None
+    commands = parse_agent_mail(parsed.new_text, ctx.vocabulary, sender.address).commands
+    if not commands:
+        return None
+    named = " ".join(f"#{c.name} {c.arg}".strip() for c in commands)
+    why = f"commands ({named}) from agent {sender.address} without authentication: not applied"
+    if ticket is not None:
+        change = Change(ticket.id, ticket.number, False, False, MessageKind.NOTE, command_errors=(why,))
+        notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, sender, _NO_ROUTE, env, now)
+        trail.notified(notes)
+    return why
+
+
+def _refused(
+    store: Store,
+    ctx: Context,
+    parsed: ParsedMail,
+    cls: Classification,
+    env: Envelope,
+    spooled: Spooled,
+    now: datetime,
+    refusal: str,
+    decision: RouteDecision,
+    trail: Trail,
+) -> Outcome:
+    sent: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    if env.source == "imap":  # an SMTP client hears the 550 and a pipe's MTA bounces; a mailbox is silent
+        support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
+        note = send_rejection(store, ctx.notifier, parsed, cls, support, refusal, now)
+        sent = ((note.kind, note.to),) if note else ()
+        trail.notified([note] if note else [])
+    mid = parsed.message_id
+    record = trail.outcome("rejected", refusal)
+    spooling.finish(
+        store, spooled, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True, decision=record
+    )
+    return Outcome("rejected", None, refusal, spooled.id, decision.trace, sent, route=decision, message_id=mid)
+
+
 def _process(
     session: Session,
     raw: RawMail,
@@ -211,21 +273,14 @@ def _process(
         collaborator=admission.sender.address if admission.add_collaborator else None,
         to_ticket=admission.match.ticket_id is not None,
     )
+    unproven = _unproven_commands(store, ctx, parsed, cls, sender, ticket, env, now, trail)
+    if unproven is not None:
+        return _kept(store, spooled, now, unproven, mid, trail)
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain)
     trail.routed(decision)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
-        sent: tuple[tuple[str, tuple[str, ...]], ...] = ()
-        if env.source == "imap":  # an SMTP client hears the 550 and a pipe's MTA bounces; a mailbox is silent
-            support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
-            note = send_rejection(store, ctx.notifier, parsed, cls, support, refusal, now)
-            sent = ((note.kind, note.to),) if note else ()
-            trail.notified([note] if note else [])
-        record = trail.outcome("rejected", refusal)
-        spooling.finish(
-            store, spooled, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True, decision=record
-        )
-        return Outcome("rejected", None, refusal, inbound_id, decision.trace, sent, route=decision, message_id=mid)
+        return _refused(store, ctx, parsed, cls, env, spooled, now, refusal, decision, trail)
     if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
         status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
         why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"

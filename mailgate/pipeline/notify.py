@@ -74,6 +74,7 @@ def notify_mail(
         "what": _what(change, ticket),
         "by": sender.address,
         "reason": "; ".join(change.command_errors) or sender.reason,
+        "kept_as": "note" if change.events else "aside",  # refused commands become a note; see ingest
         "ask_rating": "yes" if nc.ask_rating and change.status_changed == "resolved" else "",
     }
     trigger = Trigger(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PATIENCE, MakeConfig, Service, run_cli, start_service
+from tests.conftest import PATIENCE, MakeConfig, Service, cli_json, run_cli, sql_rows, start_service, wait_until
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}, {"name": "Jerry Sys", "email": "jerry@example.com"}],
@@ -59,8 +59,9 @@ def _text(msg: EmailMessage) -> str:
 
 
 def send(svc: Service, sender: str, to: str, subject: str, body: str, **headers: str) -> None:
-    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
-             f"Message-ID: <{time.monotonic_ns()}@{sender.split('@')[1]}>"]
+    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}"]
+    if "Message_ID" not in headers:
+        lines.append(f"Message-ID: <{time.monotonic_ns()}@{sender.split('@')[1].rstrip('>')}>")
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
     with svc.smtp() as client:
         client.sendmail(sender, [to], ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode())
@@ -109,19 +110,66 @@ def test_customer_agent_customer_conversation(desk: Service) -> None:
     assert ticket(desk, number)["status"] == "resolved"
 
 
-def test_spoofed_agent_gets_no_powers(desk: Service) -> None:
+def inbound_of(svc: Service, message_id_part: str) -> dict[str, Any] | None:
+    """The explain record of the received mail whose Message-ID contains ``message_id_part`` (None: not yet)."""
+    rows = sql_rows(svc.config, "SELECT id, message_id FROM inbound WHERE processed_at IS NOT NULL")
+    found = [row_id for row_id, mid in rows if mid and message_id_part in mid]
+    return dict(cli_json(svc.config, "explain", f"id:{found[0]}")) if found else None
+
+
+def test_spoofed_agent_gets_no_powers_and_no_customer_ticket(desk: Service) -> None:
+    """Commands under an agent's name at the plain address: nothing applied, no ticket, the real agent told."""
     number, _alert = open_ticket(desk)
     send(desk, "jane@example.com", "support@example.com", f"Re: [#{number}] Router broken",
-         "#status closed\nClosing this.")
-    deadline = time.monotonic() + 10
-    while len(json.loads(run_cli(desk.config, "tickets", "list", "--json").stdout)) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+         "#status closed\nClosing this.", Message_ID="<spoof-1@example.com>")
+    [told] = wait_mail(desk, "jane@example.com", "plain support address")
+    assert "not applied" in told["Subject"] and "Reply-To is your own signed address" in _text(told)
+    record = inbound_of(desk, "spoof-1")
+    assert record is not None and record["status"] == "quarantined" and "without authentication" in record["reason"]
+    assert "#status closed" in record["reason"]
     assert ticket(desk, number)["status"] == "open"  # no command executed
-    other = [t for t in json.loads(run_cli(desk.config, "tickets", "list", "--json").stdout) if t["number"] != number]
-    assert len(other) == 1  # kept, as an ordinary message on a ticket of its own
-    shown = run_cli(desk.config, "tickets", "show", other[0]["number"]).stdout
-    assert "not authenticated" in shown and f"follows up ticket {number}" in shown
+    listing = json.loads(run_cli(desk.config, "tickets", "list", "--json").stdout)
+    assert [t["number"] for t in listing] == [number]  # and no customer ticket with the agent as requester
+    assert not [m for m in outgoing(desk) if m["To"] == CUSTOMER and "Closing this" in _text(m)]
+
+
+def test_agent_mail_without_commands_at_the_plain_address_is_an_ordinary_ticket(desk: Service) -> None:
+    send(desk, "Jane Doe <jane@example.com>", "support@example.com", "Printer on floor 3",
+         "Forwarding what a colleague told me: the printer is jammed.", Message_ID="<fwd-1@example.com>")
+    record = wait_until(lambda: (r := inbound_of(desk, "fwd-1")) and r, what="the mail processed")
+    assert record["status"] == "accepted" and record["actions"]["created"] is True
+
+
+def test_commands_only_mail_reaches_no_customer(desk: Service) -> None:
+    number, alert = open_ticket(desk)
+    reply_to = alert["Reply-To"]
+    send(desk, "jane@example.com", reply_to, f"Re: {alert['Subject']}", "#assign me",
+         In_Reply_To=alert["Message-ID"], Message_ID="<cmd-only-1@example.com>")
+    record = wait_until(lambda: (r := inbound_of(desk, "cmd-only-1")) and r, what="the mail processed")
+    assert record["sender"]["role"] == "agent" and record["actions"]["message"] == "note"
+    assert [n["kind"] for n in record["notifications"]] == []  # nothing relayed, nobody alerted (she took it)
+    shown = ticket(desk, number)
+    assert shown["assignee"] == "jane@example.com"
+    assert shown["status"] == "open"  # not "awaiting reply": the customer was asked nothing
+    assert [m["kind"] for m in shown["messages"]] == ["customer"]
+
+
+def test_transfer_alerts_the_new_department_even_when_assigned_at_once(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    agents = {**AGENTS, "departments": [*AGENTS["departments"],
+                                        {"name": "Sys Admin", "members": ["jerry@example.com", "sam@example.com"]}],
+              "agents": [*AGENTS["agents"], {"name": "Sam Ops", "email": "sam@example.com"}]}
+    svc = start_service(make_config(agents=agents, rules=RULES, sla={}), tmp_path / "serve.log")
+    try:
+        number, alert = open_ticket(svc)
+        agent_reply(svc, alert, "jane@example.com", "#dept Sys Admin\n#assign me")
+        wait_mail(svc, "jerry@example.com", f"[#{number}]", count=2)  # alert_new, then the transfer
+        wait_mail(svc, "sam@example.com", f"[#{number}]")
+        shown = ticket(svc, number)
+        assert (shown["department"], shown["assignee"]) == ("Sys Admin", "jane@example.com")
+    finally:
+        svc.stop()
 
 
 def test_invalid_command_changes_nothing_and_is_answered(desk: Service) -> None:
