@@ -87,6 +87,11 @@ def check_kinds(value: dict[str, bool]) -> dict[str, bool]:
     return value
 
 
+def shown(value: object) -> str:
+    """A value as a person reads it in an event or a log: ``none``, never Python's ``None``."""
+    return "none" if value is None or value == "" else str(value)
+
+
 Source = Literal["smtp", "lmtp", "imap", "pipe", "reprocess"]
 # A received mail's bytes. The listener and the pipeline process hand a big mail on in the buffer it
 # was read into (a bytearray) rather than copy it into bytes: nothing downstream changes it.

@@ -28,7 +28,8 @@ class Row:
     group_by: str
     group: str
     tickets: int
-    open: int
+    open: int  # open or in progress: the desk's turn
+    awaiting_reply: int  # the customer's turn; neither open nor resolved
     resolved: int
     first_response_avg_h: float | None
     first_response_median_h: float | None
@@ -67,7 +68,8 @@ def _row(group_by: str, group: str, tickets: list[Ticket], now: datetime) -> Row
         group_by,
         group,
         len(tickets),
-        sum(1 for t in tickets if t.status not in ("resolved", "closed")),
+        sum(1 for t in tickets if t.status in ("open", "in_progress")),
+        sum(1 for t in tickets if t.status == "awaiting_reply"),
         sum(1 for t in tickets if t.resolved_at is not None),
         fr_avg,
         fr_med,
@@ -113,17 +115,18 @@ def as_table(rows: list[Row]) -> str:
         return "-" if value is None else f"{value:g}{unit}"
 
     head = (
-        f"{'group':<32} {'tickets':>7} {'open':>5} {'resolved':>8} {'1st resp avg/med':>17} "
+        f"{'group':<32} {'tickets':>7} {'open':>5} {'waiting':>7} {'resolved':>8} {'1st resp avg/med':>17} "
         f"{'resolution avg/med':>19} {'SLA 1st':>7} {'SLA res':>7} {'rating':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         name = r.group if r.group_by == "all" else f"{r.group_by}: {r.group}"
         lines.append(
-            f"{name[:32]:<32} {r.tickets:>7} {r.open:>5} {r.resolved:>8} "
+            f"{name[:32]:<32} {r.tickets:>7} {r.open:>5} {r.awaiting_reply:>7} {r.resolved:>8} "
             f"{fmt(r.first_response_avg_h, 'h') + '/' + fmt(r.first_response_median_h, 'h'):>17} "
             f"{fmt(r.resolution_avg_h, 'h') + '/' + fmt(r.resolution_median_h, 'h'):>19} "
             f"{fmt(r.first_response_sla_pct, '%'):>7} {fmt(r.resolution_sla_pct, '%'):>7} "
             f"{fmt(r.satisfaction_avg):>6}"
         )
+    lines.append("open: open or in progress; waiting: awaiting the customer's reply; resolved: ever resolved")
     return "\n".join(lines)

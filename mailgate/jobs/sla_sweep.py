@@ -117,7 +117,7 @@ def _step(store: Store, ctx: Context, ticket: Ticket, timer: SlaTimer, now: date
         ticket.overdue = ticket.overdue or rung.overdue
         if rung.priority and rung.priority != ticket.priority:
             events.append(
-                _event(ticket, now, "priority", f"priority {ticket.priority!r} -> {rung.priority!r} ({label})")
+                _event(ticket, now, "priority", f"priority {ticket.priority} -> {rung.priority} ({label})")
             )
             ticket.priority = rung.priority
         if rung.assign and rung.assign != ticket.assignee:

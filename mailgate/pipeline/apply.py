@@ -27,6 +27,7 @@ from mailgate.domain import (
     Sender,
     Status,
     ThreadMatch,
+    shown,
 )
 from mailgate.identity import is_own_address
 from mailgate.outbound import threadindex
@@ -233,11 +234,11 @@ def _create(
     sla_timers.sync(w.store, w.sla, ticket, w.now, created=True)
     by_rule = tuple(Address(a, "") for a in decision.collaborators)
     collaborators = _participants(w, ticket.id, requester, (*parsed.to, *parsed.cc, *intent.also_cc, *by_rule))
-    topic = f"help topic {decision.help_topic!r} (found by {decision.help_topic_via})"
+    topic = f"help topic {shown(decision.help_topic)} (found by {decision.help_topic_via})"
     why = "; ".join(decision.changes) or "no rule matched"
     summary = (
-        f"{topic}; department {decision.department!r}; priority {decision.priority.value}; "
-        f"SLA {decision.sla_plan!r}; assignee {decision.assignee!r}. {why}"
+        f"{topic}; department {shown(decision.department)}; priority {decision.priority.value}; "
+        f"SLA {shown(decision.sla_plan)}; assignee {shown(decision.assignee)}. {why}"
     )
     events = [
         event_row(w, ticket.id, "created", f"from {sender.address or 'unknown sender'} via {source}"),

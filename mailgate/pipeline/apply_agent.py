@@ -9,7 +9,7 @@ records the first-response time.
 
 from __future__ import annotations
 
-from mailgate.domain import Change, Command, MessageKind, ParsedMail, Sender, Status
+from mailgate.domain import Change, Command, MessageKind, ParsedMail, Sender, Status, shown
 from mailgate.pipeline.apply import Writer, event_row, store_message
 from mailgate.pipeline.commands import AgentMail
 from mailgate.sla import timers as sla_timers
@@ -48,7 +48,7 @@ def _command(w: Writer, ticket: Ticket, cmd: Command, agent: str, effects: dict[
     if cmd.name == "dept":
         effects["transferred"] = cmd.arg
     kind = {"dept": "transferred"}.get(cmd.name, cmd.name)
-    return event_row(w, ticket.id, kind, f"{field} {before!r} -> {cmd.arg!r}", agent)
+    return event_row(w, ticket.id, kind, f"{field} {shown(before)} -> {shown(cmd.arg)}", agent)
 
 
 def _collaborator(w: Writer, ticket: Ticket, address: str, *, add: bool) -> None:

@@ -107,6 +107,9 @@ def test_each_mail_is_one_log_line_and_can_be_explained(make_config: MakeConfig,
     bounce_record = cli_json(config, "explain", "id:4")
     assert bounce_record["classification"]["kind"] == "bounce" and "notifications" not in bounce_record
 
+    shown = run_cli(config, "tickets", "show", number)
+    assert shown.code == 0 and "assignee none" in shown.stdout and "None" not in shown.stdout, shown.stdout
+
     missing = run_cli(config, "explain", "<nobody@nowhere.example>")
     assert missing.code == 1 and "no received mail has Message-ID" in missing.stderr
 

@@ -45,11 +45,12 @@ def test_report_groups_and_times(ctx: Context, clock: FixedClock, config_path: P
             "resolved",
         )
         second.first_response_at, second.first_response_due = start + timedelta(hours=3), start + timedelta(hours=8)
+        second.status = "awaiting_reply"  # answered: the customer's turn, told apart from open
         third.first_response_at, third.first_response_due = start + timedelta(hours=2), start + timedelta(hours=1)
 
     rows = json.loads(run_cli(config_path, "report", "--format", "json").stdout)
     overall = next(r for r in rows if r["group_by"] == "all")
-    assert (overall["tickets"], overall["open"], overall["resolved"]) == (3, 2, 1)
+    assert (overall["tickets"], overall["open"], overall["awaiting_reply"], overall["resolved"]) == (3, 1, 1, 1)
     assert overall["first_response_avg_h"] == 2.0 and overall["first_response_median_h"] == 2.0
     assert overall["resolution_avg_h"] == 4.0
     assert overall["first_response_sla_pct"] == 66.7  # two of three first responses in time
@@ -62,6 +63,6 @@ def test_report_groups_and_times(ctx: Context, clock: FixedClock, config_path: P
     later = (start + timedelta(days=1)).date().isoformat()
     assert json.loads(run_cli(config_path, "report", "--since", later, "--format", "json").stdout)[0]["tickets"] == 0
     table = run_cli(config_path, "report").stdout
-    assert "department: Sys Admin" in table
+    assert "department: Sys Admin" in table and "waiting: awaiting the customer's reply" in table
     parsed = list(csv.DictReader(io.StringIO(run_cli(config_path, "report", "--format", "csv").stdout)))
     assert parsed[0]["group"] == "all" and parsed[0]["tickets"] == "3"
