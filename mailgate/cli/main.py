@@ -7,7 +7,6 @@ rejected by policy; 75 (EX_TEMPFAIL) could not store now, try later.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -15,10 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mailgate import __version__, logformat
-from mailgate.config import load_config
 from mailgate.errors import ConfigError, MailgateError, Rejected, TempFail
 from mailgate.logformat import log_event
 
@@ -27,6 +25,7 @@ DEFAULT_CONFIG = "config/mailgate.yaml"
 
 
 def _ctx(args: argparse.Namespace, *, migrate: bool = True) -> Any:
+    from mailgate.config import load_config
     from mailgate.daemon.context import build_context
 
     ctx = build_context(load_config(args.config))
@@ -36,19 +35,14 @@ def _ctx(args: argparse.Namespace, *, migrate: bool = True) -> Any:
 
 
 def _database(args: argparse.Namespace) -> Any:
-    """For read-only views: the full configuration if it loads, else just the database from mailgate.yaml
-    (``serve`` keeps running on its old rules while an admin fixes a file; so should looking at tickets)."""
+    """For read-only views: only mailgate.yaml's database, used as it is (never migrated or created), so
+    looking at tickets neither writes nor waits for a side file an admin is fixing, and starts fast."""
     from mailgate.config import load_database_url
     from mailgate.storage.db import Database
 
-    try:
-        return _ctx(args).db
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"warning: {problem}", file=sys.stderr)
-        db = Database(load_database_url(args.config))
-        db.upgrade()
-        return db
+    db = Database(load_database_url(args.config), create=False)
+    db.require_current()
+    return db
 
 
 def _print_json(data: object) -> None:
@@ -57,6 +51,8 @@ def _print_json(data: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from mailgate.daemon.service import serve
 
     logformat.configure("logfmt", "info")  # until the configuration, which may say otherwise, is read
@@ -103,6 +99,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from mailgate.config import load_config
     from mailgate.daemon.context import build_context
 
     config = load_config(args.config)
@@ -128,11 +125,16 @@ def cmd_tickets(args: argparse.Namespace) -> int:
             tickets = store.tickets(status=args.status)
             if args.json:
                 _print_json([ticket_json(t, store, messages=False) for t in tickets])
-            else:
+            elif tickets:
+                width = max(len("NUMBER"), *(len(t.number) for t in tickets))
+                print(f"{'NUMBER':<{width}}  {'STATUS':<15} {'PRIORITY':<9} {'REQUESTER':<30} SUBJECT")
                 for t in tickets:
-                    print(f"{t.number}  {t.status:<15} {t.priority:<9} {t.requester_email:<30} {t.subject}")
+                    print(f"{t.number:<{width}}  {t.status:<15} {t.priority:<9} {t.requester_email:<30} {t.subject}")
+            else:
+                print("no tickets" + (f" with status {args.status}" if args.status else ""), file=sys.stderr)
             return EX_OK
-        ticket = store.ticket_by_number(args.number)
+        number = args.number.strip().lstrip("#").strip()  # '#123456' as the subject tag shows it
+        ticket = store.ticket_by_number(number) or store.ticket_by_number(number.upper())
         if ticket is None:
             print(f"no ticket {args.number}", file=sys.stderr)
             return EX_CONFIG
@@ -165,19 +167,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from mailgate.cli import quarantine
 
-    ctx = _ctx(args)
     if args.quarantine_command == "list":
-        rows = quarantine.listing(ctx)
+        rows = quarantine.listing(_database(args))
         if args.json:
             _print_json(rows)
         for row in [] if args.json else rows:
             print(f"#{row['id']:<6} {row['received_at']}  {row['mail_from'] or '-':<30} {row['reason']}")
         return EX_OK
     if args.quarantine_command == "show":
-        raw = quarantine.raw(ctx, args.id)
+        raw = quarantine.raw(_database(args), args.id)
         sys.stdout.buffer.write(raw)
         return EX_OK
-    outcomes = quarantine.reprocess(ctx, args.ids)
+    outcomes = quarantine.reprocess(_ctx(args), args.ids)
     for inbound_id, outcome in outcomes:
         print(
             f"#{inbound_id}: {outcome.status}"
@@ -191,10 +192,12 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from mailgate.cli.views import outbox_json
     from mailgate.storage.store import Store
 
-    ctx = _ctx(args)
     if args.outbox_command == "list":
-        with ctx.db.reader() as session:
-            rows = [outbox_json(r) for r in Store(session).outbox_rows(status=args.status)]
+        limit = None if args.all else args.limit
+        with _database(args).reader() as session:
+            store = Store(session)
+            rows = [outbox_json(r) for r in store.outbox_rows(status=args.status, limit=limit)]
+            total = store.outbox_count(args.status) if limit is not None and len(rows) >= limit else len(rows)
         if args.json:
             _print_json(rows)
         for r in [] if args.json else rows:
@@ -202,7 +205,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 f"#{r['id']:<6} {r['status']:<8} {r['attempts']:>3}  {','.join(r['to']):<30} {r['subject']}"
                 + (f"  [{r['last_error']}]" if r["last_error"] else "")
             )
+        if total > len(rows):  # on stderr: a script reading the listing (or the JSON) is not disturbed
+            print(f"showing the newest {len(rows)} of {total}; --limit N or --all for more", file=sys.stderr)
         return EX_OK
+    ctx = _ctx(args)
     with ctx.db.transaction() as session:
         count = Store(session).requeue_outbox(args.ids, ctx.clock.now())
     print(f"{count} message(s) queued for delivery")
@@ -210,11 +216,15 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_imap_check(args: argparse.Namespace) -> int:
+    from mailgate.config import load_config
     from mailgate.intake.imap_session import check_mailbox, describe
 
     mailboxes = load_config(args.config).main.intake.imap
     if not mailboxes:
-        print("no IMAP mailboxes configured (intake.imap)")
+        if args.json:
+            _print_json([])
+        else:
+            print("no IMAP mailboxes configured (intake.imap)")
         return EX_OK
     reports: list[dict[str, Any]] = []
     for mb in mailboxes:
@@ -266,7 +276,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sla_due(args: argparse.Namespace) -> int:
     from mailgate.jobs.sla_sweep import due
 
-    ctx = _ctx(args)
+    ctx = _ctx(args, migrate=False)
+    ctx.db.require_current()
     steps = due(ctx, args.at or ctx.clock.now())
     if args.json:
         _print_json(
@@ -298,17 +309,28 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error names what may be typed and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        commands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if commands is not None and "COMMAND" in message:
+            message += f" (one of: {', '.join(commands.choices)})"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\nTry '{self.prog} --help' for more.\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-c",
         "--config",
         default=argparse.SUPPRESS,
         help=f"config file (default ${{MAILGATE_CONFIG}} or {DEFAULT_CONFIG})",
     )
-    parser = argparse.ArgumentParser(prog="mailgate", parents=[common], description="Email-driven help-desk daemon.")
+    parser = _Parser(prog="mailgate", parents=[common], description="Email-driven help-desk daemon.")
     parser.add_argument("--version", action="version", version=f"mailgate {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
@@ -317,30 +339,32 @@ def _parser() -> argparse.ArgumentParser:
 
     add("serve", cmd_serve, "run listeners, pollers, scheduler and sender")
     p = add("ingest", cmd_ingest, "store RFC 5322 messages from files, stdin (-), an mbox or a Maildir")
-    p.add_argument("files", nargs="*", default=["-"])
+    p.add_argument("files", nargs="*", default=["-"], help="mail files, mboxes or Maildirs; - is stdin (default)")
     p.add_argument("--sender", help="envelope sender (default $SENDER)")
     p.add_argument("--recipient", help="envelope recipient (default $ORIGINAL_RECIPIENT or $RECIPIENT)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     add("check-config", cmd_check_config, "validate the configuration; exit 1 with file:line messages")
     db = add("db", lambda a: EX_CONFIG, "database maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     db_sub.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(func=cmd_db_upgrade)
 
     sla = add("sla", lambda a: EX_CONFIG, "SLA timers")
-    s_sub = sla.add_subparsers(dest="sla_command", required=True)
+    s_sub = sla.add_subparsers(dest="sla_command", required=True, metavar="COMMAND")
     p = s_sub.add_parser("due", parents=[common], help="what the SLA sweep would fire at TIME (default now)")
     p.add_argument("--at", type=_date, help="ISO date or datetime (default now)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
     p.set_defaults(func=cmd_sla_due)
 
+    from mailgate.domain import Status
+
     tickets = add("tickets", cmd_tickets, "look at tickets")
-    t_sub = tickets.add_subparsers(dest="tickets_command", required=True)
-    p = t_sub.add_parser("list", parents=[common], help="list tickets")
-    p.add_argument("--status")
-    p.add_argument("--json", action="store_true")
-    p = t_sub.add_parser("show", parents=[common], help="show one ticket")
-    p.add_argument("number")
-    p.add_argument("--json", action="store_true")
+    t_sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="COMMAND")
+    p = t_sub.add_parser("list", parents=[common], help="list tickets, oldest first")
+    p.add_argument("--status", choices=[s.value for s in Status], help="only tickets in this status")
+    p.add_argument("--json", action="store_true", help="JSON for scripts (contract: DESIGN.md)")
+    p = t_sub.add_parser("show", parents=[common], help="show one ticket with its messages")
+    p.add_argument("number", help="the ticket number, with or without the # of the subject tag")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
 
     p = add("explain", cmd_explain, "what happened to a received mail, and why (from the record kept at intake)")
     p.add_argument("key", metavar="ID|MESSAGE-ID|TICKET",
@@ -348,36 +372,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the record as JSON (a list for a ticket or Message-ID)")
 
     quarantine = add("quarantine", cmd_quarantine, "look at and replay mail that could not be processed")
-    q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
-    q_sub.add_parser("list", parents=[common]).add_argument("--json", action="store_true")
-    q_sub.add_parser("show", parents=[common]).add_argument("id", type=int)
-    q_sub.add_parser("reprocess", parents=[common]).add_argument("ids", type=int, nargs="*")
+    q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
+    q_sub.add_parser("list", parents=[common], help="quarantined mail with the reason").add_argument(
+        "--json", action="store_true", help="JSON for scripts")
+    q_sub.add_parser("show", parents=[common], help="print a kept mail's bytes").add_argument(
+        "id", type=int, help="the id from quarantine list")
+    q_sub.add_parser("reprocess", parents=[common], help="replay kept mail through the pipeline").add_argument(
+        "ids", type=int, nargs="*", help="ids from quarantine list (default: every quarantined mail)")
 
     out = add("outbox", cmd_outbox, "look at and re-queue outgoing mail")
-    o_sub = out.add_subparsers(dest="outbox_command", required=True)
-    p = o_sub.add_parser("list", parents=[common])
-    p.add_argument("--status", choices=["pending", "sending", "sent", "failed"])
-    p.add_argument("--json", action="store_true")
-    o_sub.add_parser("retry", parents=[common]).add_argument("ids", type=int, nargs="*")
+    o_sub = out.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
+    p = o_sub.add_parser("list", parents=[common], help="outgoing mail, newest first, with its delivery state")
+    p.add_argument("--status", choices=["pending", "sending", "sent", "failed"], help="only rows in this state")
+    p.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
+    p.add_argument("--all", action="store_true", help="every row")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    o_sub.add_parser("retry", parents=[common], help="send failed or pending mail again now").add_argument(
+        "ids", type=int, nargs="*", help="outbox ids (default: every failed or pending row)")
 
     imap = add("imap", lambda a: EX_CONFIG, "IMAP mailboxes")
-    i_sub = imap.add_subparsers(dest="imap_command", required=True)
+    i_sub = imap.add_subparsers(dest="imap_command", required=True, metavar="COMMAND")
     p = i_sub.add_parser("check", parents=[common], help="log in to each mailbox; show folders, capabilities, counts")
     p.set_defaults(func=cmd_imap_check)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON for scripts (a list, empty when none is configured)")
 
     p = add("report", cmd_report, "volume, response and resolution times, SLA compliance by group")
     p.add_argument("--since", type=_date, help="tickets created on or after (ISO date or datetime)")
     p.add_argument("--until", type=_date, help="tickets created before (ISO date or datetime)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output form (default table)")
 
     rules = add("rules", lambda a: EX_CONFIG, "routing rules")
-    r_sub = rules.add_subparsers(dest="rules_command", required=True)
+    r_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     p = r_sub.add_parser("test", parents=[common], help="dry-run a mail through the pipeline and explain it")
     p.set_defaults(func=cmd_rules_test)
-    p.add_argument("file")
+    p.add_argument("file", help="an RFC 5322 mail file (.eml)")
     p.add_argument("--to", help="envelope recipient to assume")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
     return parser
 
 
@@ -406,3 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mailgate tickets list | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not fail again
+        return 141  # 128 + SIGPIPE, as other tools in a pipeline end

@@ -12,16 +12,17 @@ from mailgate.cli.views import inbound_json
 from mailgate.domain import Envelope, InboundStatus, Outcome, Source
 from mailgate.errors import MailgateError
 from mailgate.pipeline.ingest import Context, process_one
+from mailgate.storage.db import Database
 from mailgate.storage.store import Store
 
 
-def listing(ctx: Context) -> list[dict[str, Any]]:
-    with ctx.db.reader() as session:
+def listing(db: Database) -> list[dict[str, Any]]:
+    with db.reader() as session:
         return [inbound_json(r) for r in Store(session).inbound_by_status(InboundStatus.QUARANTINED.value, 1000)]
 
 
-def raw(ctx: Context, inbound_id: int) -> bytes:
-    with ctx.db.reader() as session:
+def raw(db: Database, inbound_id: int) -> bytes:
+    with db.reader() as session:
         data = Store(session).raw(inbound_id)
         if data is None:
             raise MailgateError(f"no stored message #{inbound_id}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgate.errors import ConfigError, TempFail
@@ -36,6 +36,11 @@ def migrations_dir() -> Path:
         if (candidate / "env.py").exists():
             return candidate
     raise FileNotFoundError("mailgate migrations not found (broken install?)")
+
+
+def newest_revision() -> str:
+    """The schema this mailgate needs: the newest migration's revision (files are named 0007_what.py)."""
+    return max(p.name.split("_", 1)[0] for p in (migrations_dir() / "versions").glob("[0-9]*.py"))
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -157,11 +162,14 @@ class Turns:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, create: bool = True) -> None:
+        """``create=False``: a read-only command's view; a database that is not there is an error, not made."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:" and not create and not Path(path).is_file():
+                raise ConfigError(f"no database at {path} yet: start `mailgate serve` or run `mailgate db upgrade`")
             if path and path != ":memory:":
                 try:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +259,24 @@ class Database:
         """Connect once: ConfigError when the server refuses us for good, TempFail when it cannot be reached."""
         with self._transient_as_tempfail(), self._refusal_as_config_error(), self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+    def require_current(self) -> None:
+        """For read-only commands, which never migrate (that is serve's job, and ``db upgrade``'s)."""
+        with self._transient_as_tempfail(), self._refusal_as_config_error():
+            try:
+                with self.engine.connect() as conn:
+                    version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            except (OperationalError, ProgrammingError) as exc:
+                if "alembic_version" not in str(exc):
+                    raise
+                version = None
+        needed = newest_revision()
+        if version != needed:
+            have = f"at schema {version}" if version else "without mailgate's tables"
+            raise ConfigError(
+                f"the database ({self.where()}) is {have}, this mailgate needs {needed}: "
+                "run `mailgate db upgrade` (serve does it at start)"
+            )
 
     def upgrade(self) -> None:
         """Apply Alembic migrations up to head (idempotent)."""

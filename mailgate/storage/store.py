@@ -260,11 +260,16 @@ class Store:
     def outbox_key_exists(self, key: str) -> bool:
         return bool(fetch(self._conn(), _OUTBOX_KEY, {"key": key})[0][0])
 
-    def outbox_rows(self, status: str | None = None, limit: int = 200) -> Sequence[Outbox]:
-        query = select(Outbox).order_by(Outbox.id.desc()).limit(limit)
+    def outbox_rows(self, status: str | None = None, limit: int | None = 200) -> Sequence[Outbox]:
+        """Newest first; ``limit=None``: all of them."""
+        query = select(Outbox).order_by(Outbox.id.desc())
         if status:
             query = query.where(Outbox.status == status)
-        return self.session.scalars(query).all()
+        return self.session.scalars(query.limit(limit) if limit else query).all()
+
+    def outbox_count(self, status: str | None = None) -> int:
+        query = select(func.count()).select_from(Outbox)
+        return int(self.session.scalar(query.where(Outbox.status == status) if status else query) or 0)
 
     def requeue_outbox(self, ids: Sequence[int] | None, now: datetime) -> int:
         query = update(Outbox).where(Outbox.status.in_(("failed", "pending")))
