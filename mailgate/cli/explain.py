@@ -117,6 +117,8 @@ def explain(session: Session, row: Inbound) -> dict[str, Any]:
             data[stage] = decision[stage]
     if "notifications" in decision:
         data["notifications"] = _deliveries(session, decision)
+    if decision.get("history"):
+        data["history"] = decision["history"]
     held = _held(session, row)
     if held:
         data["held"] = held
@@ -207,6 +209,7 @@ _STAGES = (
     ("actions", _actions),
     ("notifications", _notifications),
     ("held", lambda v: [f"{'':18}held: {h}" for h in v]),
+    ("history", lambda v: [_line("before", f"{h['status']} at {h['at']} ({h['reason']})") for h in v]),
 )
 
 

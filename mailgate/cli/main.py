@@ -180,12 +180,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return EX_OK
     outcomes = quarantine.reprocess(_ctx(args), args.ids)
     for inbound_id, outcome in outcomes:
+        if isinstance(outcome, str):
+            print(f"#{inbound_id}: {outcome}")
+            continue
         print(
             f"#{inbound_id}: {outcome.status}"
             + (f" ticket {outcome.number}" if outcome.number else "")
             + (f" ({outcome.reason})" if outcome.reason else "")
         )
-    return EX_OK
+    if not outcomes:
+        print("nothing to replay: no mail is quarantined")
+    return EX_CONFIG if any(o == "no such id" for _, o in outcomes) else EX_OK
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:

@@ -1,11 +1,12 @@
 """Quarantine: mail that was kept but not processed, listed with its reason and replayed after a fix.
 
-Replay marks the old row ``reprocessed`` and runs the same ``ingest`` in the
-same transaction, so a replay can never leave two copies or none.
+Replay runs the same pipeline on the same row, in one transaction: the outcome is updated in place and
+the old one kept in the record's history, so a replay can never leave two copies or none.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from mailgate.cli.views import inbound_json
@@ -29,22 +30,41 @@ def raw(db: Database, inbound_id: int) -> bytes:
         return data
 
 
-def reprocess(ctx: Context, ids: list[int]) -> list[tuple[int, Outcome]]:
-    """Replay the given quarantined mails (all of them when ``ids`` is empty)."""
+def reprocess(ctx: Context, ids: list[int]) -> list[tuple[int, Outcome | str]]:
+    """Replay kept mails in place (all quarantined ones when ``ids`` is empty), each in its own transaction.
+
+    The mail keeps its row: the new outcome replaces the old one, which goes to the record's history
+    (``explain`` shows it), so a mail replayed three times is still one mail. An id that is not there,
+    or not quarantined, is reported and left alone.
+    """
     with ctx.db.reader() as session:
         targets = ids or [r.id for r in Store(session).inbound_by_status(InboundStatus.QUARANTINED.value, 10000)]
-    results = []
-    for inbound_id in sorted(targets):
+    results: list[tuple[int, Outcome | str]] = []
+    for inbound_id in targets if ids else sorted(targets):
         with ctx.db.transaction() as session:
             store = Store(session)
             row = store.inbound(inbound_id)
             data = store.raw(inbound_id) if row is not None else None
-            if row is None or row.status != InboundStatus.QUARANTINED.value or data is None:
+            if row is None:
+                results.append((inbound_id, "no such id"))
                 continue
-            row.status = InboundStatus.REPROCESSED.value
+            if row.status != InboundStatus.QUARANTINED.value:
+                results.append((inbound_id, f"not quarantined ({row.status})"))
+                continue
+            if data is None:
+                results.append((inbound_id, "its bytes were not kept; nothing to replay"))
+                continue
+            history = [*(row.decision or {}).get("history", []), _was(row.status, row.reason, row.processed_at)]
+            row.status = InboundStatus.RECEIVED.value  # so that dedupe does not take it for a copy of itself
+            session.flush()
             source: Source = "reprocess"
             env = Envelope(row.mail_from, tuple(row.rcpt_tos), source, ctx.clock.now(), row.peer, row.mailbox)
-            outcome = process_one(session, data, env, ctx, ctx.blobs)
-            row.reason = f"{row.reason}; reprocessed as inbound #{outcome.inbound_id} ({outcome.status})"
+            outcome = process_one(session, data, env, ctx, ctx.blobs, replayed=inbound_id)
+            session.refresh(row)
+            row.decision = {**(row.decision or {}), "history": history}
         results.append((inbound_id, outcome))
     return results
+
+
+def _was(status: str, reason: str | None, at: datetime | None) -> dict[str, Any]:
+    return {"status": status, "reason": reason, "at": at.isoformat() if at else None}

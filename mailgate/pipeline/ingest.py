@@ -199,6 +199,12 @@ def _refused(
     return Outcome("rejected", None, refusal, spooled.id, decision.trace, sent, route=decision, message_id=mid)
 
 
+def _spool(store: Store, raw: RawMail, env: Envelope, pre: ParsedMail | None, replayed: int | None) -> Spooled:
+    if replayed is not None:  # a kept mail replayed in place: its row and bytes are there already
+        return Spooled(replayed, raw, stored=True)
+    return spooling.spool(store, raw, env, pre.sha256 if pre is not None else None)
+
+
 def _process(
     session: Session,
     raw: RawMail,
@@ -208,11 +214,12 @@ def _process(
     blobs: BlobStore,
     pre: Parsed = None,
     explain: bool = False,
+    replayed: int | None = None,
 ) -> Outcome:
     store = Store(session)
     if isinstance(pre, ParseError):
         raise pre
-    spooled = spooling.spool(store, raw, env, pre.sha256 if pre is not None else None)
+    spooled = _spool(store, raw, env, pre, replayed)
     inbound_id = spooled.id
     parsed = pre if pre is not None else parse(raw, ctx.config.main.intake.limits)
     mid = parsed.message_id
@@ -331,16 +338,18 @@ def process_one(
     parsed: Parsed = None,
     *,
     explain: bool = False,
+    replayed: int | None = None,
 ) -> Outcome:
     """One mail in its own savepoint; anything but a database failure ends in a stored outcome.
 
     ``parsed`` is ``parse(raw)`` done beforehand, off this thread (parsing is pure: see ``ProcessWriter``).
     ``explain`` puts every rule's trace line in the outcome (dry runs); intake does without.
+    ``replayed``: the id of a kept mail replayed in place (``quarantine reprocess``): it takes the outcome.
     """
     now = ctx.clock.now()
     savepoint = session.begin_nested()
     try:
-        outcome = _process(session, raw, env, ctx, now, blobs, parsed, explain)
+        outcome = _process(session, raw, env, ctx, now, blobs, parsed, explain, replayed)
     except TempFail:
         _undo(savepoint)
         raise
@@ -363,7 +372,7 @@ def process_one(
     else:
         savepoint.commit()
         return outcome
-    kept = spooling.keep_failed(Store(session), raw, env, InboundStatus.QUARANTINED, reason, now)
+    kept = spooling.keep_failed(Store(session), raw, env, InboundStatus.QUARANTINED, reason, now, replayed)
     return Outcome("quarantined", None, reason, kept)
 
 

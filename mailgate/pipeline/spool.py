@@ -26,6 +26,7 @@ from mailgate.storage.store import Store
 class Spooled:
     id: int
     raw: RawMail = field(repr=False)  # written with the outcome (``finish``)
+    stored: bool = False  # the bytes are in the database already (a kept mail replayed in place)
 
 
 def spool(store: Store, raw: RawMail, envelope: Envelope, sha256: str | None = None) -> Spooled:
@@ -76,14 +77,22 @@ def finish(
     if duplicate_of is not None:
         values["duplicate_of"] = duplicate_of
     store.update_inbound(spooled.id, values)
-    if not drop_raw and duplicate_of is None:  # the first copy keeps the bytes; a re-delivery need not,
-        store.keep_raw(spooled.id, spooled.raw)  # nor a mail refused (its sender has it)
+    # the first copy keeps the bytes (once); a re-delivery need not, nor a mail refused (its sender has it)
+    if not drop_raw and duplicate_of is None and not spooled.stored:
+        store.keep_raw(spooled.id, spooled.raw)
 
 
 def keep_failed(
-    store: Store, raw: RawMail, envelope: Envelope, status: InboundStatus, reason: str, now: datetime
+    store: Store,
+    raw: RawMail,
+    envelope: Envelope,
+    status: InboundStatus,
+    reason: str,
+    now: datetime,
+    replayed: int | None = None,
 ) -> int:
-    """Record a mail whose processing was rolled back; quarantine keeps the bytes for reprocess."""
-    spooled = spool(store, raw, envelope)
+    """Record a mail whose processing was rolled back; quarantine keeps the bytes for reprocess.
+    ``replayed``: the kept mail's own row, replayed in place, which takes the new outcome."""
+    spooled = Spooled(replayed, raw, stored=True) if replayed is not None else spool(store, raw, envelope)
     finish(store, spooled, status, now, reason=reason[:4000])
     return spooled.id

@@ -208,3 +208,26 @@ def test_rules_test_shows_a_rejection_without_storing_it(make_config: MakeConfig
     assert report["notifications"] == []  # nobody hears about refused mail
     assert next(r for r in report["rules"] if r["name"] == "no-lottery")["matched"] is True
     assert sql_rows(config, "SELECT count(*) FROM inbound")[0][0] == 0
+
+
+def test_reprocess_replays_in_place_and_answers_for_every_id(make_config: MakeConfig) -> None:
+    config = make_config(intake={"addresses": ["support@example.com", "outage@example.com", "kim@example.com"]})
+    raw = make_mail("VPN broken", sender="Kim <kim@example.com>", message_id="<kim-2@example.com>")
+    assert run_cli(config, "ingest", stdin=raw).code == 0
+    [row] = _quarantined(config)
+    before = sql_rows(config, "SELECT count(*) FROM inbound")
+    still = run_cli(config, "quarantine", "reprocess", str(row["id"]))  # nothing fixed yet: kept again
+    assert still.code == 0 and still.stdout.startswith(f"#{row['id']}: quarantined"), still.stdout
+    make_config()  # the fix
+    replay = run_cli(config, "quarantine", "reprocess", str(row["id"]), "424242")
+    assert replay.code == 1, replay.stdout  # an unknown id is an error, after the others were done
+    lines = replay.stdout.splitlines()
+    assert lines[0].startswith(f"#{row['id']}: accepted ticket ") and lines[1] == "#424242: no such id"
+    again = run_cli(config, "quarantine", "reprocess", str(row["id"]))
+    assert again.code == 0 and again.stdout.strip() == f"#{row['id']}: not quarantined (accepted)"
+    assert sql_rows(config, "SELECT count(*) FROM inbound") == before  # the same record, never a new one
+    record = cli_json(config, "explain", f"id:{row['id']}")
+    assert record["status"] == "accepted" and record["actions"]["created"] is True
+    assert [h["status"] for h in record["history"]] == ["quarantined", "quarantined"]
+    assert "own address" in record["history"][0]["reason"]
+    assert len(cli_json(config, "tickets", "list")) == 1
