@@ -226,7 +226,10 @@ def _process(
     trail = Trail()
     duplicate = find_duplicate(store, parsed)
     trail.dedupe(duplicate.inbound_id if duplicate is not None else None)
-    if duplicate is not None:
+    # a dry run (``rules test``) of a mail already stored goes on as if it were new: the admin asked for
+    # the whole trace, and the duplicate is said in the outcome's reason instead
+    seen = f"already stored as inbound #{duplicate.inbound_id}; a delivery would stop there" if duplicate else None
+    if duplicate is not None and not explain:
         first = store.ticket(duplicate.ticket_id) if duplicate.ticket_id else None
         spooling.finish(
             store,
@@ -317,7 +320,7 @@ def _process(
     )
     sent = tuple((n.kind, n.to) for n in notes)
     via = "new" if change.created else admission.match.via
-    return Outcome("accepted", change.number, None, inbound_id, decision.trace, sent, decision, mid, via)
+    return Outcome("accepted", change.number, seen, inbound_id, decision.trace, sent, decision, mid, via)
 
 
 def _undo(savepoint: SessionTransaction) -> None:

@@ -87,6 +87,12 @@ def test_rules_test_reports_team_tags_and_the_list_file_match(make_config: MakeC
     text = run_cli(path, "rules", "test", str(tmp_path / "vip.eml"))
     assert "  tags        vip" in text.stdout and "rule vip-list added tags vip" in text.stdout
 
+    # the same mail once it is stored: still the whole trace, and the duplicate said, not a stop
+    assert run_cli(path, "ingest", str(tmp_path / "vip.eml")).code == 0
+    stored = cli_json(path, "rules", "test", str(tmp_path / "vip.eml"))
+    assert stored["rules"] == report["rules"] and stored["result"] == report["result"]
+    assert "already stored as inbound #1" in stored["outcome"]["reason"]
+
 
 def test_rules_test_shows_discard_and_quarantine(make_config: MakeConfig, tmp_path: Path) -> None:
     path = configured(
