@@ -53,6 +53,18 @@ def _print_json(data: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from mailgate.config import load_config
+    from mailgate.daemon import metrics_http
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    if config.main.metrics is not None:  # before serve's modules import prometheus_client (and spawn children)
+        metrics_http.prepare(config.main.state_dir)
+
     from mailgate.daemon.service import serve
 
     logformat.configure("logfmt", "info")  # until the configuration, which may say otherwise, is read

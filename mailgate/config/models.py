@@ -24,15 +24,8 @@ from mailgate.domain import check_kinds
 from mailgate.rules.schema import RulesFile
 
 
-class SmtpIntake(_Strict):
-    listen: str = "127.0.0.1:2525"
-    lmtp: bool = False
-    max_message_size: Size = 25 * 2**20
-    # Caps that keep one client from taking the daemon's memory or sockets: over them a client hears
-    # 421 (connections), 452 (recipients; RFC 5321 requires at least 100) or 451 (bytes), and retries.
-    max_connections: int = Field(default=100, ge=1)
-    max_recipients: int = Field(default=100, ge=1)
-    max_bytes_in_flight: Size = 256 * 2**20
+class _Listen(_Strict):
+    listen: str
 
     @field_validator("listen")
     @classmethod
@@ -49,6 +42,23 @@ class SmtpIntake(_Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class Metrics(_Listen):
+    """Prometheus text on http://LISTEN/metrics and a health check on /healthz. Absent: no such port."""
+
+    listen: str = "127.0.0.1:9425"
+
+
+class SmtpIntake(_Listen):
+    listen: str = "127.0.0.1:2525"
+    lmtp: bool = False
+    max_message_size: Size = 25 * 2**20
+    # Caps that keep one client from taking the daemon's memory or sockets: over them a client hears
+    # 421 (connections), 452 (recipients; RFC 5321 requires at least 100) or 451 (bytes), and retries.
+    max_connections: int = Field(default=100, ge=1)
+    max_recipients: int = Field(default=100, ge=1)
+    max_bytes_in_flight: Size = 256 * 2**20
 
 
 class ImapWatchdog(_Strict):
@@ -321,6 +331,7 @@ class MainFile(_Strict):
     templates: Path | None = None  # default: the templates shipped with mailgate
     scheduler: Scheduler = Scheduler()
     logging: Logging = Logging()
+    metrics: Metrics | None = None
     security: Security = Security()
     lifecycle: Lifecycle = Lifecycle()
     admin_email: Email | None = None

@@ -17,6 +17,7 @@ from mailgate.config import Config, load_config
 from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
 from mailgate.logformat import log_event
+from mailgate.metrics import RELOADS
 from mailgate.outbound.dkim import DkimSigner
 from mailgate.outbound.templates import Templates
 from mailgate.outbound.transport import MaildirTransport, SmtpTransport, Transport
@@ -128,16 +129,19 @@ def reload(holder: Holder) -> bool:
         config = load_config(old.config.path)
         ctx = build_context(config, old.clock, old.db)
     except ConfigError as exc:
+        RELOADS.labels("refused").inc()
         for problem in exc.problems:  # each "file:line: what is wrong"
             log_event(log, "reload refused", logging.ERROR, problem=problem, kept="the configuration in force")
         return False
     except Exception as exc:
+        RELOADS.labels("refused").inc()
         log_event(log, "reload refused", logging.ERROR, problem=repr(exc), kept="the configuration in force")
         return False
     if config.database_url != old.config.database_url:
         log.warning("database.url changes need a restart; keeping %s", old.config.database_url)
         ctx = replace(ctx, db=old.db)
     holder.swap(ctx)
+    RELOADS.labels("applied").inc()
     log_event(log, "reload applied", path=str(config.path))
     return True
 

@@ -88,6 +88,9 @@ class ProcessWriter:
     def pid(self) -> int:
         return int(self._proc.pid)
 
+    def alive(self) -> bool:
+        return bool(self._proc.is_alive())
+
     @property
     def turns(self) -> Any:
         """The shared slots the daemon's ``Database`` objects count in (see ``Database.share_turns``)."""

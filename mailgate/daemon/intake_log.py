@@ -17,6 +17,7 @@ from mailgate.daemon.writer import Result
 from mailgate.domain import Envelope, RawMail
 from mailgate.errors import TempFail
 from mailgate.logformat import log_event
+from mailgate.metrics import INGEST_SECONDS, MAILS_RECEIVED
 
 log = logging.getLogger("mailgate.intake")
 
@@ -26,6 +27,9 @@ class Submitter(Protocol):
 
 
 def mail_received(envelope: Envelope, size: int, result: Result, ms: float) -> None:
+    outcome = "tempfail" if isinstance(result, TempFail) else result.status
+    MAILS_RECEIVED.labels(envelope.source, outcome).inc()
+    INGEST_SECONDS.labels(envelope.source).observe(ms / 1000)
     if not log.isEnabledFor(logging.INFO):
         return
     where = {"mailbox": envelope.mailbox} if envelope.mailbox else {"peer": envelope.peer}

@@ -48,6 +48,9 @@ class SenderProcess:
     def pid(self) -> int:
         return int(self._proc.pid)
 
+    def alive(self) -> bool:
+        return bool(self._proc.is_alive())
+
     def _post(self, message: tuple[Any, ...]) -> None:
         with self._lock:
             if self._closed:

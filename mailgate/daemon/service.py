@@ -25,6 +25,7 @@ from mailgate.daemon import memory
 from mailgate.daemon.context import Holder, build_context, build_transport, reload
 from mailgate.daemon.ingest_process import SLOTS, ProcessWriter
 from mailgate.daemon.intake_log import LoggedWriter
+from mailgate.daemon.metrics_http import MetricsServer, Probes
 from mailgate.daemon.scheduler import Jobs, start_scheduler
 from mailgate.daemon.sender_process import SenderProcess
 from mailgate.daemon.writer import BatchWriter
@@ -147,6 +148,7 @@ class _Parts:
     """What serve has started so far, stopped in reverse order however far start-up got."""
 
     def __init__(self) -> None:
+        self.metrics: MetricsServer | None = None
         self.server: asyncio.base_events.Server | None = None
         self.imap: ImapIntake | None = None
         self.writer: BatchWriter | ProcessWriter | None = None
@@ -174,6 +176,34 @@ class _Parts:
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             task.cancel()
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            metrics.close()
+
+    def children(self) -> dict[str, bool]:
+        found: dict[str, bool] = {}
+        if isinstance(self.writer, ProcessWriter):
+            found["pipeline"] = self.writer.alive()
+        if self.sender is not None:
+            found["sender"] = self.sender.alive()
+        return found
+
+    def listening(self, config: Config) -> bool:
+        return config.main.intake.smtp is None or (self.server is not None and self.server.is_serving())
+
+
+def _start_metrics(config: Config, ctx: Context, parts: _Parts) -> MetricsServer:
+    assert config.main.metrics is not None
+    probes = Probes(
+        listening=lambda: parts.listening(config),
+        children=parts.children,
+        database=ctx.db,
+        imap=lambda: parts.imap.health() if parts.imap is not None else {},
+    )
+    try:
+        return MetricsServer(config.main.metrics.host, config.main.metrics.port, probes)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {config.main.metrics.listen} (metrics): {exc.strerror or exc}") from exc
 
 
 async def serve(config_path: Path, clock: Clock | None = None) -> int:
@@ -184,6 +214,8 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     parts = _Parts()
     try:
         ctx = build_context(config, clock or SystemClock())
+        if config.main.metrics is not None:  # bound before the children start: a port in use fails at once
+            parts.metrics = _start_metrics(config, ctx, parts)
         ctx.db.upgrade()
         return await _run(config, ctx, sock, parts)
     finally:

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 from mailgate.domain import Envelope, Outcome, RawMail
 from mailgate.errors import TempFail
+from mailgate.metrics import COMMIT_BATCH
 from mailgate.pipeline.ingest import Context, Parsed, ingest_batch
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class BatchWriter:
             try:
                 items = [(raw, env) for raw, env, _, _ in batch]
                 results = ingest_batch(items, self._context(), [parsed for *_, parsed in batch])
+                COMMIT_BATCH.observe(len(batch))
             except Exception as exc:  # a bug in commit itself: the sources keep their mail
                 log.exception("batch of %d failed before commit", len(batch))
                 results = [TempFail(f"internal error: {exc!r}")] * len(batch)

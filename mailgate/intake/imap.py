@@ -157,6 +157,7 @@ class MailboxPoller(Worker):
         return delay
 
     def _healthy(self) -> None:
+        self.health.last_success_at = time.time()
         if self._failures:
             log_event(log, "imap working again", mailbox=self.mailbox.name, failures=self._failures)
         self._failures = 0
@@ -360,6 +361,11 @@ class ImapIntake:
             self._closed = True
             units, self._running = list(self._running.values()), {}
             self._stop_units(units, timeout)
+
+    def health(self) -> dict[str, MailboxHealth]:
+        """Each watched mailbox's health, for metrics and the health check."""
+        with self._lock:
+            return {name: poller.health for name, (_, poller, _) in self._running.items()}
 
     @staticmethod
     def _stop_units(units: list[tuple[ImapMailbox, MailboxPoller, MailboxWatchdog]], timeout: float = 30.0) -> None:

@@ -52,6 +52,7 @@ class MailboxHealth:
     last_mail_at: datetime | None = None
     waiting_since: datetime | None = None  # oldest mail seen in the folder but not yet acknowledged
     waiting: int = 0
+    last_success_at: float | None = None  # time.time() of the last round that reached the server (metrics)
 
 
 @dataclass(frozen=True)

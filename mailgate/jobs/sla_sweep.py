@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from mailgate.config import Escalation, SlaFile
 from mailgate.domain import Address
 from mailgate.logformat import log_event
+from mailgate.metrics import SLA_RUNGS
 from mailgate.pipeline.audience import Planned
 from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.notice import Trigger
@@ -86,6 +87,7 @@ def sweep_once(ctx: Context, limit: int = 500, worker: str = WORKER) -> int:
         timers = claim(session, now, limit, worker)
         fired = fire(session, ctx, timers, now)
     for step in fired:  # after the commit: a line never tells of a rung that was rolled back
+        SLA_RUNGS.labels(str(step["target"])).inc()
         log_event(log, "sla rung fired", **step)
     return len(fired)
 

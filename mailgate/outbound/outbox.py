@@ -34,6 +34,7 @@ from mailgate.config import Retry
 from mailgate.errors import TempFail
 from mailgate.identity import Identity
 from mailgate.logformat import log_event
+from mailgate.metrics import DELIVERIES
 from mailgate.outbound.compose import compose
 from mailgate.outbound.transport import PermFailure, Sent, TempFailure, Transport
 from mailgate.storage.blobs import BlobStore
@@ -185,6 +186,7 @@ def _record_until_done(
 
 def _log_delivery(row: Outbox, outcome: str, result: Result, next_attempt: str) -> None:
     """One line per delivery attempt: sent at INFO, a retry or a failure at WARNING (someone is not told)."""
+    DELIVERIES.labels(outcome).inc()
     answer = result.detail if isinstance(result, Sent) else result.reason
     level = logging.INFO if outcome == "sent" else logging.WARNING
     log_event(log, "mail sent" if outcome == "sent" else f"mail {outcome}", level, outbox=row.id,

@@ -267,6 +267,17 @@ class Store:
             query = query.where(Outbox.status == status)
         return self.session.scalars(query.limit(limit) if limit else query).all()
 
+    def outbox_by_status(self) -> dict[str, int]:
+        rows = self.session.execute(select(Outbox.status, func.count()).group_by(Outbox.status))
+        return {status: int(count) for status, count in rows}
+
+    def oldest_pending_at(self) -> datetime | None:
+        return self.session.scalar(select(func.min(Outbox.created_at)).where(Outbox.status == "pending"))
+
+    def overdue_count(self) -> int:
+        late = (Ticket.overdue.is_(True), Ticket.status.not_in(("resolved", "closed")))
+        return int(self.session.scalar(select(func.count()).select_from(Ticket).where(*late)) or 0)
+
     def outbox_count(self, status: str | None = None) -> int:
         query = select(func.count()).select_from(Outbox)
         return int(self.session.scalar(query.where(Outbox.status == status) if status else query) or 0)
