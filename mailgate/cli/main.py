@@ -121,6 +121,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from mailgate.cli.init import write_starter
+
+    addresses = [a.strip().lower() for a in args.address] or ["support@example.com"]
+    for line in write_starter(Path(args.dir), Path(args.state_dir), addresses, args.listen, force=args.force):
+        print(line)
+    return EX_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     _ctx(args)
     print("database is at the latest schema")
@@ -361,6 +370,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recipient", help="envelope recipient (default $ORIGINAL_RECIPIENT or $RECIPIENT)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     add("check-config", cmd_check_config, "validate the configuration; exit 1 with file:line messages")
+    p = add("init", cmd_init, "write a starter configuration to DIR (absolute paths, packaged templates)")
+    p.add_argument("dir", metavar="DIR", help="where to write it, e.g. /etc/mailgate")
+    p.add_argument("--state-dir", default="/var/lib/mailgate", help="serve's state (default /var/lib/mailgate)")
+    p.add_argument("--address", action="append", default=[], help="a support address (repeat for more)")
+    p.add_argument("--listen", default="127.0.0.1:2525", help="SMTP listener HOST:PORT (default 127.0.0.1:2525)")
+    p.add_argument("--force", action="store_true", help="overwrite files that exist")
     db = add("db", lambda a: EX_CONFIG, "database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     db_sub.add_parser("upgrade", parents=[common], help="apply migrations").set_defaults(func=cmd_db_upgrade)

@@ -22,7 +22,7 @@ from typing import Any
 from mailgate.config import Config
 from mailgate.daemon import memory
 from mailgate.daemon.ingest_process import SLOTS, SPAWN, log_levels, setup_child_logging
-from mailgate.logformat import Format
+from mailgate.logformat import Format, log_event
 
 log = logging.getLogger(__name__)
 NICENESS = 19  # intake first: CFS gives deliveries ~1.5 % of a busy core, and every idle moment
@@ -83,14 +83,25 @@ class SenderProcess:
         self._conn.close()
 
 
+def lower_priority(niceness: int = NICENESS) -> bool:
+    """Intake first: the sender runs at a lower CPU priority. Where that is refused (a seccomp filter
+    without setpriority), it says so once and sends at normal priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except OSError as exc:
+        log_event(log, "priority not lowered", logging.WARNING, process="outbox sender", niceness=niceness,
+                  error=exc.strerror or str(exc), hint="allow setpriority (SystemCallFilter=setpriority)")
+        return False
+    return True
+
+
 def sender_main(conn: Connection, config: Config, levels: tuple[Format, int], turns: Any) -> None:
     from mailgate.daemon.context import Holder, build_context, build_transport, swap_config
     from mailgate.daemon.scheduler import Jobs
 
     setup_child_logging(levels)
     memory.return_big_blocks()
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    lower_priority()
     holder = Holder(build_context(config))
     holder.get().db.share_turns(turns, SLOTS["sender"])
     jobs = Jobs(holder.get, lambda: build_transport(holder.get().config))

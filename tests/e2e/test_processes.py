@@ -105,3 +105,14 @@ def test_one_process_mode_takes_mail_and_acknowledges_it(make_config: MakeConfig
         assert "pipeline in process" not in service.output()
     finally:
         assert service.stop() == 0
+
+
+def test_the_sender_runs_at_a_lower_priority_than_intake(service: Service) -> None:
+    pipeline, sender = _children(service)
+
+    def niceness(pid: int) -> int:  # field 19 of /proc/PID/stat, after the command in parentheses
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    wait_until(lambda: niceness(sender) == 19, what="the sender at nice 19", log=service.output)
+    assert niceness(service.proc.pid) == niceness(pipeline) == 0
+    assert "priority not lowered" not in service.output()
