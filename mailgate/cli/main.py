@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +95,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print("temporary failure: the configuration must be fixed; the mail stays with its sender", file=sys.stderr)
         return EX_TEMPFAIL
+    if args.history:
+        return _ingest_history(args, ctx)
+    started = time.monotonic()
     results = pipe.run(args.files, ctx, sender=args.sender, recipient=args.recipient)
     code = EX_OK
     for result in results:
@@ -107,7 +112,37 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             detail = f" ticket {o.number}" if o.number else ""
             reason = f" ({o.reason})" if o.reason and o.status != "accepted" else ""
             print(f"{result.source}: {o.status}{detail}{reason}", file=sys.stderr)
+    if len(results) > 1 and not args.quiet:
+        counts = Counter(r.outcome.status if r.outcome else type(r.error).__name__.lower() for r in results)
+        seconds = time.monotonic() - started
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        print(f"{len(results)} mail(s) in {seconds:.1f} s ({len(results) / max(seconds, 1e-9):.0f}/s): {parts}",
+              file=sys.stderr)
     return code
+
+
+def _ingest_history(args: argparse.Namespace, ctx: Any) -> int:
+    from mailgate.intake.history import Tally, import_history, summary
+
+    if args.files == ["-"]:
+        print("--history reads files, mboxes or Maildirs, not stdin", file=sys.stderr)
+        return EX_CONFIG
+    started = time.monotonic()
+    live = sys.stderr.isatty() and not args.quiet
+
+    def progress(tally: Tally) -> None:
+        if live:
+            rate = tally.total / max(time.monotonic() - started, 1e-9)
+            print(f"\r{tally.total} mail(s), {len(tally.tickets)} ticket(s), {rate:.0f}/s ", end="", file=sys.stderr)
+
+    tally = import_history(args.files, ctx, progress)
+    if live:
+        print(file=sys.stderr)
+    for problem in tally.problems:
+        print(problem, file=sys.stderr)
+    if not args.quiet:
+        print(summary(tally, time.monotonic() - started), file=sys.stderr)
+    return EX_TEMPFAIL if tally.counts["tempfail"] or tally.counts["unreadable"] else EX_OK
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -369,6 +404,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sender", help="envelope sender (default $SENDER)")
     p.add_argument("--recipient", help="envelope recipient (default $ORIGINAL_RECIPIENT or $RECIPIENT)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--history", action="store_true",
+                   help="import an archive as history: original dates, threaded, no mail sent, tickets closed")
     add("check-config", cmd_check_config, "validate the configuration; exit 1 with file:line messages")
     p = add("init", cmd_init, "write a starter configuration to DIR (absolute paths, packaged templates)")
     p.add_argument("dir", metavar="DIR", help="where to write it, e.g. /etc/mailgate")

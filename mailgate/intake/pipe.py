@@ -41,7 +41,8 @@ def _without_from_line(raw: bytes) -> bytes:
     return raw
 
 
-def _messages(name: str) -> Iterator[tuple[str, bytes]]:
+def messages(name: str) -> Iterator[tuple[str, bytes]]:
+    """Each mail of a file, stdin (-), an mbox or a Maildir, one at a time (an archive is never read whole)."""
     if name == "-":
         yield "stdin", _without_from_line(sys.stdin.buffer.read())
         return
@@ -73,7 +74,7 @@ def run(names: list[str], ctx: Context, *, sender: str | None = None, recipient:
     limit = ctx.config.main.intake.smtp.max_message_size if ctx.config.main.intake.smtp else None
     for name in names or ["-"]:
         try:
-            items = list(_messages(name))
+            items = list(messages(name))
         except OSError as exc:
             results.append(PipeResult(name, None, TempFail(f"{name}: {exc.strerror or exc}")))
             continue

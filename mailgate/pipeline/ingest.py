@@ -84,6 +84,9 @@ class Context:
     directory: Directory
     vocabulary: Vocabulary
     notifier: NotifyContext
+    # Importing an archive (``ingest --history``): each mail at its own date, no SLA clock, and no
+    # automatic mail at all (acks, alerts, rejections): its people were answered long ago.
+    history: bool = False
 
     def mailbox_topic(self, mailbox: str | None) -> str | None:
         return next((m.help_topic for m in self.config.main.intake.imap if m.name == mailbox), None)
@@ -166,7 +169,7 @@ def _unproven_commands(
         return None
     named = " ".join(f"#{c.name} {c.arg}".strip() for c in commands)
     why = f"commands ({named}) from agent {sender.address} without authentication: not applied"
-    if ticket is not None:
+    if ticket is not None and not ctx.history:
         change = Change(ticket.id, ticket.number, False, False, MessageKind.NOTE, command_errors=(why,))
         notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, sender, _NO_ROUTE, env, now)
         trail.notified(notes)
@@ -186,7 +189,7 @@ def _refused(
     trail: Trail,
 ) -> Outcome:
     sent: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    if env.source == "imap":  # an SMTP client hears the 550 and a pipe's MTA bounces; a mailbox is silent
+    if env.source == "imap" and not ctx.history:  # an SMTP client hears the 550, a pipe's MTA bounces
         support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
         note = send_rejection(store, ctx.notifier, parsed, cls, support, refusal, now)
         sent = ((note.kind, note.to),) if note else ()
@@ -197,6 +200,13 @@ def _refused(
         store, spooled, InboundStatus.REJECTED, now, reason=refusal, message_id=mid, drop_raw=True, decision=record
     )
     return Outcome("rejected", None, refusal, spooled.id, decision.trace, sent, route=decision, message_id=mid)
+
+
+def _archived_agent(ctx: Context, sender: Sender) -> Sender:
+    """An archive the admin imports is theirs: its agents' answers are agents' answers, not strangers'."""
+    if ctx.history and sender.role is not Role.AGENT and ctx.directory.is_agent(sender.address):
+        return replace(sender, role=Role.AGENT, authenticated=True, reason="an agent's mail in an imported archive")
+    return sender
 
 
 def _spool(store: Store, raw: RawMail, env: Envelope, pre: ParsedMail | None, replayed: int | None) -> Spooled:
@@ -266,6 +276,7 @@ def _process(
     sender = authorize(
         parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
     )
+    sender = _archived_agent(ctx, sender)
     trail.sender(sender)
     ticket = store.ticket(match.ticket_id) if match.ticket_id is not None else None
     admission = admit(
@@ -307,12 +318,15 @@ def _process(
     if admission.match.ticket_id is None:
         teams = {t.name: list(t.members) for t in ctx.config.agents.teams}
         decision = choose_assignee(store, decision, teams)
-    writer = Writer(
-        store, ctx.tag, blobs, ctx.own_addresses, now, ctx.config.sla, ctx.config.main.lifecycle.satisfaction_question
-    )
+    sla = None if ctx.history else ctx.config.sla
+    writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, sla, ctx.config.main.lifecycle.satisfaction_question)
     change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who)
     trail.acted(change)
-    notes = notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
+    notes = (
+        []
+        if ctx.history
+        else notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
+    )
     trail.notified(notes)
     record = trail.outcome("accepted", None)
     spooling.finish(
@@ -349,7 +363,7 @@ def process_one(
     ``explain`` puts every rule's trace line in the outcome (dry runs); intake does without.
     ``replayed``: the id of a kept mail replayed in place (``quarantine reprocess``): it takes the outcome.
     """
-    now = ctx.clock.now()
+    now = env.received_at if ctx.history else ctx.clock.now()  # an archive's mail happened at its own date
     savepoint = session.begin_nested()
     try:
         outcome = _process(session, raw, env, ctx, now, blobs, parsed, explain, replayed)

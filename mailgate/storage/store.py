@@ -267,6 +267,20 @@ class Store:
             query = query.where(Outbox.status == status)
         return self.session.scalars(query.limit(limit) if limit else query).all()
 
+    def close_imported(self, numbers: Sequence[str]) -> None:
+        """Tickets of an imported archive: closed (and resolved) at their last mail's date."""
+        for start in range(0, len(numbers), 500):
+            self.session.execute(
+                update(Ticket)
+                .where(Ticket.number.in_(numbers[start : start + 500]), Ticket.status != "closed")
+                .values(
+                    status="closed",
+                    closed_at=Ticket.updated_at,
+                    resolved_at=func.coalesce(Ticket.resolved_at, Ticket.updated_at),
+                )
+                .execution_options(synchronize_session=False)
+            )
+
     def outbox_by_status(self) -> dict[str, int]:
         rows = self.session.execute(select(Outbox.status, func.count()).group_by(Outbox.status))
         return {status: int(count) for status, count in rows}
