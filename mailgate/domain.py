@@ -141,7 +141,7 @@ class ParsedMail:
     date: datetime | None
     text: str
     html: str | None  # sanitised; never active content
-    new_text: str  # the text above any quoted history
+    new_text: str  # the text above any quoted history, without the sender's signature
     attachments: tuple[Attachment, ...]
     auto_headers: tuple[tuple[str, str], ...]  # headers that matter for loop/auto-reply detection
     content_type: str = "text/plain"
@@ -149,6 +149,7 @@ class ParsedMail:
     loop_token: str | None = None  # X-Mailgate-Loop as received (already stripped from headers)
     raw_headers: tuple[tuple[str, str], ...] = ()  # undecoded, for header:<Name> rule conditions
     sender: Address | None = None  # the Sender header: who sent it for From (used when From is missing)
+    unsigned: str = ""  # the whole text without the sender's signature: what a new ticket stores
 
 
 @dataclass(frozen=True, slots=True)

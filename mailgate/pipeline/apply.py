@@ -253,10 +253,11 @@ def _create(
         events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)
     kind = _message_kind(cls, sender)
-    store_message(w, ticket.id, parsed, inbound_id, kind, parsed.text)
+    text = parsed.unsigned or parsed.text
+    store_message(w, ticket.id, parsed, inbound_id, kind, text)
     names = tuple(str(e["kind"]) for e in events)
     change = Change(
-        ticket.id, ticket.number, True, False, kind, names, text=parsed.text, collaborators=tuple(collaborators)
+        ticket.id, ticket.number, True, False, kind, names, text=text, collaborators=tuple(collaborators)
     )
     return change, ticket
 

@@ -28,6 +28,7 @@ from mailgate.htmltext import html_to_text, plain_text, sanitize_html, too_compl
 from mailgate.mime import bodies_and_attachments, content_hash, payload_of
 from mailgate.pipeline import bounds
 from mailgate.pipeline.quotes import split_new_text
+from mailgate.pipeline.signature import strip_signature
 
 _PARSER = BytesParser(policy=policy.compat32)
 _MSGID = re.compile(r"<[^<>\s\x00-\x1f\x7f-\x9f]+>")  # no space or control character in an id we keep
@@ -144,6 +145,9 @@ def parse(raw: RawMail, limits: bounds.Limits | None = None) -> ParsedMail:
     auto = tuple((name, _one_line(v)) for name in AUTO_HEADERS if (v := _header(msg, name)) is not None)
     if dsn:
         auto = (*auto, ("x-mailgate-dsn-recipients", ",".join(dsn)))
+    cut = split_new_text(text)
+    new_text = strip_signature(cut)
+    unsigned = new_text if cut == text.strip() else strip_signature(text)  # the common case: one parser run
     return ParsedMail(
         message_id=mids[0] if mids else None,
         sha256=content_hash(raw),
@@ -157,7 +161,8 @@ def parse(raw: RawMail, limits: bounds.Limits | None = None) -> ParsedMail:
         date=_date(msg),
         text=text,
         html=safe_html,
-        new_text=split_new_text(text),
+        new_text=new_text,
+        unsigned=unsigned,
         attachments=tuple(attachments),
         auto_headers=auto,
         content_type=msg.get_content_type(),
