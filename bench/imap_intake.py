@@ -113,7 +113,7 @@ def bench_mailgate(dovecot: DovecotServer, user: str, password: str, n: int, tmp
     text = log.read_text(errors="replace")
     if code != 0:
         print(f"warning: mailgate serve exited with {code}; log:\n{text[-3000:]}")
-    problems = [line for line in text.splitlines() if " ERROR " in line or "Traceback" in line]
+    problems = [line for line in text.splitlines() if "level=error" in line or " ERROR " in line or "Traceback" in line]
     return {"rate": n / seconds, "seconds": seconds, "rows": count_rows(db_path(folder)), "problems": problems}
 
 

@@ -48,6 +48,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 if __package__ in (None, ""):  # run as a file: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -317,17 +319,23 @@ def bench_aiosmtpd(kind: str, name: str, corpus_file: Path, clients: int, tmp: P
             proc.join()
 
 
-def bench_mailgate(corpus_file: Path, clients: int, tmp: Path) -> tuple[Figures, dict[str, Any], str, str | None]:
+def bench_mailgate(
+    corpus_file: Path, clients: int, tmp: Path, label: str = "c) mailgate serve", extra: dict[str, Any] | None = None
+) -> tuple[Figures, dict[str, Any], str, str | None]:
     port = free_port()
-    folder = tmp / "mailgate"
+    folder = tmp / label.split(")")[0]
     config = demo_config(folder, port)
+    if extra:  # e.g. the logging level, metrics: the same daemon, one setting apart
+        main = yaml.safe_load(config.read_text())
+        main.update(extra)
+        config.write_text(yaml.safe_dump(main, sort_keys=False))
     log = folder / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "-c", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         wait_for_smtp(port, proc)
-        figures = run_clients(corpus_file, port, clients, "c) mailgate serve", proc.pid)
+        figures = run_clients(corpus_file, port, clients, label, proc.pid)
     finally:
         code = stop_popen(proc)
     if code != 0:  # e.g. -9: SIGTERM did not end it within 60 s; show the tail of its log without the noise
@@ -367,7 +375,7 @@ def print_table(rows: list[Figures]) -> None:
         if f.errors or set(f.codes) - {250}:
             print(f"{'':<24}codes {f.codes} errors {f.errors[:3]}")
     by = {f.name[0]: f for f in rows}
-    for num, den in (("c", "a"), ("c", "b"), ("b", "a")):
+    for num, den in (("c", "a"), ("c", "b"), ("b", "a"), ("c", "d"), ("e", "c")):
         if num in by and den in by and by[den].rate:
             wall = by[num].rate / by[den].rate
             per_cpu = (by[den].server_cpu / by[den].sent) / (by[num].server_cpu / by[num].sent or 1e-9)
@@ -378,8 +386,8 @@ def verify(figures: Figures, rows: dict[str, Any], n: int, new_tickets: int, log
     print(f"\n(c) database: {rows}")
     if warning:
         print(f"(c) {warning}")
-    problems = [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
-    warnings = [line for line in log.splitlines() if " WARNING " in line]
+    problems = [line for line in log.splitlines() if "level=error" in line or " ERROR " in line or "Traceback" in line]
+    warnings = [line for line in log.splitlines() if "level=warning" in line or " WARNING " in line]
     print(f"(c) tickets: {rows['tickets']} created for {new_tickets} new-ticket mails in the corpus "
           f"({'every reply threaded' if rows['tickets'] == new_tickets else 'some replies opened tickets'}); "
           f"serve log: {len(problems)} ERROR/Traceback, {len(warnings)} WARNING lines")
@@ -398,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="abc", help="any of a, b, c (default abc)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--tiny", action="store_true", help="tiny one-line mails instead of the corpus (calibration)")
+    parser.add_argument("--observe", action="store_true",
+                        help="also run mailgate with per-mail log lines off (d) and with metrics on (e)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # run the cleanup below on SIGTERM too
     tmp = Path(tempfile.mkdtemp(prefix="mailgate-bench-smtp-"))
@@ -415,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         if "c" in args.targets:
             figures, counts, log, warning = bench_mailgate(corpus_file, args.clients, tmp)
             rows.append(figures)
+        if args.observe:
+            quiet = {"logging": {"format": "logfmt", "level": "warning"}}
+            rows.append(bench_mailgate(corpus_file, args.clients, tmp, "d) mailgate, no per-mail log", quiet)[0])
+            watched = {"metrics": {"listen": f"127.0.0.1:{free_port()}"}}
+            rows.append(bench_mailgate(corpus_file, args.clients, tmp, "e) mailgate, log + metrics", watched)[0])
         print_table(rows)
         if "c" in args.targets:
             ok = verify(figures, counts, args.messages, sum(m.kind == "new" for m in messages), log, warning)

@@ -254,7 +254,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from mailgate.storage.store import Store
 
     if args.outbox_command == "list":
-        limit = None if args.all else args.limit
+        # a listing on screen is cut (and says so); JSON for scripts is whole unless a limit is asked for
+        limit = None if args.all or (args.json and args.limit is None) else (args.limit or 50)
         with _database(args).reader() as session:
             store = Store(session)
             rows = [outbox_json(r) for r in store.outbox_rows(status=args.status, limit=limit)]
@@ -453,7 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     o_sub = out.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
     p = o_sub.add_parser("list", parents=[common], help="outgoing mail, newest first, with its delivery state")
     p.add_argument("--status", choices=["pending", "sending", "sent", "failed"], help="only rows in this state")
-    p.add_argument("--limit", type=int, default=50, help="at most this many rows (default 50)")
+    p.add_argument("--limit", type=int, help="at most this many rows (default 50; with --json: all)")
     p.add_argument("--all", action="store_true", help="every row")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
     o_sub.add_parser("retry", parents=[common], help="send failed or pending mail again now").add_argument(

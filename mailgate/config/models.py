@@ -332,6 +332,9 @@ class MainFile(_Strict):
     scheduler: Scheduler = Scheduler()
     logging: Logging = Logging()
     metrics: Metrics | None = None
+    # SIGTERM: how long serve may take to finish the mail it already took in and stop its processes,
+    # before it stops them hard (under the unit's TimeoutStopSec=60s, after which systemd kills it all)
+    drain_time: Duration = timedelta(seconds=25)
     security: Security = Security()
     lifecycle: Lifecycle = Lifecycle()
     admin_email: Email | None = None

@@ -240,12 +240,13 @@ class ProcessWriter:
             return
         self._stopped.set()
 
-    def close(self) -> None:
-        """Finish everything already queued, then stop the child."""
+    def close(self, timeout: float = 60.0) -> None:
+        """Finish everything already queued, then stop the child (killed after ``timeout``: what it had
+        not committed was not answered yet, so its sources send it again)."""
         self._closed = True
         self._outgoing.put(_STOP)
-        self._sender.join()
-        if not self._stopped.wait(60):
+        self._sender.join(timeout)
+        if not self._stopped.wait(max(0.1, timeout)):
             log.error("the ingest process did not stop in time; killing it")
             self._proc.kill()
             self._stopped.wait(10)

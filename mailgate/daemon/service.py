@@ -156,23 +156,38 @@ class _Parts:
         self.sender: SenderProcess | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def stop(self) -> None:
-        """Idempotent: each part is forgotten once stopped."""
+    async def stop(self, drain: float = 25.0) -> None:
+        """Idempotent: each part is forgotten once stopped. ``drain``: seconds for all of it."""
+        deadline = time.monotonic() + drain
+        mark = time.monotonic()
+
+        def left() -> float:
+            return max(0.5, deadline - time.monotonic())
+
+        def took(part: str) -> None:
+            nonlocal mark
+            log.debug("stopped %s in %.2f s", part, time.monotonic() - mark)
+            mark = time.monotonic()
+
         server, self.server = self.server, None
         if server is not None:
             server.close()
         imap, self.imap = self.imap, None
         if imap is not None:  # leave IDLE, log out; their last commits finish before the writer closes
-            await asyncio.to_thread(imap.stop)
+            await asyncio.to_thread(imap.stop, left())
+            took("imap")
         writer, self.writer = self.writer, None
         if writer is not None:
-            await asyncio.to_thread(writer.close)
+            await asyncio.to_thread(writer.close, left())
+            took("pipeline")
         scheduler, self.scheduler = self.scheduler, None
         if scheduler is not None:
             await scheduler.stop()
+            took("scheduler")
         sender, self.sender = self.sender, None
         if sender is not None:
-            await asyncio.to_thread(sender.close)
+            await asyncio.to_thread(sender.close, left())
+            took("sender")
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             task.cancel()
@@ -281,7 +296,7 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
     started = time.monotonic()
     log.info("stopping: draining queued mail")
     sd_notify("STOPPING=1")
-    await parts.stop()
+    await parts.stop(config.main.drain_time.total_seconds())
     holder.get().db.dispose()
     log_event(log, "stopped", seconds=round(time.monotonic() - started, 2))
     return 0

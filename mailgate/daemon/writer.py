@@ -99,10 +99,11 @@ class BatchWriter:
             if stop:
                 return
 
-    def close(self) -> None:
-        """Finish everything already queued, then stop the threads."""
+    def close(self, timeout: float | None = None) -> None:
+        """Finish everything already queued, then stop the threads (each waited for up to ``timeout``:
+        a batch still committing then finishes, or not, as the process exits; its sources retry)."""
         self._closed = True
         for _ in self._threads:
             self._queue.put(_STOP)
         for thread in self._threads:
-            thread.join()
+            thread.join(timeout)

@@ -449,7 +449,20 @@ def assert_commands_not_applied(desk: Desk, ticket: Opened, before: TicketState,
     after = desk.state(ticket.id)
     assert (after.status, after.assignee) == (before.status, before.assignee) == ("open", None)
     assert not desk.events("status") and not desk.events("assigned")  # on no ticket at all
-    assert any(actor == claimed for _, actor, _ in desk.events("sender")), desk.events("sender")
+
+
+def assert_kept_aside(desk: Desk, raw: bytes, ticket: Opened, before: TicketState, claimed: str, **kw: Any) -> None:
+    """Commands under an agent's name without proof: none applied, no ticket opened with the agent as
+    its requester, the mail kept aside with the reason, and the real agent (agents.yaml's address) told."""
+    tickets = desk.ticket_count()
+    result = desk.deliver(raw, **kw)
+    assert isinstance(result, Outcome) and result.status == "quarantined", result
+    assert "without authentication" in (result.reason or ""), result.reason
+    assert_commands_not_applied(desk, ticket, before, claimed)
+    assert desk.ticket_count() == tickets
+    with desk.ctx.db.reader() as s:
+        told = s.scalars(select(Outbox.recipient).where(Outbox.kind == "command_error")).all()
+    assert list(told) == [claimed], told
 
 
 @pytest.mark.parametrize("how", ["a-token", "trusted-authentication-results"])
@@ -468,13 +481,12 @@ def test_authenticated_agent_commands_apply(open_desk: Callable[..., Desk], how:
 
 
 @pytest.mark.parametrize("route", ["tag", "customer-reply-address"])
-def test_spoofed_agent_from_is_an_ordinary_message(open_desk: Callable[..., Desk], route: str) -> None:
+def test_spoofed_agent_commands_are_kept_aside(open_desk: Callable[..., Desk], route: str) -> None:
     desk = open_desk(**AGENT_AUTH)
     ticket = desk.open_ticket()
     before = desk.state(ticket.id)
     to = desk.token("t", ticket.id) if route == "customer-reply-address" else SUPPORT
-    desk.accepted(agent_mail(ticket, to=to), mail_from=STRANGER, rcpts=(to,))
-    assert_commands_not_applied(desk, ticket, before, AGENT)
+    assert_kept_aside(desk, agent_mail(ticket, to=to), ticket, before, AGENT, mail_from=STRANGER, rcpts=(to,))
 
 
 REAL_FAIL = ("Authentication-Results", f"{TRUSTED_MX}; dkim=fail header.d=example.com; spf=softfail "
@@ -511,8 +523,8 @@ def test_forged_authentication_results(open_desk: Callable[..., Desk], forgery: 
     desk = open_desk(**AGENT_AUTH)
     ticket = desk.open_ticket()
     before = desk.state(ticket.id)
-    desk.accepted(agent_mail(ticket, top=FORGED_AR[forgery]), mail_from="jane@attacker.example")
-    assert_commands_not_applied(desk, ticket, before, AGENT)
+    raw = agent_mail(ticket, top=FORGED_AR[forgery])
+    assert_kept_aside(desk, raw, ticket, before, AGENT, mail_from="jane@attacker.example")
 
 
 @pytest.mark.parametrize(
@@ -534,8 +546,8 @@ def test_agent_token_misuse(open_desk: Callable[..., Desk], misuse: str) -> None
         "forged-agent-token": (AGENT, f"support+a{ticket.id}-aaaaaaaaaa@example.com", ticket),
     }[misuse]
     envelope = CUSTOMER if misuse.startswith("customer") else claimed
-    desk.accepted(agent_mail(target, sender=claimed, to=to), mail_from=envelope, rcpts=(to,))
-    assert_commands_not_applied(desk, ticket, before, claimed)
+    raw = agent_mail(target, sender=claimed, to=to)
+    assert_kept_aside(desk, raw, ticket, before, claimed, mail_from=envelope, rcpts=(to,))
     assert desk.state(other.id) == before_other
 
 
