@@ -325,6 +325,7 @@ def _date(value: str) -> datetime:
 def cmd_report(args: argparse.Namespace) -> int:
     from mailgate.cli import report
 
+    started = time.monotonic()
     rows = report.build(_database(args), args.since, args.until, datetime.now(UTC))
     if args.format == "json":
         _print_json(report.as_json(rows))
@@ -332,6 +333,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stdout.write(report.as_csv(rows))
     else:
         print(report.as_table(rows))
+    if not args.quiet:  # on stderr: the report itself stays clean for scripts
+        seconds = time.monotonic() - started
+        print(f"{rows[0].tickets} ticket(s) in {seconds:.1f} s ({rows[0].tickets / max(seconds, 1e-9):.0f}/s)",
+              file=sys.stderr)
     return EX_OK
 
 
@@ -470,6 +475,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_date, help="tickets created on or after (ISO date or datetime)")
     p.add_argument("--until", type=_date, help="tickets created before (ISO date or datetime)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output form (default table)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
 
     rules = add("rules", lambda a: EX_CONFIG, "routing rules")
     r_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

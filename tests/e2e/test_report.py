@@ -62,7 +62,9 @@ def test_report_groups_and_times(ctx: Context, clock: FixedClock, config_path: P
 
     later = (start + timedelta(days=1)).date().isoformat()
     assert json.loads(run_cli(config_path, "report", "--since", later, "--format", "json").stdout)[0]["tickets"] == 0
-    table = run_cli(config_path, "report").stdout
+    shown = run_cli(config_path, "report")
+    table = shown.stdout
+    assert "3 ticket(s) in " in shown.stderr and run_cli(config_path, "report", "-q").stderr == ""
     assert "department: Sys Admin" in table and "waiting: awaiting the customer's reply" in table
     parsed = list(csv.DictReader(io.StringIO(run_cli(config_path, "report", "--format", "csv").stdout)))
     assert parsed[0]["group"] == "all" and parsed[0]["tickets"] == "3"
