@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -125,6 +126,44 @@ def explain(session: Session, row: Inbound) -> dict[str, Any]:
     return data
 
 
+def retrace(session: Session, row: Inbound, config_path: str) -> list[dict[str, Any]] | None:
+    """Every rule's verdict on the stored mail, by the rules as they are now (intake keeps only which
+    matched: tracing each rule at intake would cost every mail what only a question needs).
+    None when the bytes were not kept (a refused mail) or the configuration does not load."""
+    from mailgate.domain import Envelope
+    from mailgate.errors import MailgateError
+    from mailgate.pipeline.parse import parse
+    from mailgate.pipeline.route import route
+    from mailgate.storage.store import Store
+
+    raw = Store(session).raw(row.id)
+    rules = _rules_now(config_path)
+    if raw is None or rules is None:
+        return None
+    config, compiled = rules
+    try:
+        parsed = parse(raw, config.main.intake.limits)
+    except MailgateError:
+        return None
+    env = Envelope(row.mail_from, tuple(row.rcpt_tos or ()), "pipe", row.received_at, row.peer, row.mailbox)
+    topic = next((m.help_topic for m in config.main.intake.imap if m.name == row.mailbox), None)
+    decision = route(parsed, env, config.rules, topic, compiled, explain=True)
+    return [{"rule": t.name, "matched": t.matched, "reason": t.reason} for t in decision.trace]
+
+
+@lru_cache(maxsize=1)
+def _rules_now(config_path: str) -> tuple[Any, Any] | None:
+    from mailgate.config import load_config
+    from mailgate.errors import ConfigError
+    from mailgate.rules.engine import CompiledRules
+
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return None
+    return config, CompiledRules(config.rules.rules)
+
+
 def _line(label: str, text: object) -> str:
     return f"  {label + ':':<16}{text}"
 
@@ -163,8 +202,12 @@ def _admission(adm: dict[str, Any]) -> list[str]:
 
 def _rules(rules: dict[str, Any]) -> list[str]:
     lines = [_line("rules matched", ", ".join(rules["matched"]) or "none")]
-    lines += [f"{'':18}{'+' if t['matched'] else '-'} {t['rule']}: {t['reason']}" for t in rules.get("trace", [])]
-    return lines + [f"{'':18}{change}" for change in rules.get("changes", [])]
+    lines += [f"{'':18}{change}" for change in rules.get("changes", [])]
+    trace = rules.get("trace") or rules.get("trace_now") or []
+    if trace and not rules.get("trace"):
+        lines.append(f"{'':18}each rule, as the rules are now:")
+    lines += [f"{'':18}{'+' if t['matched'] else '-'} {t['rule']}: {t['reason']}" for t in trace]
+    return lines
 
 
 def _route(route: dict[str, Any]) -> list[str]:

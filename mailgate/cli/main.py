@@ -211,6 +211,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             return EX_CONFIG
         records = [explain.explain(session, row) for row in rows]
+        for record, row in zip(records, rows, strict=True):
+            if "rules" in record:
+                record["rules"]["trace_now"] = explain.retrace(session, row, args.config)
     if args.json:
         _print_json(records if kind != "id" else records[0])
     elif not records:

@@ -88,6 +88,9 @@ def test_each_mail_is_one_log_line_and_can_be_explained(make_config: MakeConfig,
     assert record["thread"]["via"] == "none" and "no ticket tag in the subject" in record["thread"]["why_not"]
     assert record["sender"]["role"] == "requester"
     assert "urgent-words" in record["rules"]["matched"]  # (after-hours too, by the clock)
+    now = {t["rule"]: t for t in record["rules"]["trace_now"]}  # every rule's verdict, which condition failed
+    assert now["urgent-words"]["matched"] and not now["vip-domain"]["matched"]
+    assert "sender_domain" in now["vip-domain"]["reason"]
     assert record["actions"]["created"] is True and record["ticket"] == number
     kinds = {(n["kind"], n["status"]) for n in record["notifications"]}
     assert ("ack_new", "sent") in kinds and ("alert_new", "sent") in kinds
@@ -96,7 +99,7 @@ def test_each_mail_is_one_log_line_and_can_be_explained(make_config: MakeConfig,
     assert text.code == 0, text.stderr
     assert "rejected (We do not take part in lotteries.)" in text.stdout
     matched = next(line for line in text.stdout.splitlines() if line.strip().startswith("rules matched:"))
-    assert "no-lottery" in matched
+    assert "no-lottery" in matched  # a refused mail's bytes are not kept: what matched is all there is
 
     by_ticket = cli_json(config, "explain", number)
     assert [r["id"] for r in by_ticket] == [1, 2, 5]
