@@ -82,3 +82,13 @@ def test_wrong_database_name_is_a_configuration_error(make_config: MakeConfig) -
 def test_check_config_says_the_database_answers(make_config: MakeConfig) -> None:
     result = run_cli(make_config(), "check-config")
     assert result.code == 0 and "answers" in result.stdout, result.stderr
+
+
+def test_database_that_cannot_be_reached_exits_75_with_one_line(make_config: MakeConfig) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as closed:  # a port nothing will answer on once closed
+        port = closed.getsockname()[1]
+    config = make_config(database={"url": f"postgresql+psycopg://postgres@127.0.0.1:{port}/mailgate"})
+    result = serve_until_exit(config)
+    assert result.returncode == 75  # temporary: a service manager's restart may find it back
+    assert_one_clear_line(result, "database unavailable")
+    assert left_running(config) == []
