@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mailgate.config.load import default_templates
+from mailgate.config.load import default_templates, packaged
 from mailgate.errors import MailgateError
 from mailgate.identity import load_secret
 
@@ -44,21 +44,13 @@ processes: true
 """
 
 
-def _demo_files() -> Path:
-    package = Path(__file__).resolve().parent.parent  # mailgate/
-    for candidate in (package.parent / "config", package / "_data" / "config"):
-        if (candidate / "rules.yaml").exists():
-            return candidate
-    raise MailgateError(f"{package}: mailgate's example configuration is missing (broken install?)")
-
-
 def write_starter(
     folder: Path, state_dir: Path, addresses: list[str], listen: str, *, force: bool = False
 ) -> list[str]:
     """The lines to print: each file written, and what to do next."""
     folder, state_dir = folder.resolve(), state_dir.resolve()
     default_templates()  # a broken install is said now, not at the first start
-    demo = _demo_files()
+    demo = packaged("config", "rules.yaml")
     names = ("mailgate.yaml", "rules.yaml", "agents.yaml", "sla.yaml")
     present = [folder / n for n in names if (folder / n).exists()]
     if present and not force:

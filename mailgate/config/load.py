@@ -38,14 +38,18 @@ def _sqlite_url(base: Path, url: str) -> str:
     return url
 
 
-def default_templates() -> Path:
-    """The shipped templates: the checkout's ``templates/`` or the copy inside the wheel."""
+def packaged(folder: str, marker: str) -> Path:
+    """A folder shipped with mailgate: the checkout's ``folder/`` or the copy inside the wheel."""
     package = Path(__file__).resolve().parent.parent  # mailgate/
-
-    for candidate in (package.parent / "templates", package / "_data" / "templates"):
-        if (candidate / "ack_new.txt.j2").exists():
+    for candidate in (package.parent / folder, package / "_data" / folder):
+        if (candidate / marker).exists():
             return candidate
-    raise ConfigError(f"{package}:1: mailgate's default templates are missing (broken install?)")
+    raise ConfigError(f"{package}:1: mailgate's {folder} folder is missing (broken install?)")
+
+
+def default_templates() -> Path:
+    """The shipped templates."""
+    return packaged("templates", "ack_new.txt.j2")
 
 
 def _validate(doc: YamlDoc, model: type[BaseModel], problems: list[str]) -> Any:

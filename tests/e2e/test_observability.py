@@ -26,6 +26,7 @@ from tests.conftest import (
     start_service,
     wait_until,
 )
+from tests.resilience.test_crash_points import TINY_RULES, TINY_SLA  # a plan whose rungs come due in seconds
 
 
 def logfmt(line: str) -> dict[str, str]:
@@ -166,15 +167,6 @@ def test_each_delivery_attempt_is_one_log_line(make_config: MakeConfig, smtp_sin
         assert "550" in failed["answer"] and "next_attempt" not in failed
     finally:
         service.stop()
-
-
-TINY_SLA = {
-    "schedules": {},
-    "sla_plans": {"tiny": {"first_response": "2s", "resolution": "4s", "schedule": "24x7", "escalations": [
-        {"at": "50%", "notify": ["assignee"]}, {"at": "100%", "notify": ["manager"], "overdue": True}]}},
-}
-TINY_RULES = {"help_topics": [{"name": "General", "department": "Support", "priority": "normal", "sla": "tiny"}],
-              "default_help_topic": "General", "rules": []}
 
 
 def test_each_sla_rung_fired_is_one_log_line(make_config: MakeConfig, tmp_path: Path) -> None:
