@@ -149,7 +149,7 @@ class ParsedMail:
     loop_token: str | None = None  # X-Mailgate-Loop as received (already stripped from headers)
     raw_headers: tuple[tuple[str, str], ...] = ()  # undecoded, for header:<Name> rule conditions
     sender: Address | None = None  # the Sender header: who sent it for From (used when From is missing)
-    unsigned: str = ""  # the whole text without the sender's signature: what a new ticket stores
+    unsigned: str = ""  # the whole text without the sender's signature ("" when not yet made: apply does)
 
 
 @dataclass(frozen=True, slots=True)

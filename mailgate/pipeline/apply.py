@@ -32,6 +32,7 @@ from mailgate.domain import (
 from mailgate.identity import is_own_address
 from mailgate.outbound import threadindex
 from mailgate.pipeline.commands import AgentMail
+from mailgate.pipeline.signature import strip_signature
 from mailgate.pipeline.thread import TicketTag
 from mailgate.sla import timers as sla_timers
 from mailgate.storage.blobs import BlobStore
@@ -253,7 +254,7 @@ def _create(
         events.append(event_row(w, ticket.id, "sender", sender.reason, sender.address))
     w.store.add_rows(Event, events)
     kind = _message_kind(cls, sender)
-    text = parsed.unsigned or parsed.text
+    text = parsed.unsigned or strip_signature(parsed.text)
     store_message(w, ticket.id, parsed, inbound_id, kind, text)
     names = tuple(str(e["kind"]) for e in events)
     change = Change(

@@ -147,7 +147,7 @@ def parse(raw: RawMail, limits: bounds.Limits | None = None) -> ParsedMail:
         auto = (*auto, ("x-mailgate-dsn-recipients", ",".join(dsn)))
     cut = split_new_text(text)
     new_text = strip_signature(cut)
-    unsigned = new_text if cut == text.strip() else strip_signature(text)  # the common case: one parser run
+    unsigned = new_text if cut == text.strip() else ""  # else made only if a ticket is opened with it (apply)
     return ParsedMail(
         message_id=mids[0] if mids else None,
         sha256=content_hash(raw),

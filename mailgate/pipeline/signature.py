@@ -14,7 +14,11 @@ from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
-LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "cs"]
+LANGUAGES = ["en", "de", "fr", "es", "it", "nl"]  # each one more costs every mail ~0.08 ms
+# A signature ends the text, so the parser reads only its tail: its cost grows with the text, and a
+# 30 KB log paste would cost 40 ms for a footer that is in the last few lines anyway.
+TAIL_LINES = 25
+TAIL_CHARS = 2500
 
 
 @lru_cache(maxsize=1)
@@ -44,18 +48,24 @@ def _span(lines: list[str], signature: list[str]) -> tuple[int, int] | None:
 def strip_signature(text: str) -> str:
     if not text.strip():
         return text
+    lines = text.splitlines()
+    first = len(lines)
+    size = 0
+    while first > 0 and len(lines) - first < TAIL_LINES and size + len(lines[first - 1]) < TAIL_CHARS:
+        first -= 1
+        size += len(lines[first]) + 1
+    tail = "\n".join(lines[first:])
     try:
-        replies = _parser().read(text).replies
+        replies = _parser().read(tail).replies
         signature = [ln.strip() for ln in (replies[0].signatures if replies else "").splitlines() if ln.strip()]
     except Exception as exc:  # a parser's bug must not cost a mail its words
         log.debug("signature parser failed: %r", exc)
         return text
     if not signature:
         return text
-    lines = text.splitlines()
-    found = _span(lines, signature)
+    found = _span(lines[first:], signature)
     if found is None:
         return text
-    start, end = found
+    start, end = first + found[0], first + found[1]
     kept = "\n".join([*lines[:start], *lines[end:]]).strip()
     return kept if kept else text
