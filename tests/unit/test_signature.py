@@ -41,5 +41,14 @@ def test_parse_strips_it_from_the_new_text_and_the_whole_text() -> None:
            b"On Mon, 2 Mar 2026, Support <support@example.com> wrote:\r\n> Try again.\r\n")
     parsed = parse(raw)
     assert parsed.new_text == "Still broken."
-    assert "Pat\nACME" not in parsed.unsigned and "> Try again." in parsed.unsigned
+    assert parsed.unsigned == ""  # a reply's whole text without its signature is made only if it opens a ticket
+    whole = strip_signature(parsed.text)
+    assert "Pat\nACME" not in whole and "> Try again." in whole
     assert "Pat\nACME" in parsed.text  # the mail as it came stays whole
+
+
+def test_only_the_tail_is_read_but_a_long_text_still_loses_its_signature() -> None:
+    paste = "\n".join(f"2026-03-02 10:00:{i % 60:02d} ERROR worker {i}: connection reset" for i in range(800))
+    text = f"The log is below.\n\n{paste}\n\nThanks,\nPat\n\nSent from my iPhone\n"
+    kept = strip_signature(text)
+    assert kept.startswith("The log is below.") and paste in kept and "Sent from my iPhone" not in kept
