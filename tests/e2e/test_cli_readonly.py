@@ -56,8 +56,12 @@ def test_read_only_commands_never_create_migrate_or_write(config_path: Path) -> 
     assert run_cli(config_path, "tickets", "show", f"#{ticket}").code == 0  # as the subject tag shows it
     assert _contents(config_path) == before
 
-    with sa.create_engine(load_url(config_path)).begin() as conn:  # as if this mailgate were newer than the db
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0006'")
+    engine = sa.create_engine(load_url(config_path))
+    try:
+        with engine.begin() as conn:  # as if this mailgate were newer than the database
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0006'")
+    finally:
+        engine.dispose()  # a pooled connection left to the garbage collector warns in a later test
     behind = run_cli(config_path, "tickets", "list")
     assert behind.code == 1 and "at schema 0006" in behind.stderr and "mailgate db upgrade" in behind.stderr
     assert sql_rows(config_path, "SELECT version_num FROM alembic_version") == [("0006",)]  # not migrated

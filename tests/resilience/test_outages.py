@@ -235,9 +235,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(folder: Path) -> Path:
-    """Write a file until the filesystem says ENOSPC."""
+    """Write a file until the filesystem says ENOSPC. The file is made beforehand (``reserve``): on a
+    loaded machine the daemon may fill the disk itself before this runs, and then not even an empty
+    file could be created."""
     filler = folder / "filler"
-    with filler.open("wb") as out:
+    with filler.open("ab") as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
@@ -251,6 +253,9 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
     config = make_config(database={"url": f"sqlite:///{small_disk / 'mailgate.db'}"})
     piped = make_mail("Piped to a full disk", message_id="<piped-full@customer.example>")
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
+        (small_disk / "filler").touch()
+        reserve = small_disk / "reserve"  # freed with the filler: room to recover whoever filled the disk
+        reserve.write_bytes(b"\0" * (2 << 20))
         daemon = sup.start(config)
         mta = sup.track(Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("disk", size=20_000)).start())
         wait_until(lambda: len(mta.acked) >= 10, timeout=120, what="10 mails accepted", log=daemon.output)
@@ -262,6 +267,7 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
         during = mta.codes_since(full_at)
         alive_when_full = daemon.alive()
         filler.unlink()
+        reserve.unlink()
         freed_at = time.monotonic()
         wait_until(lambda: mta.codes_since(freed_at).count(250) >= 10, timeout=180,
                    what="mail accepted again after space was freed", log=daemon.output)
