@@ -6,7 +6,6 @@ that names them, so a config directory can be moved as a whole.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ from mailgate.config.check import CrossCheck, in_file_order, partial_rules
 from mailgate.config.models import Config, Database, MainFile
 from mailgate.config.side_files import AgentsFile, SlaFile
 from mailgate.errors import ConfigError
+from mailgate.paths import resolve, sqlite_url
 from mailgate.rules.schema import RulesFile
 from mailgate.yamlfile import YamlDoc, load_yaml, raise_if, validation_problems
-
-
-def _resolve(base: Path, value: Path | None) -> Path | None:
-    if value is None:
-        return None
-    value = Path(os.path.expandvars(str(value))).expanduser()
-    return value if value.is_absolute() else (base / value).resolve()
-
-
-def _sqlite_url(base: Path, url: str) -> str:
-    """Make ``sqlite:///relative.db`` relative to the config folder, not the cwd."""
-    scheme, sep, path = url.partition(":///")
-    if scheme.startswith("sqlite") and sep and path and not path.startswith("/") and ":memory:" not in path:
-        return f"{scheme}:///{(base / path).resolve()}"
-    return url
 
 
 def packaged(folder: str, marker: str) -> Path:
@@ -72,16 +57,16 @@ def _load_side(path: Path | None, model: type[BaseModel], problems: list[str]) -
 
 
 def _resolve_main(base: Path, main: MainFile) -> MainFile:
-    state_dir = _resolve(base, main.state_dir)
+    state_dir = resolve(base, main.state_dir)
     assert state_dir is not None
     db = main.database or Database(url=f"sqlite:///{state_dir / 'mailgate.db'}")
     out = main.outbound
     mailboxes = [
         mb.model_copy(
             update={
-                "password_file": _resolve(base, mb.password_file),
-                "oauth2_token_file": _resolve(base, mb.oauth2_token_file),
-                "cafile": _resolve(base, mb.cafile),
+                "password_file": resolve(base, mb.password_file),
+                "oauth2_token_file": resolve(base, mb.oauth2_token_file),
+                "cafile": resolve(base, mb.cafile),
             }
         )
         for mb in main.intake.imap
@@ -89,22 +74,22 @@ def _resolve_main(base: Path, main: MainFile) -> MainFile:
     return main.model_copy(
         update={
             "state_dir": state_dir,
-            "database": db.model_copy(update={"url": _sqlite_url(base, db.url)}),
-            "rules": _resolve(base, main.rules),
-            "agents": _resolve(base, main.agents),
-            "sla": _resolve(base, main.sla),
-            "templates": _resolve(base, main.templates) or default_templates(),
+            "database": db.model_copy(update={"url": sqlite_url(base, db.url)}),
+            "rules": resolve(base, main.rules),
+            "agents": resolve(base, main.agents),
+            "sla": resolve(base, main.sla),
+            "templates": resolve(base, main.templates) or default_templates(),
             "intake": main.intake.model_copy(update={"imap": mailboxes}),
             "outbound": out.model_copy(
                 update={
-                    "maildir": _resolve(base, out.maildir) or state_dir / "outgoing",
-                    "dkim": out.dkim.model_copy(update={"private_key_file": _resolve(base, out.dkim.private_key_file)})
+                    "maildir": resolve(base, out.maildir) or state_dir / "outgoing",
+                    "dkim": out.dkim.model_copy(update={"private_key_file": resolve(base, out.dkim.private_key_file)})
                     if out.dkim
                     else None,
-                    "smtp": out.smtp.model_copy(update={"password_file": _resolve(base, out.smtp.password_file)}),
+                    "smtp": out.smtp.model_copy(update={"password_file": resolve(base, out.smtp.password_file)}),
                 }
             ),
-            "security": main.security.model_copy(update={"secret_file": _resolve(base, main.security.secret_file)}),
+            "security": main.security.model_copy(update={"secret_file": resolve(base, main.security.secret_file)}),
         }
     )
 

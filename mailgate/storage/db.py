@@ -7,7 +7,6 @@ SQLite: WAL with ``synchronous=FULL`` (a 250 means the row is on disk) and
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
@@ -22,25 +21,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailgate.errors import ConfigError, TempFail
+from mailgate.storage.refusal import misconfigured
+from mailgate.storage.revision import migrations_dir, newest_revision
 
 BUSY_TIMEOUT_MS = 5000
 DISCARD_AFTER_USE = "mailgate_discard"  # set in a pooled connection's info: close it when it is given back
 READONLY = "mailgate_readonly"
 RELAXED = "mailgate_relaxed"  # commit without waiting for the disk (see Database.transaction)
-
-
-def migrations_dir() -> Path:
-    """Top-level ``migrations/`` in a checkout, or the copy the wheel ships."""
-    package = Path(__file__).resolve().parent.parent  # mailgate/
-    for candidate in (package.parent / "migrations", package / "_data" / "migrations"):
-        if (candidate / "env.py").exists():
-            return candidate
-    raise FileNotFoundError("mailgate migrations not found (broken install?)")
-
-
-def newest_revision() -> str:
-    """The schema this mailgate needs: the newest migration's revision (files are named 0007_what.py)."""
-    return max(p.name.split("_", 1)[0] for p in (migrations_dir() / "versions").glob("[0-9]*.py"))
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -115,21 +102,6 @@ def _postgres_timeouts(engine: Engine) -> None:
         # as the connection lives, so it is closed rather than pooled (the pool opens a new one).
         if record.info.pop(DISCARD_AFTER_USE, False):
             record.invalidate()
-
-
-# A server that answers but refuses us for good: waiting will not help, the configuration must change.
-_MISCONFIGURED = (
-    re.compile(r'database "[^"]*" does not exist'),
-    re.compile(r'role "[^"]*" does not exist'),
-    re.compile(r"password authentication failed for user \S+"),
-    re.compile(r"no pg_hba\.conf entry for .*?(?=$|\n)"),
-)
-
-
-def misconfigured(exc: BaseException) -> str | None:
-    """What is wrong in ``database.url`` when the server said so (no such database, role or password)."""
-    text = str(getattr(exc, "orig", None) or exc)
-    return next((m.group(0) for pattern in _MISCONFIGURED if (m := pattern.search(text))), None)
 
 
 def is_transient(exc: BaseException) -> bool:

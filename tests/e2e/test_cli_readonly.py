@@ -72,6 +72,11 @@ def test_listing_polish(config_path: Path) -> None:
         assert run_cli(config_path, "ingest", stdin=make_mail(f"Case {n}", message_id=f"<p{n}@c.example>")).code == 0
     listing = run_cli(config_path, "tickets", "list").stdout.splitlines()
     assert listing[0].split() == ["NUMBER", "STATUS", "PRIORITY", "REQUESTER", "SUBJECT"] and len(listing) == 4
+    as_json = json.loads(run_cli(config_path, "tickets", "list", "--json").stdout)  # the other code path
+    assert [line.split()[0] for line in listing[1:]] == [t["number"] for t in as_json]
+    assert len(run_cli(config_path, "tickets", "list", "--status", "open").stdout.splitlines()) == 4
+    none = run_cli(config_path, "tickets", "list", "--status", "closed")
+    assert none.code == 0 and none.stdout == "" and "no tickets with status closed" in none.stderr
     wrong = run_cli(config_path, "tickets", "list", "--status", "opne")
     assert wrong.code == 2 and "'awaiting_reply'" in wrong.stderr and "--help" in wrong.stderr
     bare = run_cli(config_path, "tickets")
