@@ -7,14 +7,16 @@ the old one kept in the record's history, so a replay can never leave two copies
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailgate.cli.views import inbound_json
 from mailgate.domain import Envelope, InboundStatus, Outcome, Source
 from mailgate.errors import MailgateError
-from mailgate.pipeline.ingest import Context, process_one
 from mailgate.storage.db import Database
 from mailgate.storage.store import Store
+
+if TYPE_CHECKING:  # listing and showing need no pipeline (nor its templates); replaying imports it
+    from mailgate.pipeline.ingest import Context
 
 
 def listing(db: Database) -> list[dict[str, Any]]:
@@ -37,6 +39,8 @@ def reprocess(ctx: Context, ids: list[int]) -> list[tuple[int, Outcome | str]]:
     (``explain`` shows it), so a mail replayed three times is still one mail. An id that is not there,
     or not quarantined, is reported and left alone.
     """
+    from mailgate.pipeline.ingest import process_one
+
     with ctx.db.reader() as session:
         targets = ids or [r.id for r in Store(session).inbound_by_status(InboundStatus.QUARANTINED.value, 10000)]
     results: list[tuple[int, Outcome | str]] = []

@@ -120,3 +120,19 @@ def test_every_command_and_argument_has_help() -> None:
 
     walk(_parser(), "mailgate")
     assert missing == []
+
+
+def test_read_only_commands_do_not_import_what_they_do_not_use(config_path: Path) -> None:
+    assert run_cli(config_path, "ingest", stdin=make_mail(message_id="<imp@c.example>")).code == 0
+    unused = {"alembic", "aiosmtpd", "imapclient", "apscheduler", "jinja2", "prometheus_client"}
+    for args in [("tickets", "list"), ("outbox", "list"), ("report",), ("explain", "id:1"), ("quarantine", "list")]:
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mailgate", *args, "-c", str(config_path)],
+                              capture_output=True, text=True, cwd=REPO, timeout=PATIENCE)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                    if line.startswith("import time:") and "|" in line}
+        assert imported & unused == set(), (args, imported & unused)
+    version = subprocess.run([sys.executable, "-X", "importtime", "-m", "mailgate", "--version"], capture_output=True,
+                             text=True, cwd=REPO, timeout=PATIENCE)
+    loaded = {line.rsplit("|", 1)[1].strip() for line in version.stderr.splitlines() if "|" in line}
+    assert not {"sqlalchemy", "pydantic", "mailgate.config"} & loaded

@@ -76,3 +76,33 @@ def test_an_interrupted_history_import_run_again_stores_each_mail_once(config_pa
     assert sql_rows(config_path, "SELECT count(*) FROM ticket") == [(200,)]
     assert sql_rows(config_path, "SELECT count(*) FROM ticket WHERE status != 'closed'") == [(0,)]
     assert sql_rows(config_path, "SELECT count(*) FROM outbox") == [(0,)]
+
+
+def test_progress_on_a_terminal_and_a_summary_always(config_path: Path, tmp_path: Path) -> None:
+    import os
+    import pty
+
+    mbox = archive(tmp_path / "old.mbox", threads=40)
+    assert run_cli(config_path, "db", "upgrade").code == 0
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mailgate", "ingest", "--history", str(mbox), "-c",
+                               str(config_path)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=follower,
+                              timeout=PATIENCE)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "\r64 mail(s)" in text and "120 mail(s) in" in text, text  # a batch's progress, then the summary
+    quiet = run_cli(config_path, "ingest", "--history", "-q", str(mbox))
+    assert quiet.code == 0 and quiet.stderr == ""
