@@ -12,6 +12,7 @@ import threading
 from dataclasses import replace
 from email.utils import parseaddr
 
+from mailgate import logformat
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config, load_config
 from mailgate.errors import ConfigError
@@ -155,5 +156,6 @@ def swap_config(holder: Holder, config: Config) -> None:
             ctx.db.dispose()
             ctx = replace(ctx, db=old.db)
         holder.swap(ctx)
+        logformat.configure(config.main.logging.format, config.main.logging.level)  # as serve itself does
     except Exception:
         log.exception("could not apply the reloaded configuration; keeping the old one")

@@ -183,3 +183,29 @@ def test_each_sla_rung_fired_is_one_log_line(make_config: MakeConfig, tmp_path: 
     assert fired == [("first_response", 50), ("first_response", 100), ("resolution", 50), ("resolution", 100)]
     assert all(r["ticket"] == ticket and r["plan"] == "tiny" for r in rungs)
     assert {r["overdue"] for r in rungs if r["step"] == "100"} == {"True"}
+
+
+def test_a_reload_switches_every_process_to_the_new_log_format(make_config: MakeConfig, tmp_path: Path) -> None:
+    import signal
+
+    config = make_config()
+    service = start_service(config, tmp_path / "serve.log")
+    try:
+        main = yaml.safe_load(config.read_text())
+        main["logging"] = {"format": "json", "level": "info"}
+        config.write_text(yaml.safe_dump(main, sort_keys=False))
+        service.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: '"msg": "reload applied"' in service.output(), what="the reload, in JSON",
+                   log=service.output)
+        assert smtp_deliver(service.host, service.port, make_mail(message_id="<fmt-1@customer.example>"))[0] == 250
+
+        def sent() -> list[dict[str, Any]]:  # written by the outbox sender, a child process
+            lines = [json.loads(ln) for ln in service.output().splitlines() if ln.startswith("{")]
+            return [e for e in lines if e.get("msg") == "mail sent" and e.get("kind") == "ack_new"]
+
+        wait_until(sent, what="the sender's line in JSON", log=service.output)
+        received = [json.loads(ln) for ln in service.output().splitlines()
+                    if ln.startswith("{") and '"mail received"' in ln]
+        assert received and received[0]["message_id"] == "<fmt-1@customer.example>"
+    finally:
+        service.stop()
