@@ -8,12 +8,11 @@ every other view go through ``views.py``. Like them it never creates, migrates o
 from __future__ import annotations
 
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 from mailgate.errors import ConfigError, TempFail
 from mailgate.storage.refusal import misconfigured
-from mailgate.storage.revision import newest_revision
+from mailgate.storage.revision import require, require_sqlite_file
 
 _TICKETS = "SELECT number, status, priority, requester_email, subject FROM ticket{where} ORDER BY id"
 
@@ -24,8 +23,7 @@ def _connect(url: str) -> Any:
         import sqlite3
 
         path = rest[1:] if rest.startswith("/") else rest
-        if not Path(path).is_file():
-            raise ConfigError(f"no database at {path} yet: start `mailgate serve` or run `mailgate db upgrade`")
+        require_sqlite_file(path)
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     import psycopg
 
@@ -45,11 +43,7 @@ def ticket_rows(url: str, status: str | None) -> list[tuple[str, str, str, str, 
             row = cur.fetchone()
         except Exception:  # no such table: not a mailgate database yet (sqlite3 and psycopg differ here)
             row = None
-        needed = newest_revision()
-        if row is None or row[0] != needed:
-            have = f"at schema {row[0]}" if row else "without mailgate's tables"
-            raise ConfigError(f"the database is {have}, this mailgate needs {needed}: "
-                              "run `mailgate db upgrade` (serve does it at start)")
+        require(row[0] if row else None, url.split("@")[-1])
         marker = "?" if url.startswith("sqlite") else "%s"
         cur.execute(_TICKETS.format(where=f" WHERE status = {marker}" if status else ""), (status,) if status else ())
         return [tuple(r) for r in cur.fetchall()]

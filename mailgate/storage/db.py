@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailgate.errors import ConfigError, TempFail
 from mailgate.storage.refusal import misconfigured
-from mailgate.storage.revision import migrations_dir, newest_revision
+from mailgate.storage.revision import migrations_dir, require, require_sqlite_file
 
 BUSY_TIMEOUT_MS = 5000
 DISCARD_AFTER_USE = "mailgate_discard"  # set in a pooled connection's info: close it when it is given back
@@ -140,8 +140,8 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:" and not create and not Path(path).is_file():
-                raise ConfigError(f"no database at {path} yet: start `mailgate serve` or run `mailgate db upgrade`")
+            if not create:
+                require_sqlite_file(path)
             if path and path != ":memory:":
                 try:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -242,13 +242,7 @@ class Database:
                 if "alembic_version" not in str(exc):
                     raise
                 version = None
-        needed = newest_revision()
-        if version != needed:
-            have = f"at schema {version}" if version else "without mailgate's tables"
-            raise ConfigError(
-                f"the database ({self.where()}) is {have}, this mailgate needs {needed}: "
-                "run `mailgate db upgrade` (serve does it at start)"
-            )
+        require(version, self.where())
 
     def upgrade(self) -> None:
         """Apply Alembic migrations up to head (idempotent)."""
