@@ -28,25 +28,38 @@ def sqlite_url(base: Path, url: str) -> str:
     return url
 
 
-def database_url(path: Path | str) -> str | None:
-    """The database URL mailgate.yaml names (or its default under state_dir); None when the file is not
-    plain enough to say it without the full loader, which then reports what is wrong."""
-    path = Path(path).resolve()
+def _plain(path: Path) -> dict[str, object] | None:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    if not isinstance(data, dict):
+    return data if isinstance(data, dict) else None
+
+
+def _state_dir(base: Path, data: dict[str, object]) -> Path | None:
+    state = data.get("state_dir", "../var")
+    return resolve(base, Path(state)) if isinstance(state, str) else None
+
+
+def state_dir(path: Path | str) -> Path | None:
+    """The state_dir mailgate.yaml names (default ../var beside it), or None when the file is not plain."""
+    path = Path(path).resolve()
+    data = _plain(path)
+    return None if data is None else _state_dir(path.parent, data)
+
+
+def database_url(path: Path | str) -> str | None:
+    """The database URL mailgate.yaml names (or its default under state_dir); None when the file is not
+    plain enough to say it without the full loader, which then reports what is wrong."""
+    path = Path(path).resolve()
+    data = _plain(path)
+    if data is None:
         return None
     base = path.parent
     database = data.get("database")
     if database is None:
-        state = data.get("state_dir", "../var")
-        if not isinstance(state, str):
-            return None
-        state_dir = resolve(base, Path(state))
-        assert state_dir is not None
-        return f"sqlite:///{state_dir / 'mailgate.db'}"
+        state = _state_dir(base, data)
+        return None if state is None else f"sqlite:///{state / 'mailgate.db'}"
     if isinstance(database, dict) and isinstance(database.get("url"), str):
         return sqlite_url(base, database["url"])
     return None

@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,15 +23,19 @@ from mailgate.logformat import log_event
 
 EX_OK, EX_CONFIG, EX_DATAERR, EX_TEMPFAIL = 0, 1, 65, 75
 DEFAULT_CONFIG = "config/mailgate.yaml"
+# domain.Status's values, written out so that parsing a command line need not import the domain model
+# (a piped mail's ingest pays every import); tests/unit/test_cli_statuses.py keeps the two equal.
+STATUSES = ("open", "in_progress", "awaiting_reply", "resolved", "closed")
 
 
-def _ctx(args: argparse.Namespace, *, migrate: bool = True) -> Any:
+def _ctx(args: argparse.Namespace, *, migrate: bool = True, check: bool = True) -> Any:
+    """``check=False``: templates are rendered when a mail needs them, not all of them first."""
     from mailgate.config import load_config
     from mailgate.daemon.context import build_context
 
-    ctx = build_context(load_config(args.config))
+    ctx = build_context(load_config(args.config), check=check)
     if migrate:
-        ctx.db.upgrade()
+        ctx.db.ensure_current()  # one query when current; Alembic only when behind
     return ctx
 
 
@@ -98,10 +101,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if not args.history and not args.direct:  # serve running: it stores the mail (a tenth of the cost)
+        from mailgate.cli.handoff import hand_over
+
+        code = hand_over(args)
+        if code is not None:
+            return code
+    from mailgate.cli.ingest_report import IngestReport
     from mailgate.intake import pipe
 
     try:
-        ctx = _ctx(args)
+        ctx = _ctx(args, check=args.history)
     except ConfigError as exc:  # an MTA bounces on any other code: keep the mail queued until this is fixed
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -109,28 +119,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return EX_TEMPFAIL
     if args.history:
         return _ingest_history(args, ctx)
-    started = time.monotonic()
-    results = pipe.run(args.files, ctx, sender=args.sender, recipient=args.recipient)
-    code = EX_OK
-    for result in results:
+    report = IngestReport(quiet=args.quiet)
+    for result in pipe.run(args.files, ctx, sender=args.sender, recipient=args.recipient):
         if isinstance(result.error, TempFail):
-            print(f"{result.source}: temporary failure: {result.error}", file=sys.stderr)
-            code = EX_TEMPFAIL
+            report.tempfail(result.source, str(result.error))
         elif isinstance(result.error, Rejected):
-            print(f"{result.source}: rejected: {result.error.reason}", file=sys.stderr)
-            code = code if code == EX_TEMPFAIL else EX_DATAERR
-        elif result.outcome is not None and not args.quiet:
-            o = result.outcome
-            detail = f" ticket {o.number}" if o.number else ""
-            reason = f" ({o.reason})" if o.reason and o.status != "accepted" else ""
-            print(f"{result.source}: {o.status}{detail}{reason}", file=sys.stderr)
-    if len(results) > 1 and not args.quiet:
-        counts = Counter(r.outcome.status if r.outcome else type(r.error).__name__.lower() for r in results)
-        seconds = time.monotonic() - started
-        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        print(f"{len(results)} mail(s) in {seconds:.1f} s ({len(results) / max(seconds, 1e-9):.0f}/s): {parts}",
-              file=sys.stderr)
-    return code
+            report.rejected(result.source, result.error.reason)
+        elif result.outcome is not None:
+            report.stored(result.source, result.outcome.status, result.outcome.number, result.outcome.reason)
+    return report.finish()
 
 
 def _ingest_history(args: argparse.Namespace, ctx: Any) -> int:
@@ -434,6 +431,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--history", action="store_true",
                    help="import an archive as history: original dates, threaded, no mail sent, tickets closed")
+    p.add_argument("--direct", action="store_true",
+                   help="store in this process even when serve is running (default: hand the mail to serve)")
     add("check-config", cmd_check_config, "validate the configuration; exit 1 with file:line messages")
     p = add("init", cmd_init, "write a starter configuration to DIR (absolute paths, packaged templates)")
     p.add_argument("dir", metavar="DIR", help="where to write it, e.g. /etc/mailgate")
@@ -452,12 +451,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON for scripts")
     p.set_defaults(func=cmd_sla_due)
 
-    from mailgate.domain import Status
-
     tickets = add("tickets", cmd_tickets, "look at tickets")
     t_sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="COMMAND")
     p = t_sub.add_parser("list", parents=[common], help="list tickets, oldest first")
-    p.add_argument("--status", choices=[s.value for s in Status], help="only tickets in this status")
+    p.add_argument("--status", choices=STATUSES, help="only tickets in this status")
     p.add_argument("--json", action="store_true", help="JSON for scripts (contract: DESIGN.md)")
     p = t_sub.add_parser("show", parents=[common], help="show one ticket with its messages")
     p.add_argument("number", help="the ticket number, with or without the # of the subject tag")
@@ -538,3 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not fail again
         return 141  # 128 + SIGPIPE, as other tools in a pipeline end
+    except Exception:
+        if args.func is not cmd_ingest:
+            raise
+        # a bug of ours while an MTA waits: 75 keeps the mail queued (1 would bounce it to its sender)
+        logging.getLogger("mailgate").exception("temporary failure: storing the mail failed")
+        return EX_TEMPFAIL

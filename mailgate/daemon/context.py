@@ -19,7 +19,6 @@ from mailgate.errors import ConfigError
 from mailgate.identity import Identity, load_secret
 from mailgate.logformat import log_event
 from mailgate.metrics import RELOADS
-from mailgate.outbound.dkim import DkimSigner
 from mailgate.outbound.templates import Templates
 from mailgate.outbound.transport import MaildirTransport, SmtpTransport, Transport
 from mailgate.pipeline.audience import Directory
@@ -34,7 +33,11 @@ from mailgate.storage.db import Database
 log = logging.getLogger(__name__)
 
 
-def build_context(config: Config, clock: Clock | None = None, db: Database | None = None) -> Context:
+def build_context(
+    config: Config, clock: Clock | None = None, db: Database | None = None, *, check: bool = True
+) -> Context:
+    """``check``: render every template and load the DKIM key now, so that a daemon or ``check-config``
+    refuses a bad file at once; a piped mail's ``ingest`` skips it and renders only what the mail needs."""
     main = config.main
     if db is None or db.url != config.database_url:
         db = Database(config.database_url, echo=main.database.echo if main.database else False)
@@ -42,10 +45,12 @@ def build_context(config: Config, clock: Clock | None = None, db: Database | Non
     domain = main.outbound.domain or parseaddr(main.outbound.from_)[1].rpartition("@")[2] or "localhost"
     assert main.templates is not None  # resolved by load_config
     templates = Templates(main.templates)
-    problems = templates.check()
+    problems = templates.check() if check else []
     if problems:
         raise ConfigError(problems)
-    if main.outbound.dkim is not None:
+    if check and main.outbound.dkim is not None:
+        from mailgate.outbound.dkim import DkimSigner
+
         DkimSigner(main.outbound.dkim)  # an unreadable or invalid key is a configuration error, found now
     own = {a.lower() for a in main.intake.addresses}
     if main.intake.notes_address:

@@ -31,6 +31,7 @@ from mailgate.daemon.sender_process import SenderProcess
 from mailgate.daemon.writer import BatchWriter
 from mailgate.errors import StartupError
 from mailgate.intake.imap import ImapIntake
+from mailgate.intake.local_socket import LocalIntake
 from mailgate.intake.smtp import Gate, IntakeHandler, protocol_class
 from mailgate.logformat import log_event
 from mailgate.pipeline.ingest import Context
@@ -144,12 +145,19 @@ async def _start_smtp(
     return await loop.create_server(connection, sock=sock)
 
 
+def _smtp_limit(holder: Holder) -> int | None:
+    """Piped mail has the listener's size limit, or none without a listener (as ``ingest`` alone)."""
+    smtp = holder.get().config.main.intake.smtp
+    return smtp.max_message_size if smtp is not None else None
+
+
 class _Parts:
     """What serve has started so far, stopped in reverse order however far start-up got."""
 
     def __init__(self) -> None:
         self.metrics: MetricsServer | None = None
         self.server: asyncio.base_events.Server | None = None
+        self.local: LocalIntake | None = None
         self.imap: ImapIntake | None = None
         self.writer: BatchWriter | ProcessWriter | None = None
         self.scheduler: Any = None
@@ -172,6 +180,9 @@ class _Parts:
         server, self.server = self.server, None
         if server is not None:
             server.close()
+        local, self.local = self.local, None
+        if local is not None:  # ingest stores mail itself from here on
+            local.close()
         imap, self.imap = self.imap, None
         if imap is not None:  # leave IDLE, log out; their last commits finish before the writer closes
             await asyncio.to_thread(imap.stop, left())
@@ -270,6 +281,9 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
         jobs, config.main.scheduler.outbox_interval, flush=sender.wake if sender is not None else None
     )
     parts.server = await _start_smtp(holder, intake, ctx.clock, sock)
+    local = LocalIntake(config.state_dir, intake.submit_async, ctx.clock, lambda: _smtp_limit(holder))
+    if await local.start():
+        parts.local = local
     imap = parts.imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
     imap.start(config.main.intake.imap)
 

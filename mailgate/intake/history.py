@@ -18,7 +18,7 @@ from datetime import UTC
 
 from mailgate.domain import Envelope
 from mailgate.errors import ParseError, TempFail
-from mailgate.intake.pipe import messages
+from mailgate.intake.mailfiles import messages
 from mailgate.pipeline.ingest import Context, Parsed, ingest_batch
 from mailgate.pipeline.parse import parse
 from mailgate.storage.store import Store

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailgate.errors import ConfigError, TempFail
 from mailgate.storage.refusal import misconfigured
-from mailgate.storage.revision import migrations_dir, require, require_sqlite_file
+from mailgate.storage.revision import migrations_dir, newest_revision, require, require_sqlite_file
 
 BUSY_TIMEOUT_MS = 5000
 DISCARD_AFTER_USE = "mailgate_discard"  # set in a pooled connection's info: close it when it is given back
@@ -232,8 +232,8 @@ class Database:
         with self._transient_as_tempfail(), self._refusal_as_config_error(), self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
-    def require_current(self) -> None:
-        """For read-only commands, which never migrate (that is serve's job, and ``db upgrade``'s)."""
+    def revision(self) -> str | None:
+        """The schema the database is at (None: no mailgate tables yet), in one query."""
         with self._transient_as_tempfail(), self._refusal_as_config_error():
             try:
                 with self.engine.connect() as conn:
@@ -241,8 +241,17 @@ class Database:
             except (OperationalError, ProgrammingError) as exc:
                 if "alembic_version" not in str(exc):
                     raise
-                version = None
-        require(version, self.where())
+                return None
+        return str(version) if version is not None else None
+
+    def require_current(self) -> None:
+        """For read-only commands, which never migrate (that is serve's job, and ``db upgrade``'s)."""
+        require(self.revision(), self.where())
+
+    def ensure_current(self) -> None:
+        """Migrate only when behind: a piped mail's ``ingest`` pays one query, not Alembic's import and run."""
+        if self.revision() != newest_revision():
+            self.upgrade()
 
     def upgrade(self) -> None:
         """Apply Alembic migrations up to head (idempotent)."""
