@@ -76,7 +76,7 @@ class Inbound(Base):
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what was decided and why: ``explain``
@@ -94,6 +94,12 @@ class InboundRaw(Base):
 
 class Ticket(Base):
     __tablename__ = "ticket"
+    __table_args__ = (  # the listing's filters, each in ticket order (a page is read off the index)
+        Index("ix_ticket_status_id", "status", "id"),
+        Index("ix_ticket_help_topic_id", "help_topic", "id"),
+        Index("ix_ticket_assignee_id", "assignee", "id"),
+        Index("ix_ticket_requester_id", "requester_email", "id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)
     subject: Mapped[str] = mapped_column(Text)
@@ -105,7 +111,7 @@ class Ticket(Base):
     sla_plan: Mapped[str | None] = mapped_column(String(200))
     requester_email: Mapped[str] = mapped_column(String(320), index=True)
     requester_name: Mapped[str] = mapped_column(String(500), default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # reports by period
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_response_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolution_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -173,7 +179,7 @@ class ThreadRef(Base):
     __tablename__ = "thread_ref"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     message_id: Mapped[str] = mapped_column(String(998), index=True)
-    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     direction: Mapped[str] = mapped_column(String(8))  # in | out
     ticket: Mapped[Ticket] = relationship()
 
@@ -199,7 +205,7 @@ class Outbox(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
-    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     mail_from: Mapped[str] = mapped_column(String(500))
     recipients: Mapped[list[str]] = mapped_column(JSON)
