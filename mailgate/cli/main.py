@@ -181,20 +181,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_tickets(args: argparse.Namespace) -> int:
-    if args.tickets_command == "list" and not args.json:  # the listing typed all day: the driver alone
-        from mailgate.cli.quick import ticket_rows
-
-        _print_tickets(ticket_rows(_database_url(args), args.status), args.status)
-        return EX_OK
+    if args.tickets_command == "list":
+        return _list_tickets(args)
     from mailgate.cli.views import ticket_json, ticket_text
     from mailgate.storage.store import Store
 
     with _database(args).reader() as session:
         store = Store(session)
-        if args.tickets_command == "list":
-            tickets = store.tickets(status=args.status)
-            _print_json([ticket_json(t, store, messages=False) for t in tickets])
-            return EX_OK
         number = args.number.strip().lstrip("#").strip()  # '#123456' as the subject tag shows it
         ticket = store.ticket_by_number(number) or store.ticket_by_number(number.upper())
         if ticket is None:
@@ -207,14 +200,38 @@ def cmd_tickets(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _print_tickets(rows: list[tuple[str, str, str, str, str]], status: str | None) -> None:
+def _list_tickets(args: argparse.Namespace) -> int:
+    """A page of tickets (text: 50 unless --limit/--all; JSON: all unless --limit), oldest first."""
+    from mailgate.cli.quick import FILTERS, Page, ticket_rows
+
+    where = {column: getattr(args, option).strip().lower() if option in ("assignee", "requester")
+             else getattr(args, option) for option, column in FILTERS.items() if getattr(args, option)}
+    limit = args.limit if args.limit is not None else (None if args.all or args.json else 50)
+    page = Page(where, limit, args.offset)
+    if args.json:  # the JSON contract (collaborators, dates...): the models, for the page asked for
+        from mailgate.cli.views import ticket_json
+        from mailgate.storage.store import Store
+
+        with _database(args).reader() as session:
+            store = Store(session)
+            tickets = store.tickets(limit=page.limit, where=page.where, offset=page.offset)
+            _print_json([ticket_json(t, store, messages=False) for t in tickets])
+        return EX_OK
+    listing = ticket_rows(_database_url(args), page)  # the listing typed all day: the driver alone
+    rows = listing.rows
     if not rows:
-        print("no tickets" + (f" with status {status}" if status else ""), file=sys.stderr)
-        return
+        asked = ", ".join(f"{option} {getattr(args, option)}" for option in FILTERS if getattr(args, option))
+        print("no tickets" + (f" with {asked}" if asked else "") + (" on this page" if args.offset else ""),
+              file=sys.stderr)
+        return EX_OK
     width = max(len("NUMBER"), *(len(number) for number, *_ in rows))
     print(f"{'NUMBER':<{width}}  {'STATUS':<15} {'PRIORITY':<9} {'REQUESTER':<30} SUBJECT")
     for number, state, priority, requester, subject in rows:
         print(f"{number:<{width}}  {state:<15} {priority:<9} {requester:<30} {subject}")
+    if listing.total > args.offset + len(rows):  # on stderr: a script reading the listing is not disturbed
+        print(f"showing {args.offset + 1}-{args.offset + len(rows)} of {listing.total}; "
+              f"--offset {args.offset + len(rows)} for the next page, --all for every ticket", file=sys.stderr)
+    return EX_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -335,6 +352,17 @@ def cmd_imap_check(args: argparse.Namespace) -> int:
     return EX_OK if all(r["ok"] for r in reports) else EX_CONFIG
 
 
+def _count(value: str) -> int:
+    """A whole number, 0 or more: argparse says so in its usage line otherwise."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return number
+
+
 def _date(value: str) -> datetime:
     """An ISO date or datetime; a date alone means midnight UTC."""
     parsed = datetime.fromisoformat(value)
@@ -453,8 +481,14 @@ def _parser() -> argparse.ArgumentParser:
 
     tickets = add("tickets", cmd_tickets, "look at tickets")
     t_sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="COMMAND")
-    p = t_sub.add_parser("list", parents=[common], help="list tickets, oldest first")
+    p = t_sub.add_parser("list", parents=[common], help="list tickets, oldest first, a page at a time")
     p.add_argument("--status", choices=STATUSES, help="only tickets in this status")
+    p.add_argument("--topic", help="only tickets of this help topic")
+    p.add_argument("--assignee", metavar="EMAIL", help="only tickets assigned to this agent")
+    p.add_argument("--requester", metavar="EMAIL", help="only tickets this customer opened")
+    p.add_argument("--limit", type=_count, help="at most this many (default 50; with --json: all)")
+    p.add_argument("--offset", type=_count, default=0, help="skip this many first (the next page)")
+    p.add_argument("--all", action="store_true", help="every ticket that matches")
     p.add_argument("--json", action="store_true", help="JSON for scripts (contract: DESIGN.md)")
     p = t_sub.add_parser("show", parents=[common], help="show one ticket with its messages")
     p.add_argument("number", help="the ticket number, with or without the # of the subject tag")
@@ -478,7 +512,7 @@ def _parser() -> argparse.ArgumentParser:
     o_sub = out.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
     p = o_sub.add_parser("list", parents=[common], help="outgoing mail, newest first, with its delivery state")
     p.add_argument("--status", choices=["pending", "sending", "sent", "failed"], help="only rows in this state")
-    p.add_argument("--limit", type=int, help="at most this many rows (default 50; with --json: all)")
+    p.add_argument("--limit", type=_count, help="at most this many rows (default 50; with --json: all)")
     p.add_argument("--all", action="store_true", help="every row")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
     o_sub.add_parser("retry", parents=[common], help="send failed or pending mail again now").add_argument(

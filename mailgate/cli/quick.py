@@ -8,13 +8,32 @@ every other view go through ``views.py``. Like them it never creates, migrates o
 from __future__ import annotations
 
 from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailgate.errors import ConfigError, TempFail
 from mailgate.storage.refusal import misconfigured
 from mailgate.storage.revision import require, require_sqlite_file
 
-_TICKETS = "SELECT number, status, priority, requester_email, subject FROM ticket{where} ORDER BY id"
+_TICKETS = "SELECT number, status, priority, requester_email, subject FROM ticket{where} ORDER BY id{page}"
+_COUNT = "SELECT count(*) FROM ticket{where}"
+# tickets list's filters: option -> column (each column has an index in ticket order, migration 0008)
+FILTERS = {"status": "status", "topic": "help_topic", "assignee": "assignee", "requester": "requester_email"}
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which tickets to list: ``where`` maps columns to the values asked for; ``limit`` None is all."""
+
+    where: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Listing:
+    rows: list[tuple[str, str, str, str, str]]
+    total: int  # how many match, whatever the page
 
 
 def _connect(url: str) -> Any:
@@ -35,8 +54,8 @@ def _connect(url: str) -> Any:
         raise TempFail(f"database unavailable: {exc}") from exc
 
 
-def ticket_rows(url: str, status: str | None) -> list[tuple[str, str, str, str, str]]:
-    """The tickets, oldest first; a schema older than this mailgate's is an error naming ``db upgrade``."""
+def ticket_rows(url: str, page: Page) -> Listing:
+    """The page of tickets, oldest first; a schema older than this mailgate's is an error naming ``db upgrade``."""
     with closing(_connect(url)) as conn, closing(conn.cursor()) as cur:
         try:
             cur.execute("SELECT version_num FROM alembic_version")
@@ -45,5 +64,16 @@ def ticket_rows(url: str, status: str | None) -> list[tuple[str, str, str, str, 
             row = None
         require(row[0] if row else None, url.split("@")[-1])
         marker = "?" if url.startswith("sqlite") else "%s"
-        cur.execute(_TICKETS.format(where=f" WHERE status = {marker}" if status else ""), (status,) if status else ())
-        return [tuple(r) for r in cur.fetchall()]
+        where = " AND ".join(f"{column} = {marker}" for column in page.where)
+        where = f" WHERE {where}" if where else ""
+        values = tuple(page.where.values())
+        bounds = "" if page.limit is None else f" LIMIT {int(page.limit)} OFFSET {int(page.offset)}"
+        if page.limit is None and page.offset:
+            bounds = f" LIMIT -1 OFFSET {int(page.offset)}" if marker == "?" else f" OFFSET {int(page.offset)}"
+        cur.execute(_TICKETS.format(where=where, page=bounds), values)
+        rows = [tuple(r) for r in cur.fetchall()]
+        total = len(rows) + page.offset
+        if page.limit is not None and len(rows) >= page.limit:
+            cur.execute(_COUNT.format(where=where), values)
+            total = int(cur.fetchone()[0])
+        return Listing(rows, total)

@@ -186,12 +186,20 @@ class Store:
         found = {mid: tid for mid, tid in rows}
         return next((found[m] for m in ids if m in found), None)
 
-    def tickets(self, status: str | None = None, limit: int | None = None) -> Sequence[Ticket]:
+    def tickets(
+        self, status: str | None = None, limit: int | None = None, *, where: dict[str, str] | None = None,
+        offset: int = 0,
+    ) -> Sequence[Ticket]:
+        """Oldest first; ``where`` maps ticket columns to the values wanted (tickets list's filters)."""
         query = select(Ticket).order_by(Ticket.id)
         if status:
             query = query.where(Ticket.status == status)
+        for column, value in (where or {}).items():
+            query = query.where(getattr(Ticket, column) == value)
         if limit:
             query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
         return self.session.scalars(query).all()
 
     def participants(self, ticket_id: int) -> list[tuple[str, str, str]]:

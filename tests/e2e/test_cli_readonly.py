@@ -136,3 +136,35 @@ def test_read_only_commands_do_not_import_what_they_do_not_use(config_path: Path
                              text=True, cwd=REPO, timeout=PATIENCE)
     loaded = {line.rsplit("|", 1)[1].strip() for line in version.stderr.splitlines() if "|" in line}
     assert not {"sqlalchemy", "pydantic", "mailgate.config"} & loaded
+
+
+def test_tickets_list_pages_and_filters(config_path: Path, tmp_path: Path) -> None:
+    import mailbox
+
+    box = mailbox.mbox(tmp_path / "seven.mbox")
+    for i in range(7):
+        sender = "lee@other.example" if i % 3 == 0 else "pat@customer.example"
+        box.add(make_mail(f"Case {i}", sender=sender, message_id=f"<page-{i}@customer.example>"))
+    box.close()
+    assert run_cli(config_path, "ingest", str(tmp_path / "seven.mbox")).code == 0
+
+    whole = run_cli(config_path, "tickets", "list")
+    assert whole.code == 0 and len(whole.stdout.splitlines()) == 8 and whole.stderr == ""  # header + 7
+    first = run_cli(config_path, "tickets", "list", "--limit", "3")
+    assert [line.split()[-1] for line in first.stdout.splitlines()[1:]] == ["0", "1", "2"]
+    assert "showing 1-3 of 7; --offset 3" in first.stderr
+    last = run_cli(config_path, "tickets", "list", "--limit", "3", "--offset", "6")
+    assert [line.split()[-1] for line in last.stdout.splitlines()[1:]] == ["6"] and last.stderr == ""
+    lee = run_cli(config_path, "tickets", "list", "--requester", "LEE@other.example")
+    assert [line.split()[-1] for line in lee.stdout.splitlines()[1:]] == ["0", "3", "6"]
+    none = run_cli(config_path, "tickets", "list", "--status", "closed", "--requester", "lee@other.example")
+    assert none.code == 0 and none.stdout == "" and "no tickets with status closed, requester" in none.stderr
+    paged = json.loads(run_cli(config_path, "tickets", "list", "--json", "--limit", "2", "--offset", "1").stdout)
+    assert [t["subject"] for t in paged] == ["Case 1", "Case 2"]
+    everything = json.loads(run_cli(config_path, "tickets", "list", "--json").stdout)
+    assert len(everything) == 7  # the JSON contract: all of them unless a page is asked for
+    general = json.loads(run_cli(config_path, "tickets", "list", "--json", "--topic", everything[0]["help_topic"],
+                                 "--limit", "100").stdout)
+    assert len(general) == sum(1 for t in everything if t["help_topic"] == everything[0]["help_topic"])
+    bad = run_cli(config_path, "tickets", "list", "--limit", "-1")
+    assert bad.code != 0 and "must be 0 or more" in bad.stderr
