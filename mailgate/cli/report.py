@@ -69,69 +69,59 @@ def _group(group_by: str) -> Any:
     return literal("all") if group_by == "all" else func.coalesce(getattr(Ticket, group_by), "(none)")
 
 
-def _medians(session: Any, group_by: str, measure: Any, since: datetime | None,
-             until: datetime | None) -> dict[str, float | None]:
-    """The median per group, in the database: the middle one or two rows of each group's ordered values
-    (window functions, which SQLite and PostgreSQL both have; neither has to send the rows over)."""
-    values = _period(select(_group(group_by).label("g"), measure.label("x")), since, until).where(
-        measure.is_not(None)).subquery()
-    ranked = select(
-        values.c.g, values.c.x,
-        func.row_number().over(partition_by=values.c.g, order_by=values.c.x).label("rn"),
-        func.count().over(partition_by=values.c.g).label("n"),
-    ).subquery()
-    middle = select(ranked.c.g, func.avg(ranked.c.x)).where(
-        ranked.c.rn.in_([(ranked.c.n + 1) // 2, (ranked.c.n + 2) // 2])).group_by(ranked.c.g)
-    return {str(g): _hours(x) for g, x in session.execute(middle)}
+def _median(x: Any, rn: Any, n: Any) -> Any:
+    """The mean of the middle one or two of a group's ordered values (``rn``: rank among the group's
+    non-null values, ``n``: how many there are); integer division, as SQLite and PostgreSQL both do it."""
+    return func.avg(case((and_(x.is_not(None), rn.in_([(n + 1) // 2, (n + 2) // 2])), x)))
 
 
 def build(db: Database, since: datetime | None, until: datetime | None, now: datetime) -> list[Row]:
-    """Every figure is computed by the database over the period's tickets (read through the index on
-    created_at): a month of a million-ticket desk is a few grouped queries, not a million objects."""
+    """Every figure is computed by the database, one query per grouping over the period's tickets (read
+    through the index on created_at): counts, averages and SLA shares grouped, medians by window
+    functions, so a month of a million-ticket desk never travels to Python row by row."""
     dialect = db.engine.dialect.name
-    first = _seconds(Ticket.first_response_at, Ticket.created_at, dialect)
-    resolution = _seconds(Ticket.resolved_at, Ticket.created_at, dialect)
-    due_passed = {
-        "first": and_(Ticket.first_response_due.is_not(None),
-                      or_(Ticket.first_response_at.is_not(None), Ticket.first_response_due < now)),
-        "resolution": and_(Ticket.resolution_due.is_not(None),
-                           or_(Ticket.resolved_at.is_not(None), Ticket.resolution_due < now)),
-    }
-    met = {
-        "first": and_(Ticket.first_response_at.is_not(None), Ticket.first_response_at <= Ticket.first_response_due),
-        "resolution": and_(Ticket.resolved_at.is_not(None), Ticket.resolved_at <= Ticket.resolution_due),
-    }
     rows: list[Row] = []
     with db.reader() as session:
         for group_by in GROUPS:
-            g = _group(group_by)
-            query = _period(select(
-                g.label("g"),
-                func.count(),
-                _count_if(Ticket.status.in_(("open", "in_progress"))),
-                _count_if(Ticket.status == "awaiting_reply"),
-                _count_if(Ticket.resolved_at.is_not(None)),
-                func.avg(first),
-                func.avg(resolution),
-                _count_if(and_(due_passed["first"], met["first"])),
-                _count_if(due_passed["first"]),
-                _count_if(and_(due_passed["resolution"], met["resolution"])),
-                _count_if(due_passed["resolution"]),
-                func.avg(Ticket.satisfaction),
-            ), since, until).group_by(g)
-            found: list[Any] = sorted(session.execute(query).all(), key=lambda r: str(r[0]))
+            t = _period(select(
+                _group(group_by).label("g"), Ticket.status, Ticket.resolved_at, Ticket.satisfaction,
+                Ticket.first_response_at, Ticket.first_response_due, Ticket.resolution_due,
+                _seconds(Ticket.first_response_at, Ticket.created_at, dialect).label("first"),
+                _seconds(Ticket.resolved_at, Ticket.created_at, dialect).label("resolution"),
+            ), since, until).subquery()
+            ranked = select(
+                t,
+                func.row_number().over(partition_by=[t.c.g, t.c.first.is_(None)], order_by=t.c.first).label("rn1"),
+                func.count(t.c.first).over(partition_by=t.c.g).label("n1"),
+                func.row_number().over(partition_by=[t.c.g, t.c.resolution.is_(None)],
+                                       order_by=t.c.resolution).label("rn2"),
+                func.count(t.c.resolution).over(partition_by=t.c.g).label("n2"),
+            ).subquery()
+            r = ranked.c
+            first_judged = and_(r.first_response_due.is_not(None),
+                                or_(r.first_response_at.is_not(None), r.first_response_due < now))
+            first_met = and_(r.first_response_at.is_not(None), r.first_response_at <= r.first_response_due)
+            res_judged = and_(r.resolution_due.is_not(None), or_(r.resolved_at.is_not(None), r.resolution_due < now))
+            res_met = and_(r.resolved_at.is_not(None), r.resolved_at <= r.resolution_due)
+            query = select(
+                r.g, func.count(),
+                _count_if(r.status.in_(("open", "in_progress"))), _count_if(r.status == "awaiting_reply"),
+                _count_if(r.resolved_at.is_not(None)),
+                func.avg(r.first), _median(r.first, r.rn1, r.n1),
+                func.avg(r.resolution), _median(r.resolution, r.rn2, r.n2),
+                _count_if(and_(first_judged, first_met)), _count_if(first_judged),
+                _count_if(and_(res_judged, res_met)), _count_if(res_judged),
+                func.avg(r.satisfaction),
+            ).group_by(r.g)
+            found: list[Any] = sorted(session.execute(query).all(), key=lambda row: str(row[0]))
             if group_by == "all" and not found:
-                found = [("all", 0, 0, 0, 0, None, None, 0, 0, 0, 0, None)]
-            if not found:
-                continue
-            first_median = _medians(session, group_by, first, since, until)
-            resolution_median = _medians(session, group_by, resolution, since, until)
-            for (name, count, open_, waiting, resolved, fr_avg, res_avg, fr_met, fr_judged, res_met, res_judged,
-                 rating) in found:
+                found = [("all", 0, 0, 0, 0, None, None, None, None, 0, 0, 0, 0, None)]
+            for (name, count, open_, waiting, resolved, fr_avg, fr_med, res_avg, res_med, fr_met, fr_judged,
+                 res_met_n, res_judged_n, rating) in found:
                 rows.append(Row(
                     group_by, str(name), int(count), int(open_ or 0), int(waiting or 0), int(resolved or 0),
-                    _hours(fr_avg), first_median.get(str(name)), _hours(res_avg), resolution_median.get(str(name)),
-                    _pct(fr_met, fr_judged), _pct(res_met, res_judged),
+                    _hours(fr_avg), _hours(fr_med), _hours(res_avg), _hours(res_med),
+                    _pct(fr_met, fr_judged), _pct(res_met_n, res_judged_n),
                     None if rating is None else round(float(rating), 2),
                 ))
     return rows
