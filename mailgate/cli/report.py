@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select, union_all
 
 from mailgate.storage.db import Database
 from mailgate.storage.model import Ticket
@@ -65,66 +66,76 @@ def _period(query: Any, since: datetime | None, until: datetime | None) -> Any:
     return query
 
 
-def _group(group_by: str) -> Any:
-    return literal("all") if group_by == "all" else func.coalesce(getattr(Ticket, group_by), "(none)")
+class _Median:
+    """SQLite's median aggregate (it has none; PostgreSQL's is percentile_cont): the values of one group
+    are gathered by SQLite as it reads them, once, with no sort of the whole period per grouping."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def step(self, value: float | None) -> None:
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
 
 
-def _median(x: Any, rn: Any, n: Any) -> Any:
-    """The mean of the middle one or two of a group's ordered values (``rn``: rank among the group's
-    non-null values, ``n``: how many there are); integer division, as SQLite and PostgreSQL both do it."""
-    return func.avg(case((and_(x.is_not(None), rn.in_([(n + 1) // 2, (n + 2) // 2])), x)))
+def _median(x: Any, dialect: str) -> Any:
+    if dialect == "sqlite":
+        return func.mailgate_median(x)
+    return func.percentile_cont(0.5).within_group(x)
+
+
+def _grouping(period: Any, group_by: str, now: datetime, dialect: str) -> Any:
+    """One grouping's figures over the period's rows: counts, averages, medians and SLA shares."""
+    p = period.c
+    g = literal("all") if group_by == "all" else func.coalesce(p[group_by], "(none)")
+    first_judged = and_(p.first_response_due.is_not(None),
+                        or_(p.first_response_at.is_not(None), p.first_response_due < now))
+    first_met = and_(p.first_response_at.is_not(None), p.first_response_at <= p.first_response_due)
+    res_judged = and_(p.resolution_due.is_not(None), or_(p.resolved_at.is_not(None), p.resolution_due < now))
+    res_met = and_(p.resolved_at.is_not(None), p.resolved_at <= p.resolution_due)
+    return select(
+        literal(group_by), g, func.count(),
+        _count_if(p.status.in_(("open", "in_progress"))), _count_if(p.status == "awaiting_reply"),
+        _count_if(p.resolved_at.is_not(None)),
+        func.avg(p.first), _median(p.first, dialect),
+        func.avg(p.resolution), _median(p.resolution, dialect),
+        _count_if(and_(first_judged, first_met)), _count_if(first_judged),
+        _count_if(and_(res_judged, res_met)), _count_if(res_judged),
+        func.avg(p.satisfaction),
+    ).group_by(g)
 
 
 def build(db: Database, since: datetime | None, until: datetime | None, now: datetime) -> list[Row]:
-    """Every figure is computed by the database, one query per grouping over the period's tickets (read
-    through the index on created_at): counts, averages and SLA shares grouped, medians by window
-    functions, so a month of a million-ticket desk never travels to Python row by row."""
+    """Every figure is computed by the database, in one statement: the period's tickets are read through
+    the index on created_at into a common table expression (SQLite and PostgreSQL materialise one that
+    is used more than once) and each grouping is aggregated from it, medians included, so a month of a
+    million-ticket desk never travels to Python as rows."""
     dialect = db.engine.dialect.name
-    rows: list[Row] = []
+    period = _period(select(
+        Ticket.department, Ticket.assignee, Ticket.priority, Ticket.help_topic,
+        Ticket.status, Ticket.resolved_at, Ticket.satisfaction,
+        Ticket.first_response_at, Ticket.first_response_due, Ticket.resolution_due,
+        _seconds(Ticket.first_response_at, Ticket.created_at, dialect).label("first"),
+        _seconds(Ticket.resolved_at, Ticket.created_at, dialect).label("resolution"),
+    ), since, until).cte("period")
+    query = union_all(*(_grouping(period, group_by, now, dialect) for group_by in GROUPS))
     with db.reader() as session:
-        for group_by in GROUPS:
-            t = _period(select(
-                _group(group_by).label("g"), Ticket.status, Ticket.resolved_at, Ticket.satisfaction,
-                Ticket.first_response_at, Ticket.first_response_due, Ticket.resolution_due,
-                _seconds(Ticket.first_response_at, Ticket.created_at, dialect).label("first"),
-                _seconds(Ticket.resolved_at, Ticket.created_at, dialect).label("resolution"),
-            ), since, until).subquery()
-            ranked = select(
-                t,
-                func.row_number().over(partition_by=[t.c.g, t.c.first.is_(None)], order_by=t.c.first).label("rn1"),
-                func.count(t.c.first).over(partition_by=t.c.g).label("n1"),
-                func.row_number().over(partition_by=[t.c.g, t.c.resolution.is_(None)],
-                                       order_by=t.c.resolution).label("rn2"),
-                func.count(t.c.resolution).over(partition_by=t.c.g).label("n2"),
-            ).subquery()
-            r = ranked.c
-            first_judged = and_(r.first_response_due.is_not(None),
-                                or_(r.first_response_at.is_not(None), r.first_response_due < now))
-            first_met = and_(r.first_response_at.is_not(None), r.first_response_at <= r.first_response_due)
-            res_judged = and_(r.resolution_due.is_not(None), or_(r.resolved_at.is_not(None), r.resolution_due < now))
-            res_met = and_(r.resolved_at.is_not(None), r.resolved_at <= r.resolution_due)
-            query = select(
-                r.g, func.count(),
-                _count_if(r.status.in_(("open", "in_progress"))), _count_if(r.status == "awaiting_reply"),
-                _count_if(r.resolved_at.is_not(None)),
-                func.avg(r.first), _median(r.first, r.rn1, r.n1),
-                func.avg(r.resolution), _median(r.resolution, r.rn2, r.n2),
-                _count_if(and_(first_judged, first_met)), _count_if(first_judged),
-                _count_if(and_(res_judged, res_met)), _count_if(res_judged),
-                func.avg(r.satisfaction),
-            ).group_by(r.g)
-            found: list[Any] = sorted(session.execute(query).all(), key=lambda row: str(row[0]))
-            if group_by == "all" and not found:
-                found = [("all", 0, 0, 0, 0, None, None, None, None, 0, 0, 0, 0, None)]
-            for (name, count, open_, waiting, resolved, fr_avg, fr_med, res_avg, res_med, fr_met, fr_judged,
-                 res_met_n, res_judged_n, rating) in found:
-                rows.append(Row(
-                    group_by, str(name), int(count), int(open_ or 0), int(waiting or 0), int(resolved or 0),
-                    _hours(fr_avg), _hours(fr_med), _hours(res_avg), _hours(res_med),
-                    _pct(fr_met, fr_judged), _pct(res_met_n, res_judged_n),
-                    None if rating is None else round(float(rating), 2),
-                ))
-    return rows
+        if dialect == "sqlite":
+            raw = session.connection().connection.dbapi_connection
+            raw.create_aggregate("mailgate_median", 1, _Median)  # type: ignore[union-attr]
+        found: list[Any] = sorted(session.execute(query).all(), key=lambda row: (GROUPS.index(row[0]), str(row[1])))
+    if not found or found[0][0] != "all":
+        found.insert(0, ("all", "all", 0, 0, 0, 0, None, None, None, None, 0, 0, 0, 0, None))
+    return [
+        Row(group_by, str(name), int(count), int(open_ or 0), int(waiting or 0), int(resolved or 0),
+            _hours(fr_avg), _hours(fr_med), _hours(res_avg), _hours(res_med),
+            _pct(fr_met, fr_judged), _pct(res_met, res_judged), None if rating is None else round(float(rating), 2))
+        for (group_by, name, count, open_, waiting, resolved, fr_avg, fr_med, res_avg, res_med, fr_met, fr_judged,
+             res_met, res_judged, rating) in found
+    ]
 
 
 def as_json(rows: list[Row]) -> list[dict[str, Any]]:
