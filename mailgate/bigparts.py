@@ -1,13 +1,19 @@
-"""Large base64 bodies go around the ``email`` parser, not through it.
+"""Large bodies go around the ``email`` parser, not through it.
 
 The parser splits a body into one string per line and joins them again: a
 24 MiB attachment cost about eight times its size in memory and seconds of
-CPU, most of it for text that is only ever base64-decoded. So before parsing,
-each long run of base64 lines (past the header block, in a mail over a
-megabyte) is replaced by a short placeholder line, and after parsing it is put
-back: an attachment's bytes are decoded straight from the raw mail, and any
-other part (a text body, a part inside an attached mail, a broken multipart
-that is read again) gets exactly the text the parser would have given it.
+CPU, most of it for text that is only ever base64-decoded, and a 25 MB pasted
+log as much. So before parsing, each long run of body lines (past the header
+block, in a mail over a megabyte) is replaced by a short placeholder line, and
+after parsing it is put back: an attachment's bytes are decoded straight from
+the raw mail, and any other part (a text body, a part inside an attached mail,
+a broken multipart that is read again) gets exactly the text the parser would
+have given it.
+
+A run is lines that are neither blank nor start with ``--`` (so no boundary is
+ever hidden from the parser), that begins after a blank line (so it is in a
+body, not a part's header block) with a line that does not look like a header
+field (so an attached mail's own header block is never hidden either).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from mailgate.domain import RawMail
 
 LIFT_FROM = 1 << 20  # smaller mails parse quickly enough as they are
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_LINE = re.compile(rb"^[A-Za-z0-9+/]{16,998}={0,2}\r?\n", re.M)
-MIN_RUN = 1 << 17  # runs of base64 lines shorter than this are left to the parser
+_LINE = re.compile(rb"^(?!--)[^\r\n]+\r?\n", re.M)  # a line of a run: not blank, not a boundary
+_FIELD = re.compile(rb"[!-9;-~]+:")  # how a header field begins
+MIN_RUN = 1 << 17  # runs shorter than this are left to the parser
 _PLACEHOLDER = re.compile(r"!mailgate-lifted-(\d+)!(\r?\n)?")
 _KEEP_WHOLE = ("text", "multipart", "message")  # parts whose text is read as text: given back as text
 
@@ -47,7 +54,7 @@ class Lifted:
         start, end = self.spans[int(match.group(1))]
         if not match.group(2):  # the line end before a boundary belongs to the boundary
             end -= 2 if self.raw[end - 2 : end] == b"\r\n" else 1
-        return self.raw[start:end].decode("ascii")
+        return self.raw[start:end].decode("ascii", "surrogateescape")  # as BytesParser decodes a mail
 
     def restore(self, msg: Message) -> None:
         stack: list[tuple[Message, bool]] = [(msg, False)]
@@ -74,19 +81,28 @@ class Lifted:
 
 
 def _runs(raw: RawMail, start: int) -> list[tuple[int, int]]:
-    """Spans of consecutive base64 lines at least MIN_RUN long (one line at a time: a regex for the whole
+    """Spans of consecutive body lines at least MIN_RUN long (one line at a time: a regex for the whole
     run keeps a backtracking mark per line and cost three times the mail in memory)."""
     spans: list[tuple[int, int]] = []
     run_start = run_end = -1
+
+    def close() -> None:
+        if run_end - run_start >= MIN_RUN and _opens_a_body(raw, run_start):
+            spans.append((run_start, run_end))
+
     for m in _LINE.finditer(raw, start):
         if m.start() != run_end:
-            if run_end - run_start >= MIN_RUN:
-                spans.append((run_start, run_end))
+            close()
             run_start = m.start()
         run_end = m.end()
-    if run_end - run_start >= MIN_RUN:
-        spans.append((run_start, run_end))
+    close()
     return spans
+
+
+def _opens_a_body(raw: RawMail, at: int) -> bool:
+    """The run at ``at`` follows a blank line and does not begin like a header block."""
+    before = raw[max(0, at - 4) : at]
+    return (before.endswith(b"\n\n") or before.endswith(b"\n\r\n")) and not _FIELD.match(raw, at)
 
 
 def lift(raw: RawMail) -> tuple[RawMail, Lifted | None]:

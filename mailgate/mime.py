@@ -119,16 +119,22 @@ def sanitize_filename(name: str | None, fallback: str) -> str:
     return name
 
 
-def decode_part(part: Message) -> str:
-    """Text of a part, whatever its declared charset, with ``\n`` line ends and no NUL characters."""
+def decode_part(part: Message, *, release: bool = False) -> str:
+    """Text of a part, whatever its declared charset, with ``\n`` line ends and no NUL characters.
+
+    ``release``: a big body is not kept a second time in the parsed tree once read (the caller keeps
+    the message for its headers only), so that it is never held three times over while decoded."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         payload = _payload_bytes(part)
+    if release:
+        _release(part)
     try:
         charset = part.get_content_charset() or "utf-8"
     except Exception:  # a charset parameter the header parser cannot read
         charset = "utf-8"
     text = decode_bytes(payload, charset)
+    del payload  # (a big body: one copy fewer held while the line ends are mended)
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
 
 
@@ -319,18 +325,45 @@ def bodies_and_attachments(
             continue
         kind = _body_kind(part)
         if kind == "text":
-            body = decode_part(part)
+            body = decode_part(part, release=True)
             text = body if text is None else f"{text}\n{body}"
             continue
         if kind == "html" and html is None:
-            html = decode_part(part)
+            html = decode_part(part, release=True)
             continue
         att = _attachment(part, index, lifted)
         if att.content_type == "application/ms-tnef" or att.filename.lower() == "winmail.dat":
             attachments.extend(_tnef(att))
         else:
             attachments.append(att)
+    text = _kept(text, "message.txt", "text/plain", attachments)
+    html = _kept(html, "message.html", "text/html", attachments)
     return text, html, attachments, dsn
+
+
+TEXT_KEPT = 1 << 20  # characters of a body kept as the message's text; the whole body is attached
+
+
+def _release(part: Message) -> None:
+    payload = payload_of(part)
+    if isinstance(payload, str) and len(payload) > TEXT_KEPT:
+        part.set_payload("")
+
+
+def _kept(body: str | None, name: str, ctype: str, attachments: list[Attachment]) -> str | None:
+    """A body of more than TEXT_KEPT characters (a pasted log, a generated report) is kept whole as an
+    attachment, and its first TEXT_KEPT characters as the text every later stage works on (threading,
+    quotes, signature, the stored message, notifications): a 25 MB body otherwise cost each of them
+    its size again, in the pipeline and in the sender. Nothing is lost: the attachment and the raw
+    mail hold all of it."""
+    if body is None or len(body) <= TEXT_KEPT:
+        return body
+    data = body.encode("utf-8", "replace")
+    attachments.append(Attachment(name, ctype, data, hashlib.sha256(data).hexdigest()))
+    note = (f"[The text goes on for {len(body) - TEXT_KEPT:,} more characters; "
+            f"the whole text is attached as {name}.]")
+    cut = body[:TEXT_KEPT]
+    return f"{cut}<p>{note}</p>" if ctype == "text/html" else f"{cut}\n\n{note}"
 
 
 def _final_recipients(part: Message) -> list[str]:

@@ -17,6 +17,7 @@ from email.parser import BytesParser
 import pytest
 
 from mailgate import bigparts
+from mailgate.domain import ParsedMail
 from mailgate.mime import bodies_and_attachments, content_hash
 from mailgate.pipeline.parse import parse
 
@@ -69,19 +70,92 @@ CASES = {
 }
 
 
+LOG = "".join(f"2026-03-02 10:{i % 60:02d}:00 worker-{i % 7} ERROR Zürich gateway reset (retry {i})\n"
+              for i in range(20000))
+
+
+def _head(ctype: str, extra: str = "", eol: str = "\r\n") -> str:
+    return eol.join(["From: pat@customer.example", "To: support@example.com", "Subject: big body",
+                     "MIME-Version: 1.0", f"Content-Type: {ctype}", *([extra] if extra else []), "", ""])
+
+
+def _qp_html() -> bytes:
+    rows = "".join(f"<tr><td class=3D\"c\">row {i} caf=C3=A9 r=C3=A9sum=C3=A9 and a long line that goes on=\r\n"
+                   f" and on</td></tr>\r\n" for i in range(15000))
+    return (_head("text/html; charset=utf-8", "Content-Transfer-Encoding: quoted-printable")
+            + "<html><body><table>\r\n" + rows + "</table></body></html>\r\n").encode()
+
+
+def _alternative() -> bytes:
+    html = "".join(f"<p>line {i} of the report</p>\r\n" for i in range(40000))
+    return (_head('multipart/alternative; boundary="alt"') + "--alt\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "\r\n" + LOG.replace("\n", "\r\n") + "--alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            + html + "--alt--\r\n").encode()
+
+
+def _attached_big_text() -> bytes:
+    trace = "".join(f"Received: from relay{i}.example by mx.example; Mon, 2 Mar 2026 10:00:00 +0000\r\n"
+                    for i in range(2500))  # a header block longer than a run: it must stay with the parser
+    inner = (trace + "From: a@b.example\r\nSubject: the log\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+             + LOG.replace("\n", "\r\n"))
+    return (_head('multipart/mixed; boundary="zz"') + "--zz\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+            "--zz\r\nContent-Type: message/rfc822\r\n\r\n" + inner + "--zz--\r\n").encode()
+
+
+CASES.update({
+    "text-log-crlf": (_head("text/plain; charset=utf-8") + LOG.replace("\n", "\r\n")).encode(),
+    "text-log-lf": (_head("text/plain; charset=utf-8", eol="\n") + LOG).encode(),
+    "latin-1-8bit": (_head("text/plain; charset=iso-8859-1", "Content-Transfer-Encoding: 8bit").encode()
+                     + LOG.replace("\n", "\r\n").encode("iso-8859-1")),
+    "qp-html": _qp_html(),
+    "alternative-runs-end-at-boundaries": _alternative(),
+    "attached-mail-with-a-big-body": _attached_big_text(),
+})
+# mails over the threshold whose bodies must stay with the parser, in part or whole
+UNLIFTABLE = {
+    "header-like-first-line": (_head("text/plain; charset=utf-8") + "Note: the log follows\r\n"
+                               + LOG.replace("\n", "\r\n")).encode(),
+    "short-paragraphs": (_head("text/plain; charset=utf-8")
+                         + "".join(f"Paragraph {i}, line one.\r\nLine two.\r\n\r\n" for i in range(60000))).encode(),
+    "boundary-like-lines": (_head("text/plain; charset=utf-8") + "".join(
+        f"-- separator {i}\r\n{LOG[:2000]}" for i in range(700)).replace("\n", "\r\n")).encode(),
+}
+
+
+def _unlifted(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> ParsedMail:
+    """What ``parse`` gives when nothing goes around the parser: the oracle."""
+    with monkeypatch.context() as m:
+        m.setattr(bigparts, "LIFT_FROM", 1 << 62)
+        return parse(raw)
+
+
+@pytest.mark.parametrize("name", sorted(UNLIFTABLE))
+def test_bodies_that_stay_with_the_parser_still_parse_alike(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = UNLIFTABLE[name]
+    assert len(raw) >= bigparts.LIFT_FROM
+    assert parse(raw) == _unlifted(raw, monkeypatch)
+
+
+def test_an_attached_mails_header_block_is_never_lifted() -> None:
+    raw = CASES["attached-mail-with-a-big-body"]
+    given, lifted = bigparts.lift(raw)
+    assert lifted is not None and b"Subject: the log" in given  # its body lifted, its header block not
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_lifted_parse_equals_the_parsers_own(name: str) -> None:
+def test_lifted_parse_equals_the_parsers_own(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = CASES[name]
     assert len(raw) >= bigparts.LIFT_FROM
     given, lifted = bigparts.lift(raw)
     assert lifted is not None and len(given) < len(raw) // 2, "the case does not exercise lifting"
     parsed = parse(raw)
-    text, html, attachments, _ = bodies_and_attachments(BytesParser(policy=policy.compat32).parsebytes(raw))
-    assert parsed.text == (text or "")
-    assert parsed.html == html
+    assert parsed == _unlifted(raw, monkeypatch)  # every field a ticket keeps, attachments' bytes included
+    text, _html, attachments, _ = bodies_and_attachments(BytesParser(policy=policy.compat32).parsebytes(raw))
     assert [(a.filename, a.content_type, a.data) for a in parsed.attachments] == [
         (a.filename, a.content_type, a.data) for a in attachments
     ]
+    if text is not None:
+        assert parsed.text == text
 
 
 def test_small_mails_are_not_lifted() -> None:
