@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mailgate.clock import Clock
-from mailgate.domain import Envelope, Outcome
+from mailgate.domain import Envelope, Outcome, RawMail
 from mailgate.errors import TempFail
 from mailgate.intake.handoff import HEADER_LIMIT, SOCKET_NAME
 
 log = logging.getLogger(__name__)
-Submit = Callable[[bytes, Envelope], Awaitable[Outcome | TempFail]]
+Submit = Callable[[RawMail, Envelope], Awaitable[Outcome | TempFail]]
 
 
 def _answer(result: Outcome | TempFail) -> dict[str, object]:
@@ -90,7 +90,7 @@ class LocalIntake:
                     await _discard(reader, size)
                     answer: dict[str, object] = {"rejected": f"message too large ({size} > {limit} bytes)"}
                 else:
-                    answer = _answer(await self._submit(await reader.readexactly(size), env))
+                    answer = _answer(await self._submit(await _read(reader, size), env))
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except (ValueError, asyncio.IncompleteReadError, ConnectionError):
@@ -99,6 +99,18 @@ class LocalIntake:
             log.exception("handing over a piped mail failed")
         finally:
             writer.close()
+
+
+async def _read(reader: asyncio.StreamReader, size: int) -> bytearray:
+    """The mail's bytes, read a piece at a time into one buffer (``readexactly`` would gather the whole
+    mail in the stream's buffer and then copy it: twice its size held)."""
+    data = bytearray()
+    while len(data) < size:
+        piece = await reader.read(min(size - len(data), 1 << 20))
+        if not piece:
+            raise asyncio.IncompleteReadError(bytes(data[:64]), size)
+        data += piece
+    return data
 
 
 async def _discard(reader: asyncio.StreamReader, size: int) -> None:
