@@ -121,3 +121,17 @@ def count_rows(path: Path) -> dict[str, Any]:
         }
     finally:
         conn.close()
+
+
+def rss_kib(pid: int, field: str) -> int:
+    """A process's VmRSS or VmHWM (peak) in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+def process_family(pid: int) -> list[int]:
+    """serve and its child processes (pipeline, outbox sender, multiprocessing's resource tracker)."""
+    children = {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+    return [pid, *sorted(children)]

@@ -29,19 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import REPO, demo_config, machine, wait_for_smtp
-
-
-def _rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise LookupError(field)
-
-
-def _family(pid: int) -> list[int]:
-    children = {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
-    return [pid, *sorted(children)]
+from bench.common import REPO, demo_config, machine, process_family, rss_kib, wait_for_smtp
 
 
 def _head(subject: str, n: int, content_type: str) -> bytes:
@@ -73,12 +61,12 @@ SHAPES: dict[str, Callable[[int, int], bytes]] = {"attachment": attachment, "tex
 
 def _peak_over_family(pid: int, send: Callable[[], object]) -> tuple[int, list[int]]:
     """(summed peak growth KiB over serve's processes, each process's: listener, then its children)."""
-    family = _family(pid)
-    before = {p: _rss_kib(p, "VmRSS") for p in family}
+    family = process_family(pid)
+    before = {p: rss_kib(p, "VmRSS") for p in family}
     for p in family:
         Path(f"/proc/{p}/clear_refs").write_text("5")
     send()
-    peaks = [max(0, _rss_kib(p, "VmHWM") - before[p]) for p in family]
+    peaks = [max(0, rss_kib(p, "VmHWM") - before[p]) for p in family]
     return sum(peaks), peaks
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bench.common import process_family, rss_kib
 from tests.conftest import (
     MakeConfig,
     Service,
@@ -74,19 +75,6 @@ def test_4_mails_over_the_limits_are_kept_and_do_not_hold_up_others(serve: Any) 
 
 
 # ----------------------------------------------------------------------------------------------- 6
-def _rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise LookupError(field)
-
-
-def _family(pid: int) -> list[int]:
-    """serve and its child processes (pipeline, outbox sender, multiprocessing's resource tracker)."""
-    children = {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
-    return [pid, *sorted(children)]
-
-
 def _big_mail(size: int) -> bytes:
     data = os.urandom(size * 3 // 4)
     return (b"From: Pat <pat@customer.example>\r\nTo: support@example.com\r\nSubject: big file\r\n"
@@ -95,6 +83,22 @@ def _big_mail(size: int) -> bytes:
             b"See attached.\r\n--zz\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
             b'Content-Disposition: attachment; filename="dump.bin"\r\n\r\n'
             + base64.encodebytes(data).replace(b"\n", b"\r\n") + b"--zz--\r\n")
+
+
+def _peak_growth(svc: Service, raw: bytes) -> tuple[dict[int, int], dict[int, int]]:
+    """(each process's peak RSS growth in KiB while ``raw`` is stored, what each held before): after a
+    first small mail whose acknowledgment is delivered, so every process has done its start-up work."""
+    wait_until(lambda: "outbox sender in process" in svc.output(), timeout=WAIT, what="the child processes' log line")
+    warm = make_mail(message_id=f"<warm-{len(raw)}@customer.example>")
+    assert smtp_deliver(svc.host, svc.port, warm, timeout=WAIT)[0] == 250
+    wait_for_outgoing(svc.config, 1, svc, timeout=WAIT)
+    family = process_family(svc.proc.pid)
+    before = {pid: rss_kib(pid, "VmRSS") for pid in family}
+    for pid in family:  # reset each process's peak RSS to what it holds now
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    code, text = smtp_deliver(svc.host, svc.port, raw, timeout=WAIT)
+    assert code == 250, text
+    return {pid: rss_kib(pid, "VmHWM") - before[pid] for pid in family}, before
 
 
 def _big_text(size: int) -> bytes:
@@ -110,17 +114,8 @@ def test_6_a_big_text_body_is_kept_whole_without_costing_its_size_many_times(ser
     copies of the text, the agents' alert carrying all of it); now it is read around the parser, its
     first MiB is the message's text and the whole of it an attachment (measured: 4.0 times, summed)."""
     svc = serve()
-    wait_until(lambda: "outbox sender in process" in svc.output(), timeout=WAIT, what="the child processes' log line")
-    assert smtp_deliver(svc.host, svc.port, make_mail(message_id="<warm-t@customer.example>"), timeout=WAIT)[0] == 250
-    wait_for_outgoing(svc.config, 1, svc, timeout=WAIT)
     raw = _big_text(24 << 20)
-    family = _family(svc.proc.pid)
-    before = {pid: _rss_kib(pid, "VmRSS") for pid in family}
-    for pid in family:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    code, text = smtp_deliver(svc.host, svc.port, raw, timeout=WAIT)
-    assert code == 250, text
-    peaks = {pid: _rss_kib(pid, "VmHWM") - before[pid] for pid in family}
+    peaks, _before = _peak_growth(svc, raw)
     size_kib = len(raw) // 1024
     assert sum(peaks.values()) < 5 * size_kib, f"peak growth per process (KiB) {peaks} for a {size_kib} KiB mail"
     [(body,)] = sql_rows(svc.config, "SELECT body FROM message WHERE subject = 'big log'")
@@ -132,23 +127,14 @@ def test_6_a_big_text_body_is_kept_whole_without_costing_its_size_many_times(ser
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to read peak RSS")
 def test_6_one_big_mail_costs_less_than_four_times_its_size_and_memory_comes_back(serve: Any) -> None:
     svc = serve()
-    wait_until(lambda: "outbox sender in process" in svc.output(), timeout=WAIT, what="the child processes' log line")
-    # a first small mail, its acknowledgment delivered: every process has done its start-up work
-    assert smtp_deliver(svc.host, svc.port, make_mail(message_id="<warm@customer.example>"), timeout=WAIT)[0] == 250
-    wait_for_outgoing(svc.config, 1, svc, timeout=WAIT)
     raw = _big_mail(24 << 20)
-    family = _family(svc.proc.pid)
-    before = {pid: _rss_kib(pid, "VmRSS") for pid in family}
-    for pid in family:  # reset each process's peak RSS to what it holds now
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    code, text = smtp_deliver(svc.host, svc.port, raw, timeout=WAIT)
-    assert code == 250, text
-    peaks = {pid: _rss_kib(pid, "VmHWM") - before[pid] for pid in family}
+    peaks, before = _peak_growth(svc, raw)
+    family = list(before)
     size_kib = len(raw) // 1024
     assert sum(peaks.values()) < 4 * size_kib, f"peak growth per process (KiB) {peaks} for a {size_kib} KiB mail"
 
     def settled() -> bool:
-        return sum(_rss_kib(pid, "VmRSS") - before[pid] for pid in family) < size_kib
+        return sum(rss_kib(pid, "VmRSS") - before[pid] for pid in family) < size_kib
 
     wait_until(settled, timeout=WAIT, what="memory given back after the mail", log=svc.output)
     [(size,)] = sql_rows(svc.config, "SELECT size FROM attachment WHERE filename = 'dump.bin'")
