@@ -155,12 +155,13 @@ def reload(holder: Holder) -> bool:
 def swap_config(holder: Holder, config: Config) -> None:
     """Apply a configuration the daemon already validated (in a child process of serve)."""
     old = holder.get()
+    # first, as serve itself has just done: the lines this process writes from now on are in the new form
+    logformat.configure(config.main.logging.format, config.main.logging.level)
     try:
-        ctx = build_context(config, old.clock, old.db)
+        ctx = build_context(config, old.clock, old.db, check=False)  # (serve rendered every template)
         if ctx.db is not old.db:  # a new database.url needs a restart, as in reload()
             ctx.db.dispose()
             ctx = replace(ctx, db=old.db)
         holder.swap(ctx)
-        logformat.configure(config.main.logging.format, config.main.logging.level)  # as serve itself does
     except Exception:
         log.exception("could not apply the reloaded configuration; keeping the old one")
