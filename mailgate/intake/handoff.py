@@ -8,7 +8,8 @@ SMTP 250. This module is the client side and must stay light: the standard libra
 
 Framing, per mail, on one connection: the client sends a JSON line ``{"from", "to", "size"}`` and
 then exactly ``size`` bytes; the daemon answers with one JSON line, ``{"status", "ticket", "reason"}``
-when stored, ``{"rejected": reason}`` or ``{"tempfail": reason}``.
+when stored, ``{"rejected": reason}`` or ``{"tempfail": reason}``. Answers come in the order the mails
+were sent, and a client may send several before reading (``WINDOW``), so an archive is group-committed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 SOCKET_NAME = "intake.sock"
 HEADER_LIMIT = 64 * 1024  # one JSON line of envelope; anything longer is not ours
+WINDOW = 16  # mails sent ahead of their answers
 
 
 @dataclass(frozen=True)
@@ -67,18 +69,30 @@ class Handoff:
             return None
         return cls(sock)
 
-    def send(self, raw: bytes, mail_from: str, rcpt: str | None) -> Answer:
-        """The daemon's answer; a connection lost before it is a temporary failure (the MTA tries again,
-        and dedupe makes a mail stored just before the loss one mail)."""
+    def post(self, raw: bytes, mail_from: str, rcpt: str | None) -> str | None:
+        """Send one mail without waiting for its answer; the reason when the connection is gone."""
         try:
             self._sock.sendall(header(mail_from, rcpt, len(raw)))
             self._sock.sendall(raw)
+        except OSError as exc:
+            return f"the daemon went away ({exc.strerror or exc})"
+        return None
+
+    def receive(self) -> Answer:
+        """The answer to the oldest mail posted; a connection lost before it is a temporary failure (the
+        MTA tries again, and dedupe makes a mail stored just before the loss one mail)."""
+        try:
             line = self._reader.readline(HEADER_LIMIT)
         except OSError as exc:
             return Answer("tempfail", reason=f"the daemon went away ({exc.strerror or exc})")
         if not line.endswith(b"\n"):
             return Answer("tempfail", reason="the daemon went away before answering")
         return parse_answer(line)
+
+    def send(self, raw: bytes, mail_from: str, rcpt: str | None) -> Answer:
+        """One mail and its answer."""
+        problem = self.post(raw, mail_from, rcpt)
+        return Answer("tempfail", reason=problem) if problem else self.receive()
 
     def close(self) -> None:
         self._reader.close()

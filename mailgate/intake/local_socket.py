@@ -77,28 +77,58 @@ class LocalIntake:
                 self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Mails are read and submitted as they come (so a client that sends an archive ahead of its
+        answers gets group commits), and answered in the order they came, each after its commit."""
+        answers: asyncio.Queue[asyncio.Future[dict[str, object]] | None] = asyncio.Queue(maxsize=IN_FLIGHT)
+        answering = asyncio.create_task(_answer_in_order(answers, writer))
         try:
             while (line := await reader.readline()) and self._server is not None:
                 head = json.loads(line)
                 size = head.get("size") if isinstance(head, dict) else None
                 env = _envelope(head, self._clock) if isinstance(head, dict) else None
                 if not isinstance(size, int) or size < 0 or env is None:
-                    writer.write(b'{"rejected": "malformed hand-off header"}\n')
+                    await answers.put(_given({"rejected": "malformed hand-off header"}))
                     break
                 limit = self._max_size()
                 if limit is not None and size > limit:
                     await _discard(reader, size)
-                    answer: dict[str, object] = {"rejected": f"message too large ({size} > {limit} bytes)"}
+                    await answers.put(_given({"rejected": f"message too large ({size} > {limit} bytes)"}))
                 else:
-                    answer = _answer(await self._submit(await _read(reader, size), env))
-                writer.write(json.dumps(answer).encode() + b"\n")
-                await writer.drain()
+                    await answers.put(asyncio.ensure_future(self._store(await _read(reader, size), env)))
         except (ValueError, asyncio.IncompleteReadError, ConnectionError):
-            pass  # a client that sent garbage or went away: it takes no answer as a temporary failure
+            pass  # a client that sent garbage or went away: a mail it got no answer for is a temporary failure
         except Exception:  # a bug of ours: the client's mail stays with its MTA, which tries again
             log.exception("handing over a piped mail failed")
         finally:
+            await answers.put(None)
+            await answering  # every mail taken is answered (or, the client gone, at least stored) first
             writer.close()
+
+    async def _store(self, raw: RawMail, env: Envelope) -> dict[str, object]:
+        return _answer(await self._submit(raw, env))
+
+
+IN_FLIGHT = 32  # mails of one connection being stored at once; the client's window is smaller
+
+
+def _given(answer: dict[str, object]) -> asyncio.Future[dict[str, object]]:
+    done: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+    done.set_result(answer)
+    return done
+
+
+async def _answer_in_order(
+    answers: asyncio.Queue[asyncio.Future[dict[str, object]] | None], writer: asyncio.StreamWriter
+) -> None:
+    while (pending := await answers.get()) is not None:
+        try:
+            answer = await pending
+        except Exception:  # a bug of ours while storing: the MTA keeps the mail and tries again
+            log.exception("handing over a piped mail failed")
+            answer = {"tempfail": "internal error while storing; try again"}
+        with contextlib.suppress(ConnectionError):
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
 
 
 async def _read(reader: asyncio.StreamReader, size: int) -> bytearray:

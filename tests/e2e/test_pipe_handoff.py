@@ -71,16 +71,23 @@ def test_piped_mail_is_stored_by_the_running_daemon_with_its_envelope(config_pat
     assert len(cli_json(config_path, "tickets", "list")) == 1
 
 
-def test_an_mbox_goes_over_one_connection_and_ends_with_a_summary(config_path: Path, daemon: Service,
-                                                                  tmp_path: Path) -> None:
+def test_an_mbox_goes_over_one_connection_and_each_mail_gets_its_own_answer(config_path: Path, daemon: Service,
+                                                                            tmp_path: Path) -> None:
+    """More mails than the client sends ahead of their answers, a duplicate among them: each line of
+    stderr names the ticket of its own mail (answers come back in order)."""
     box = mailbox.mbox(tmp_path / "in.mbox")
-    for i in range(3):
+    for i in range(20):
         box.add(make_mail(f"Case {i}", message_id=f"<h-box-{i}@customer.example>"))
+    box.add(make_mail("Case 3", message_id="<h-box-3@customer.example>"))  # #21: the same mail as #4
     box.close()
     result = run_cli(config_path, "ingest", str(tmp_path / "in.mbox"))
     assert result.code == 0, result.stderr
-    assert "3 mail(s) in" in result.stderr and "3 accepted" in result.stderr
-    assert sorted(t["subject"] for t in cli_json(config_path, "tickets", "list")) == ["Case 0", "Case 1", "Case 2"]
+    assert "21 mail(s) in" in result.stderr and "20 accepted, 1 duplicate" in result.stderr
+    by_subject = {t["subject"]: t["number"] for t in cli_json(config_path, "tickets", "list")}
+    lines = dict(line.split(": ", 1) for line in result.stderr.splitlines() if "in.mbox#" in line)
+    for i in range(20):
+        assert lines[f"{tmp_path / 'in.mbox'}#{i + 1}"] == f"accepted ticket {by_subject[f'Case {i}']}"
+    assert lines[f"{tmp_path / 'in.mbox'}#21"].startswith(f"duplicate ticket {by_subject['Case 3']}")
     assert {row[0] for row in _inbound(config_path)} == {"pipe"}
 
 
