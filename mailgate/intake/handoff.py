@@ -89,11 +89,6 @@ class Handoff:
             return Answer("tempfail", reason="the daemon went away before answering")
         return parse_answer(line)
 
-    def send(self, raw: bytes, mail_from: str, rcpt: str | None) -> Answer:
-        """One mail and its answer."""
-        problem = self.post(raw, mail_from, rcpt)
-        return Answer("tempfail", reason=problem) if problem else self.receive()
-
     def close(self) -> None:
         self._reader.close()
         self._sock.close()

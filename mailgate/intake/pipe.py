@@ -17,6 +17,7 @@ from mailgate.intake.mailfiles import each_mail, envelope
 from mailgate.pipeline.ingest import Context, ingest_batch
 
 BATCH = 64  # mails per transaction: the listener's group commit, for the same reason
+BATCH_BYTES = 32 << 20  # and no more than this much mail held for one commit
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,11 @@ def run(
     mail_from, rcpt = envelope(sender, recipient)
     limit = ctx.config.main.intake.smtp.max_message_size if ctx.config.main.intake.smtp else None
     batch: list[tuple[str, bytes, Envelope]] = []
+    held = 0  # bytes of the mails in ``batch``
     for label, raw, problem in each_mail(names):
         if raw is None:
             yield from _store(batch, ctx)
+            held = 0
             yield PipeResult(label, None, TempFail(problem or label))
             continue
         if limit is not None and len(raw) > limit:
@@ -44,12 +47,11 @@ def run(
         env = Envelope(mail_from=mail_from, rcpt_tos=(rcpt,) if rcpt else (), source="pipe",
                        received_at=ctx.clock.now())
         batch.append((label, raw, env))
-        if len(batch) >= BATCH or sum(len(r) for _, r, _ in batch) > BATCH_BYTES:
+        held += len(raw)
+        if len(batch) >= BATCH or held > BATCH_BYTES:
             yield from _store(batch, ctx)
+            held = 0
     yield from _store(batch, ctx)
-
-
-BATCH_BYTES = 32 << 20  # and no more than this much mail held for one commit
 
 
 def _store(batch: list[tuple[str, bytes, Envelope]], ctx: Context) -> Iterator[PipeResult]:

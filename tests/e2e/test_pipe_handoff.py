@@ -183,7 +183,8 @@ def test_a_daemon_that_hangs_up_before_answering_is_a_temporary_failure(tmp_path
     thread.start()
     handoff = Handoff.open(tmp_path)
     assert handoff is not None
-    answer = handoff.send(make_mail(), "pat@customer.example", None)
+    assert handoff.post(make_mail(), "pat@customer.example", None) is None
+    answer = handoff.receive()
     handoff.close()
     thread.join(timeout=60)
     server.close()
