@@ -106,6 +106,7 @@ class Envelope:
     received_at: datetime
     peer: str = ""
     mailbox: str | None = None  # IMAP account name, for its default help topic
+    lease_token: int | None = None  # the mailbox lease it was fetched under: stored only while it holds
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,10 @@ class TempFail(MailgateError):
     """The message could not be stored now; the source must keep it and retry."""
 
 
+class LeaseLost(TempFail):
+    """The IMAP mailbox this mail came from is now another daemon's: not stored, left for the new holder."""
+
+
 class Rejected(MailgateError):
     """Policy refuses the message; the reason goes back to the sender."""
 

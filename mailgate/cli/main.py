@@ -387,6 +387,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailgate.cli import status
+    from mailgate.config import load_config
+
+    config = load_config(args.config)
+    data = status.gather(
+        _database(args),
+        [mb.name for mb in config.main.intake.imap],
+        config.main.cluster.lease_time.total_seconds(),
+        datetime.now(UTC),
+    )
+    if args.json:
+        _print_json(data)
+    else:
+        print("\n".join(status.render(data)))
+    return EX_OK
+
+
 def cmd_sla_due(args: argparse.Namespace) -> int:
     from mailgate.jobs.sla_sweep import due
 
@@ -461,6 +479,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="import an archive as history: original dates, threaded, no mail sent, tickets closed")
     p.add_argument("--direct", action="store_true",
                    help="store in this process even when serve is running (default: hand the mail to serve)")
+    add("status", cmd_status, "daemons alive, who reads which mailbox, outbox depth, SLA sweep lag").add_argument(
+        "--json", action="store_true", help="one JSON object"
+    )
     add("check-config", cmd_check_config, "validate the configuration; exit 1 with file:line messages")
     p = add("init", cmd_init, "write a starter configuration to DIR (absolute paths, packaged templates)")
     p.add_argument("dir", metavar="DIR", help="where to write it, e.g. /etc/mailgate")

@@ -10,6 +10,7 @@ from mailgate.config.fields import parse_duration, parse_size
 from mailgate.config.load import default_templates, load_config, load_database_url
 from mailgate.config.models import (
     AgentAuthentication,
+    Cluster,
     Config,
     Database,
     Dkim,
@@ -38,6 +39,7 @@ __all__ = [
     "Agent",
     "AgentAuthentication",
     "AgentsFile",
+    "Cluster",
     "Config",
     "Database",
     "Department",

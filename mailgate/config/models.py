@@ -240,6 +240,24 @@ class Scheduler(_Strict):
     sla_interval: Duration = timedelta(seconds=60)
 
 
+class Cluster(_Strict):
+    """Several ``serve`` on one PostgreSQL: each names itself in the registry and leases IMAP mailboxes.
+
+    A mailbox whose holder stops renewing is taken by another daemon within two ``lease_time``;
+    the holder renews every third of it. Keep it well above a database failover's duration.
+    """
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # default: host-pid
+    lease_time: Duration = timedelta(seconds=30)
+
+    @field_validator("lease_time")
+    @classmethod
+    def _long_enough(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=2):
+            raise ValueError("lease_time must be at least 2s")
+        return value
+
+
 class Logging(_Strict):
     """How serve and the CLI write their log: one line per event (see ``mailgate/logformat.py``)."""
 
@@ -330,6 +348,7 @@ class MainFile(_Strict):
     sla: Path | None = None
     templates: Path | None = None  # default: the templates shipped with mailgate
     scheduler: Scheduler = Scheduler()
+    cluster: Cluster = Cluster()
     logging: Logging = Logging()
     metrics: Metrics | None = None
     # SIGTERM: how long serve may take to finish the mail it already took in and stop its processes,

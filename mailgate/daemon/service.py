@@ -23,6 +23,7 @@ from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config, SmtpIntake, load_config
 from mailgate.daemon import memory
 from mailgate.daemon.context import Holder, build_context, build_transport, reload
+from mailgate.daemon.coordinator import Coordinator
 from mailgate.daemon.ingest_process import SLOTS, ProcessWriter
 from mailgate.daemon.intake_log import LoggedWriter
 from mailgate.daemon.metrics_http import MetricsServer, Probes
@@ -159,6 +160,7 @@ class _Parts:
         self.server: asyncio.base_events.Server | None = None
         self.local: LocalIntake | None = None
         self.imap: ImapIntake | None = None
+        self.coordinator: Coordinator | None = None
         self.writer: BatchWriter | ProcessWriter | None = None
         self.scheduler: Any = None
         self.sender: SenderProcess | None = None
@@ -183,10 +185,8 @@ class _Parts:
         local, self.local = self.local, None
         if local is not None:  # ingest stores mail itself from here on
             local.close()
-        imap, self.imap = self.imap, None
-        if imap is not None:  # leave IDLE, log out; their last commits finish before the writer closes
-            await asyncio.to_thread(imap.stop, left())
-            took("imap")
+        await self._stop_mailboxes(left)
+        took("imap")
         writer, self.writer = self.writer, None
         if writer is not None:
             await asyncio.to_thread(writer.close, left())
@@ -205,6 +205,17 @@ class _Parts:
         metrics, self.metrics = self.metrics, None
         if metrics is not None:
             metrics.close()
+
+    async def _stop_mailboxes(self, left: Callable[[], float]) -> None:
+        coordinator, self.coordinator = self.coordinator, None
+        if coordinator is not None:  # no more rounds: nothing starts a poller from here on
+            coordinator.request_stop()
+            await asyncio.to_thread(coordinator.join, left())
+        imap, self.imap = self.imap, None
+        if imap is not None:  # leave IDLE, log out; their last commits finish before the writer closes
+            await asyncio.to_thread(imap.stop, left())
+        if coordinator is not None:  # the mailboxes are free for the other daemons at once
+            await asyncio.to_thread(coordinator.resign)
 
     def children(self) -> dict[str, bool]:
         found: dict[str, bool] = {}
@@ -285,7 +296,8 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
     if await local.start():
         parts.local = local
     imap = parts.imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
-    imap.start(config.main.intake.imap)
+    coordinator = parts.coordinator = Coordinator(holder.get, imap)  # which mailboxes are ours: leases
+    await asyncio.to_thread(coordinator.start)
 
     def on_hup() -> None:
         sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -296,14 +308,15 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
                 parts.writer.reconfigure(holder.get().config)
             if sender is not None:
                 sender.reconfigure(holder.get().config)
-            loop.run_in_executor(None, imap.reconfigure, holder.get().config.main.intake.imap)
+            loop.run_in_executor(None, coordinator.refresh)
         sd_notify("READY=1")
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     where = f"{config.main.intake.smtp.listen}" if config.main.intake.smtp else "no SMTP listener"
-    log.info("mailgate ready: %s, database %s", where, ctx.db.where())
+    log_event(log, "mailgate ready", listen=where, database=ctx.db.where(), daemon=coordinator.me.name,
+              mailboxes=",".join(coordinator.held()) or None)
     sd_notify("READY=1", f"STATUS=Accepting mail on {where}")
     parts.tasks += [asyncio.create_task(_watchdog(stop)), asyncio.create_task(_watch_files(holder, stop, on_hup))]
     await stop.wait()

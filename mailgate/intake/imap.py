@@ -31,9 +31,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from imapclient import SEEN, IMAPClient
@@ -41,13 +41,14 @@ from imapclient.exceptions import IMAPClientError
 
 from mailgate.config import ImapMailbox
 from mailgate.domain import Envelope, Outcome
-from mailgate.errors import TempFail
+from mailgate.errors import LeaseLost, TempFail
 from mailgate.intake import imap_session
 from mailgate.intake.imap_session import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
 from mailgate.intake.imap_watchdog import MailboxHealth, MailboxWatchdog
 from mailgate.intake.worker import Worker
 from mailgate.logformat import FIELDS, log_event
 from mailgate.pipeline.ingest import Context
+from mailgate.storage.leases import Lease
 from mailgate.storage.model import MailboxState
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,17 @@ class MailboxPoller(Worker):
     """The thread that owns one mailbox's connection."""
 
     def __init__(
-        self, mailbox: ImapMailbox, context: Callable[[], Context], submit: Submit, health: MailboxHealth | None = None
+        self,
+        mailbox: ImapMailbox,
+        context: Callable[[], Context],
+        submit: Submit,
+        health: MailboxHealth | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.health = health or MailboxHealth()
+        self.lease = lease
+        self.lost = False  # stopped because the lease ran out: the mailbox is another daemon's now
         self._context = context
         self._submit = submit
         super().__init__(f"mailgate-imap-{mailbox.name}")
@@ -125,8 +133,14 @@ class MailboxPoller(Worker):
             client: IMAPClient | None = None
             delay = 0.0
             try:
+                self._check_lease()
                 client = imap_session.connect(self.mailbox)
                 self._session(client)
+            except LeaseLost as exc:
+                self.lost = True
+                log_event(log, "imap lease lost", logging.WARNING, mailbox=name, reason=str(exc),
+                          token=self.lease.token if self.lease else None)
+                return
             except Exception as exc:
                 delay = self._failed(exc)
             finally:
@@ -134,6 +148,11 @@ class MailboxPoller(Worker):
                     imap_session.close(client, logout=True)
             self._stop.wait(delay)
         log_event(log, "imap stopped", mailbox=name)
+
+    def _check_lease(self) -> None:
+        """Fencing on our side: past the lease's local deadline this daemon must not touch the mailbox."""
+        if self.lease is not None and not self.lease.valid():
+            raise LeaseLost(f"lease on {self.mailbox.name} (token {self.lease.token}) not renewed in time")
 
     def _failed(self, exc: BaseException) -> float:
         mb, health = self.mailbox, self.health
@@ -227,6 +246,7 @@ class MailboxPoller(Worker):
     # -------------------------------------------------------------------- round
     def _round(self, client: IMAPClient, use_move: bool) -> _Round:
         mb, ctx = self.mailbox, self._context()
+        self._check_lease()
         uidvalidity = int(client.select_folder(mb.folder)[b"UIDVALIDITY"])
         if uidvalidity != self._uidvalidity:
             if self._uidvalidity is not None:
@@ -274,14 +294,21 @@ class MailboxPoller(Worker):
         for uid in uids:
             raw = fetched.get(uid, {}).get(b"BODY[]")
             if raw is not None:
-                pending.append((uid, self._submit(raw, envelope_for(raw, mb.name, ctx.clock.now(), self._peer))))
+                envelope = envelope_for(raw, mb.name, ctx.clock.now(), self._peer)
+                if self.lease is not None:
+                    envelope = replace(envelope, lease_token=self.lease.token)
+                pending.append((uid, self._submit(raw, envelope)))
         done: list[int] = []
         quarantine: list[int] = []
         left: set[int] = set()
         counts: dict[str, int] = {}
         problem = None
-        for uid, future in pending:
-            outcome = future.result()
+        outcomes = [(uid, future.result()) for uid, future in pending]
+        if any(isinstance(outcome, LeaseLost) for _, outcome in outcomes):
+            raise LeaseLost(f"the database fenced off mail of {mb.name} fetched under token "
+                            f"{self.lease.token if self.lease else None}")
+        self._check_lease()  # committed under our lease; moving it must happen under it too
+        for uid, outcome in outcomes:
             status = "tempfail" if isinstance(outcome, TempFail) else outcome.status
             counts[status] = counts.get(status, 0) + 1
             if isinstance(outcome, TempFail):
@@ -302,11 +329,12 @@ class MailboxPoller(Worker):
         self._advance(uids, left)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         log.info(
-            "imap %s: %d fetched (%s)%s",
+            "imap %s: %d fetched (%s)%s%s",
             mb.name,
             len(pending),
             summary or "none",
             f"; {len(left)} left in place for a retry" if left else "",
+            f"; lease token {self.lease.token}" if self.lease else "",
         )
         return left, problem
 
@@ -323,7 +351,11 @@ class MailboxPoller(Worker):
 
 
 class ImapIntake:
-    """All mailbox pollers (and their watchdogs) of one ``serve``; reload restarts only changed mailboxes."""
+    """The mailbox pollers (and their watchdogs) of one ``serve``: those whose lease it holds.
+
+    The coordinator (``daemon/coordinator.py``) says which mailboxes to watch, each with its lease;
+    a changed setting or a new lease restarts only that mailbox's poller.
+    """
 
     def __init__(self, context: Callable[[], Context], submit: Submit) -> None:
         self._context = context
@@ -332,29 +364,32 @@ class ImapIntake:
         self._running: dict[str, tuple[ImapMailbox, MailboxPoller, MailboxWatchdog]] = {}
         self._closed = False
 
-    def start(self, mailboxes: Sequence[ImapMailbox]) -> None:
-        self.reconfigure(mailboxes)
-
-    def reconfigure(self, mailboxes: Sequence[ImapMailbox]) -> None:
+    def watch(self, wanted: dict[str, tuple[ImapMailbox, Lease | None]], stop_timeout: float = 30.0) -> None:
+        """``stop_timeout``: how long to wait for each poller that must stop (one still busy past it ends
+        on its own: its lease is gone, so it cannot move mail any more)."""
         with self._lock:
             if self._closed:
                 return
-            wanted: dict[str, ImapMailbox] = {}
-            for mb in mailboxes:
-                if mb.name in wanted:  # the name keys the checkpoint in mailbox_state: two would fight over it
-                    log.error("imap %s: mailbox name used twice in intake.imap; only the first is watched", mb.name)
-                wanted.setdefault(mb.name, mb)
-            stale = [n for n, (mb, _, _) in self._running.items() if wanted.get(n) != mb]
-            self._stop_units([self._running.pop(n) for n in stale])
-            for name, mb in wanted.items():
+            stale = [
+                name
+                for name, (mb, poller, _) in self._running.items()
+                if name not in wanted or wanted[name][0] != mb or wanted[name][1] is not poller.lease
+            ]
+            self._stop_units([self._running.pop(n) for n in stale], stop_timeout)
+            for name, (mb, lease) in wanted.items():
                 if name in self._running:
                     continue
                 health = MailboxHealth()
-                poller = MailboxPoller(mb, self._context, self._submit, health)
+                poller = MailboxPoller(mb, self._context, self._submit, health, lease)
                 watchdog = MailboxWatchdog(mb, health, self._context)
                 poller.start()
                 watchdog.start()
                 self._running[name] = (mb, poller, watchdog)
+
+    def lost(self) -> list[str]:
+        """Mailboxes whose poller stopped because its lease ran out (the coordinator takes them back)."""
+        with self._lock:
+            return [name for name, (_, poller, _) in self._running.items() if poller.lost]
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._lock:

@@ -36,7 +36,7 @@ from mailgate.domain import (
     Sender,
     ThreadMatch,
 )
-from mailgate.errors import OverLimit, ParseError, Rejected, TempFail
+from mailgate.errors import LeaseLost, OverLimit, ParseError, Rejected, TempFail
 from mailgate.identity import Identity
 from mailgate.outbound.templates import Templates
 from mailgate.pipeline import bounce
@@ -57,6 +57,7 @@ from mailgate.pipeline.spool import Spooled
 from mailgate.pipeline.thread import TicketTag, match_thread
 from mailgate.pipeline.trail import Trail, why_unthreaded
 from mailgate.rules.engine import CompiledRules
+from mailgate.storage import leases
 from mailgate.storage.blobs import BlobStore
 from mailgate.storage.db import Database, is_transient
 from mailgate.storage.model import Ticket
@@ -410,6 +411,18 @@ def ingest(raw: RawMail, envelope: Envelope, ctx: Context, *, dry_run: bool = Fa
     return outcome
 
 
+def fence(session: Session, env: Envelope, held: dict[tuple[str, int], bool]) -> None:
+    """A mail fetched under a mailbox lease is stored only while that lease is current, checked in
+    the transaction that stores it (``held`` keeps the answer for the rest of the batch)."""
+    if env.lease_token is None or env.mailbox is None:
+        return
+    key = (env.mailbox, env.lease_token)
+    if key not in held:
+        held[key] = leases.still_held(session, *key)
+    if not held[key]:
+        raise LeaseLost(f"the lease on mailbox {env.mailbox} passed to another daemon")
+
+
 def ingest_batch(
     items: Sequence[tuple[RawMail, Envelope]], ctx: Context, parsed: Sequence[Parsed] = ()
 ) -> list[Outcome | TempFail]:
@@ -417,8 +430,10 @@ def ingest_batch(
     try:
         with ctx.db.transaction(bulk=True) as session:
             outcomes: list[Outcome | TempFail] = []
+            held: dict[tuple[str, int], bool] = {}
             for i, (raw, env) in enumerate(items):
                 try:
+                    fence(session, env, held)
                     pre = parsed[i] if i < len(parsed) else None
                     outcomes.append(process_one(session, raw, env, ctx, ctx.blobs, pre))
                 except TempFail as exc:

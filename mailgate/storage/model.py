@@ -265,3 +265,29 @@ class MailboxState(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DaemonRow(Base):
+    """One ``serve`` process's heartbeat (times: seconds since the epoch, on the database's clock)."""
+
+    __tablename__ = "daemon"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    machine: Mapped[str] = mapped_column(String(200), server_default="")  # where ``pid`` means this process
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(50))
+    started: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    stopped: Mapped[float | None] = mapped_column(Float)
+    holds: Mapped[str] = mapped_column(Text, server_default="[]")
+
+
+class MailboxLease(Base):
+    """Which daemon reads an IMAP mailbox until when; ``token`` grows with every change of holder."""
+
+    __tablename__ = "mailbox_lease"
+    mailbox: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[float] = mapped_column(Float)
+    acquired: Mapped[float] = mapped_column(Float)
