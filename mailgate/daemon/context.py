@@ -40,7 +40,8 @@ def build_context(
     refuses a bad file at once; a piped mail's ``ingest`` skips it and renders only what the mail needs."""
     main = config.main
     if db is None or db.url != config.database_url:
-        db = Database(config.database_url, echo=main.database.echo if main.database else False)
+        db = Database(config.database_url, echo=main.database.echo if main.database else False,
+                      idle_in_transaction=main.cluster.lease_time.total_seconds())
     secret_file = main.security.secret_file or main.state_dir / "secret"
     domain = main.outbound.domain or parseaddr(main.outbound.from_)[1].rpartition("@")[2] or "localhost"
     assert main.templates is not None  # resolved by load_config

@@ -90,13 +90,20 @@ def _begin_immediate(conn: Any) -> None:
         raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
-def _postgres_timeouts(engine: Engine) -> None:
-    """Waiting for a lock is bounded as on SQLite (busy_timeout): past it the source is told to retry."""
+def _postgres_timeouts(engine: Engine, idle_in_transaction: float | None) -> None:
+    """Waiting for a lock is bounded as on SQLite (busy_timeout): past it the source is told to retry.
+
+    ``idle_in_transaction``: a daemon that stops in the middle of a transaction (paused, its machine
+    frozen) would keep its row locks, and with them, say, the lease of a mailbox another daemon must
+    take over; the server ends such a transaction after this many seconds (its commit then fails and
+    what it held is retried)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         with dbapi_conn.cursor() as cur:
             cur.execute(f"SET lock_timeout = {BUSY_TIMEOUT_MS}")
+            if idle_in_transaction is not None:
+                cur.execute(f"SET idle_in_transaction_session_timeout = {int(idle_in_transaction * 1000)}")
         dbapi_conn.commit()
 
     @event.listens_for(engine, "checkin")
@@ -137,7 +144,9 @@ class Turns:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False, create: bool = True) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, create: bool = True, idle_in_transaction: float | None = None
+    ) -> None:
         """``create=False``: a read-only command's view; a database that is not there is an error, not made."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -156,7 +165,7 @@ class Database:
             self.engine = create_engine(
                 url, echo=echo, pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args={"connect_timeout": 5}
             )
-            _postgres_timeouts(self.engine)
+            _postgres_timeouts(self.engine, idle_in_transaction)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrated = threading.Lock()
         self._turns = Turns()

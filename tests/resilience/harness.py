@@ -171,6 +171,11 @@ class Mta:
     acked: Counter[str] = field(default_factory=Counter)
     answers: list[tuple[str, int, str, float]] = field(default_factory=list)  # (Message-ID, code, text, when)
     offered: set[str] = field(default_factory=set)
+    # several daemons behind the MTA (MX records of one priority, a load balancer): each new connection
+    # goes to the next; one that does not answer within ``timeout`` is given up and the mail sent elsewhere
+    targets: list[tuple[str, int]] = field(default_factory=list)
+    timeout: float = 60.0
+    _turn: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -192,6 +197,13 @@ class Mta:
             self.offered.add(mid)
         return mid, raw
 
+    def _target(self) -> tuple[str, int]:
+        if not self.targets:
+            return self.host, self.port
+        with self._lock:
+            self._turn += 1
+            return self.targets[self._turn % len(self.targets)]
+
     def _requeue(self, item: tuple[str, bytes]) -> None:
         with self._lock:
             self.queue.appendleft(item)
@@ -207,7 +219,7 @@ class Mta:
                 sender = f"c{abs(hash(mid)) % 10**8}@customer.example"
                 try:
                     if client is None:
-                        client = smtplib.SMTP(self.host, self.port, timeout=60)
+                        client = smtplib.SMTP(*self._target(), timeout=self.timeout)
                         client.ehlo("client.example")
                     code, text = client.mail(sender)
                     if code == 250:
