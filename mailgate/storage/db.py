@@ -143,6 +143,21 @@ class Turns:
         return any(self._slots)
 
 
+MIGRATION_LOCK = 0x6D61696C67617465  # "mailgate": the session lock a migrating daemon holds on PostgreSQL
+
+
+def _take_migration_lock(conn: Any, wait: float = 1800.0) -> None:
+    """Polled rather than waited for in the server, where ``lock_timeout`` would give up after seconds
+    while another daemon's migration may rightly take minutes."""
+    deadline = time.monotonic() + wait
+    while not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})").scalar():
+        conn.commit()
+        if time.monotonic() > deadline:
+            raise TempFail("another daemon has been migrating the database for 30 minutes")
+        time.sleep(0.5)
+    conn.commit()
+
+
 class Database:
     def __init__(
         self, url: str, *, echo: bool = False, create: bool = True, idle_in_transaction: float | None = None
@@ -275,9 +290,14 @@ class Database:
             cfg.set_main_option("script_location", str(migrations_dir()))
             cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
             with self.engine.connect() as conn:
+                if not self.is_sqlite:  # several daemons starting at once: one migrates, the others wait
+                    _take_migration_lock(conn)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 if conn.in_transaction():
+                    conn.commit()
+                if not self.is_sqlite:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
                     conn.commit()
 
     def dispose(self) -> None:
