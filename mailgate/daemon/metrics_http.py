@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import socketserver
 import threading
 import time
@@ -23,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from mailgate import __version__
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ class Probes:
     children: Callable[[], dict[str, bool]]  # name -> alive
     database: Any  # storage.db.Database
     imap: Callable[[], dict[str, Any]]  # mailbox name -> MailboxHealth
+    daemon: str = ""  # this daemon's name in the cluster registry (cluster.name, or host-pid)
+    leases: Callable[[], list[str]] = lambda: []  # the mailboxes this daemon holds the lease of
 
 
 class _StateCollector:
@@ -83,6 +88,14 @@ class _StateCollector:
         for name, up in self.probes.children().items():
             alive.add_metric([name], 1.0 if up else 0.0)
         yield from (last, failing, alive)
+        info = GaugeMetricFamily("mailgate_daemon_info", "This daemon: its name in the cluster (join on instance)",
+                                 labels=["daemon", "host", "version"])
+        info.add_metric([self.probes.daemon, socket.gethostname(), __version__], 1.0)
+        held = GaugeMetricFamily("mailgate_imap_lease_held", "1 for each mailbox whose lease this daemon holds",
+                                 labels=["daemon", "mailbox"])
+        for name in self.probes.leases():
+            held.add_metric([self.probes.daemon, name], 1.0)
+        yield from (info, held)
 
 
 def health(probes: Probes) -> tuple[bool, dict[str, Any]]:

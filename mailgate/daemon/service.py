@@ -23,7 +23,7 @@ from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config, SmtpIntake, load_config
 from mailgate.daemon import memory
 from mailgate.daemon.context import Holder, build_context, build_transport, reload
-from mailgate.daemon.coordinator import Coordinator
+from mailgate.daemon.coordinator import Coordinator, daemon_name
 from mailgate.daemon.ingest_process import SLOTS, ProcessWriter
 from mailgate.daemon.intake_log import LoggedWriter
 from mailgate.daemon.metrics_http import MetricsServer, Probes
@@ -236,6 +236,8 @@ def _start_metrics(config: Config, ctx: Context, parts: _Parts) -> MetricsServer
         children=parts.children,
         database=ctx.db,
         imap=lambda: parts.imap.health() if parts.imap is not None else {},
+        daemon=daemon_name(config.main.cluster.name),
+        leases=lambda: parts.coordinator.held() if parts.coordinator is not None else [],
     )
     try:
         return MetricsServer(config.main.metrics.host, config.main.metrics.port, probes)

@@ -17,6 +17,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailgate import __version__
 from tests.conftest import (
     MakeConfig,
     Service,
@@ -104,6 +105,8 @@ def test_counters_move_by_what_was_sent_and_health_tells_a_dead_child(
         assert value(after, "mailgate_outbox_mails", status="pending") == 0
         assert value(after, "mailgate_process_up", process="pipeline") == 1
         assert value(after, "mailgate_process_up", process="sender") == 1
+        [(name,)] = sql_rows(config, "SELECT name FROM daemon")  # the registry's name is the metrics' name
+        assert value(after, "mailgate_daemon_info", daemon=name, host=socket.gethostname(), version=__version__) == 1
 
         _pipeline, sender = children(service)  # the sender is spawned after the pipeline
         os.kill(sender, signal.SIGKILL)
