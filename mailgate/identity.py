@@ -82,6 +82,10 @@ class Identity:
         mac = hmac.new(self._secret, "\x1f".join(str(p) for p in parts).encode(), hashlib.sha256)
         return _b32(mac.digest(), length)
 
+    def fingerprint(self) -> str:
+        """Names the secret without revealing it: daemons that must share one compare this."""
+        return self._sign("fingerprint", self.domain)
+
     def recipient_hash(self, address: str) -> str:
         return self._sign("rcpt", _addr_spec(address).lower(), length=6)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mailgate import __version__
 from mailgate.config import ImapMailbox
-from mailgate.errors import TempFail
+from mailgate.errors import StartupError, TempFail
 from mailgate.intake.imap import ImapIntake
 from mailgate.intake.worker import Worker
 from mailgate.logformat import log_event
@@ -47,6 +47,17 @@ def machine() -> str:
         return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
     except OSError:
         return ""
+
+
+def shared_settings(ctx: Context) -> dict[str, str]:
+    """What every daemon on one database must agree on; the secret by its fingerprint only."""
+    tickets = ctx.config.main.tickets
+    return {
+        "security secret (security.secret_file)": ctx.identity.fingerprint(),
+        "Message-ID domain (outbound.domain)": ctx.identity.domain,
+        "tickets.number_format": tickets.number_format,
+        "tickets.subject_tag": tickets.subject_tag,
+    }
 
 
 def _running(pid: int) -> bool:
@@ -78,7 +89,18 @@ class Coordinator(Worker):
         return sorted(self._held)
 
     def start(self) -> None:
-        """The first round runs before ``serve`` says it is ready: mailboxes free at start are taken at once."""
+        """The first round runs before ``serve`` says it is ready: mailboxes free at start are taken at once.
+
+        Before it, this daemon's settings that must be the same on every daemon are compared with those
+        of the daemons alive: a mismatch would make tickets that one daemon cannot recognise (a reply
+        token signed with another secret, a subject tag in another format), so serve refuses to start."""
+        ctx = self._context()
+        found = registry.disagreements(ctx.db, self.me, shared_settings(ctx), self.ttl)
+        if found:
+            raise StartupError(
+                "this daemon's settings differ from those of the daemons already running on this database: "
+                + "; ".join(found) + " (see README, Running several daemons)"
+            )
         self._round()
         registry.forget_stale(self._context().db, FORGET_AFTER)
         super().start()

@@ -22,5 +22,7 @@ class Worker:
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> bool:
+        if self._thread.ident is None:  # never started (serve refused to start first): nothing to wait for
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()

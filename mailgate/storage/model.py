@@ -280,6 +280,7 @@ class DaemonRow(Base):
     last_seen: Mapped[float] = mapped_column(Float)
     stopped: Mapped[float | None] = mapped_column(Float)
     holds: Mapped[str] = mapped_column(Text, server_default="[]")
+    settings: Mapped[str] = mapped_column(Text, server_default="{}")  # what must match across daemons
 
 
 class MailboxLease(Base):

@@ -125,3 +125,25 @@ def declare_dead(db: Database, name: str) -> None:
         now = db_now(session)
         session.execute(text("UPDATE mailbox_lease SET expires = 0 WHERE holder = :n"), {"n": name})
         session.execute(text("UPDATE daemon SET stopped = :now, holds = '[]' WHERE name = :n"), {"n": name, "now": now})
+
+
+def disagreements(db: Database, me: Me, settings: dict[str, str], within: float) -> list[str]:
+    """Record this daemon's ``settings`` and compare them with those of the other daemons alive: each
+    difference is one line naming the setting and the daemon (the caller refuses to start on any)."""
+    beat(db, me, [])
+    with db.transaction() as session:
+        session.execute(text("UPDATE daemon SET settings = :s WHERE name = :n"),
+                        {"s": json.dumps(settings, sort_keys=True), "n": me.name})
+        now = db_now(session)
+        rows = session.execute(
+            text("SELECT name, host, settings FROM daemon WHERE name <> :n AND stopped IS NULL AND last_seen > :t"),
+            {"n": me.name, "t": now - within},
+        ).all()
+    found = []
+    for row in rows:
+        theirs = json.loads(row.settings or "{}")
+        for key, value in sorted(settings.items()):
+            if key in theirs and theirs[key] != value:
+                found.append(f"{key} differs from daemon {row.name} on {row.host} ({theirs[key]!r} there, "
+                             f"{value!r} here)")
+    return found

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("last_seen", sa.Float(), nullable=False),
         sa.Column("stopped", sa.Float(), nullable=True),
         sa.Column("holds", sa.Text(), nullable=False, server_default="[]"),
+        sa.Column("settings", sa.Text(), nullable=False, server_default="{}"),  # what must match across daemons
     )
     op.create_table(
         "mailbox_lease",

@@ -247,3 +247,28 @@ def signal_group(daemon: Daemon, sig: int) -> None:
     import os
 
     os.killpg(daemon.proc.pid, sig)
+
+
+def test_a_daemon_whose_secret_or_ticket_format_differs_refuses_to_join(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """A second daemon with its own secret would sign reply tokens the first rejects (the customer's
+    answer becomes a stranger's mail), one with another subject tag would thread nothing: it says so
+    and stops, before taking any mail, and the running daemon is undisturbed."""
+    first = make_config(security={"secret_file": str(tmp_path / "secret-a")})
+    settings = yaml.safe_load(first.read_text())
+    with Supervisor(tmp_path / "serve.log") as sup:
+        running = sup.start(first)
+        wait_until(lambda: _status(first)["alive"] == 1, timeout=120, what="the first daemon registered")
+        for change, named in (({"security": {"secret_file": str(tmp_path / "secret-b")}}, "security secret"),
+                              ({"tickets": {"number_format": "########"}}, "tickets.number_format")):
+            other = {**settings, **change, "state_dir": str(tmp_path / "state-b"),
+                     "intake": {**settings["intake"], "smtp": {"listen": f"127.0.0.1:{free_port()}"}}}
+            path = first.with_name("other.yaml")
+            path.write_text(yaml.safe_dump(other, sort_keys=False))
+            refused = run_cli(path, "serve", timeout=180)
+            assert refused.code == 1, refused.stderr
+            assert named in refused.stderr and "differs from daemon" in refused.stderr, refused.stderr
+        assert running.alive()
+        assert _status(first)["alive"] == 1  # the refused daemons left no live entry behind
+        assert running.stop() == 0
