@@ -25,6 +25,7 @@ from mailgate.pipeline.audience import Directory
 from mailgate.pipeline.commands import Vocabulary
 from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.notice import NotifyContext
+from mailgate.pipeline.recover import attachment_bytes
 from mailgate.pipeline.thread import TicketTag
 from mailgate.rules.engine import CompiledRules
 from mailgate.storage.blobs import BlobStore
@@ -68,7 +69,7 @@ def build_context(
         templates=templates,
         identity=identity,
         tag=tag,
-        blobs=BlobStore(main.state_dir / "attachments"),
+        blobs=BlobStore(main.state_dir / "attachments", recover=lambda sha256: attachment_bytes(db, sha256)),
         rules=CompiledRules(config.rules.rules),
         own_addresses=own_addresses,
         directory=directory,

@@ -45,6 +45,11 @@ def upgrade() -> None:
     )
 
 
+    # a daemon that must send an attachment another daemon received finds its mail by the file's hash
+    op.create_index("ix_attachment_sha256", "attachment", ["sha256"])
+
+
 def downgrade() -> None:
+    op.drop_index("ix_attachment_sha256", table_name="attachment")
     op.drop_table("mailbox_lease")
     op.drop_table("daemon")
