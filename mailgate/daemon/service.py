@@ -267,6 +267,9 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
     holder = Holder(ctx)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    # from the start: a SIGTERM while the parts start (a service manager giving up, a test) is a drain
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     last_wake = [0.0]
 
     def on_commit(results: list[Any]) -> None:
@@ -293,13 +296,15 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
     parts.scheduler = start_scheduler(
         jobs, config.main.scheduler.outbox_interval, flush=sender.wake if sender is not None else None
     )
+    imap = parts.imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
+    # which mailboxes are ours (leases), before the listener answers: a daemon whose settings differ from
+    # the running daemons' stops here, before it took any mail
+    coordinator = parts.coordinator = Coordinator(holder.get, imap)
+    await asyncio.to_thread(coordinator.start)
     parts.server = await _start_smtp(holder, intake, ctx.clock, sock)
     local = LocalIntake(config.state_dir, intake.submit_async, ctx.clock, lambda: _smtp_limit(holder))
     if await local.start():
         parts.local = local
-    imap = parts.imap = ImapIntake(holder.get, intake.submit)  # one thread per mailbox, same writer as SMTP
-    coordinator = parts.coordinator = Coordinator(holder.get, imap)  # which mailboxes are ours: leases
-    await asyncio.to_thread(coordinator.start)
 
     def on_hup() -> None:
         sd_notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -313,8 +318,6 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
             loop.run_in_executor(None, coordinator.refresh)
         sd_notify("READY=1")
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     where = f"{config.main.intake.smtp.listen}" if config.main.intake.smtp else "no SMTP listener"
     log_event(log, "mailgate ready", listen=where, database=ctx.db.where(), daemon=coordinator.me.name,
