@@ -13,7 +13,9 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -593,3 +595,31 @@ def test_quarantined_mail_goes_to_the_quarantine_folder(
     wait_until(lambda: count(dovecot, user, "Processed") == 1, "the question in Processed", run)
     assert count(dovecot, user, "INBOX") == 0
     assert sorted(r.status for r in run.inbound()) == ["accepted", "quarantined"]
+
+
+def test_a_hung_server_holds_up_only_its_own_mailbox(
+    dovecot: DovecotServer, imap_config: Callable[..., Path], serve: Callable[..., Run]
+) -> None:
+    """A server that accepts the connection and never says a word (a hung IMAP proxy) keeps its own poller
+    waiting for as long as its timeout; the other mailbox's mail is picked up meanwhile as usual."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.extend(iter(lambda: listener.accept()[0], None)), daemon=True).start()
+    good, pw = dovecot.add_user()
+    try:
+        run = serve(imap_config([
+            {"name": "hung", "host": "127.0.0.1", "port": listener.getsockname()[1], "security": "plain",
+             "username": "nobody", "password": "x", "timeout": "120s"},
+            mailbox(dovecot, good, pw, name="good"),
+        ]))  # fmt: skip
+        wait_until(lambda: accepted, "the hung server's connection", run)
+        for n in range(3):
+            append(dovecot, good, mail(f"Meanwhile {n}", f"meanwhile-{n}@customer.example"))
+        run.wait_tickets(3)
+        assert count(dovecot, good, "Processed") == 3 or wait_until(
+            lambda: count(dovecot, good, "Processed") == 3, "the moves", run)
+        assert len(accepted) == 1 and 'msg="imap failing" mailbox=hung' not in run.output()  # still waiting
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
