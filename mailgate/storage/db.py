@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailgate.errors import ConfigError, TempFail
 from mailgate.storage.refusal import misconfigured
-from mailgate.storage.revision import migrations_dir, newest_revision, require, require_sqlite_file
+from mailgate.storage.revision import migrations_dir, newest_revision, refuse_newer, require, require_sqlite_file
 
 BUSY_TIMEOUT_MS = 5000
 DISCARD_AFTER_USE = "mailgate_discard"  # set in a pooled connection's info: close it when it is given back
@@ -292,13 +292,18 @@ class Database:
             with self.engine.connect() as conn:
                 if not self.is_sqlite:  # several daemons starting at once: one migrates, the others wait
                     _take_migration_lock(conn)
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                if conn.in_transaction():
-                    conn.commit()
-                if not self.is_sqlite:
-                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
-                    conn.commit()
+                try:
+                    refuse_newer(self.revision(), self.where())
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    if conn.in_transaction():
+                        conn.commit()
+                finally:
+                    if not self.is_sqlite:  # the lock is the session's: the pooled connection would keep it
+                        if conn.in_transaction():
+                            conn.rollback()
+                        conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                        conn.commit()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -21,9 +21,21 @@ def newest_revision() -> str:
     return max(p.name.split("_", 1)[0] for p in (migrations_dir() / "versions").glob("[0-9]*.py"))
 
 
+def refuse_newer(version: str | None, where: str) -> None:
+    """A database a newer mailgate already migrated (a rolling upgrade, this daemon not yet upgraded):
+    nothing here can go back, so say which side to upgrade rather than fail inside Alembic."""
+    needed = newest_revision()
+    if version is not None and version > needed:
+        raise ConfigError(
+            f"the database ({where}) is at schema {version}, newer than this mailgate's {needed}: a newer "
+            "mailgate has migrated it; upgrade this installation to that version"
+        )
+
+
 def require(version: str | None, where: str) -> None:
     """A read-only view on a database that is not at this mailgate's schema: say what to run, never migrate."""
     needed = newest_revision()
+    refuse_newer(version, where)
     if version != needed:
         have = f"at schema {version}" if version else "without mailgate's tables"
         raise ConfigError(

@@ -39,3 +39,16 @@ def test_daemons_starting_together_migrate_once_without_tripping_over_each_other
         thread.join(300)
     assert [r.code for r in results] == [0, 0, 0], [r.stderr[-600:] for r in results]
     assert run_cli(config_path, "status").code == 0  # at the newest schema: the read-only views accept it
+
+
+def test_an_older_mailgate_on_a_database_a_newer_one_migrated_says_which_side_to_upgrade(
+    ctx: Context, config_path: Path
+) -> None:
+    """A rolling upgrade half done: the old version, restarted, must not fail inside Alembic (or tell the
+    admin to run `db upgrade`, which cannot help), but say that it is the one behind."""
+    with ctx.db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    for command in (["serve"], ["db", "upgrade"], ["status"], ["tickets", "list"]):
+        result = run_cli(config_path, *command)
+        assert result.code == 1, (command, result.stderr[-800:])
+        assert "newer than this mailgate's" in result.stderr and "Traceback" not in result.stderr, result.stderr
