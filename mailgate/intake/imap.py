@@ -31,7 +31,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -153,6 +153,14 @@ class MailboxPoller(Worker):
         """Fencing on our side: past the lease's local deadline this daemon must not touch the mailbox."""
         if self.lease is not None and not self.lease.valid():
             raise LeaseLost(f"lease on {self.mailbox.name} (token {self.lease.token}) not renewed in time")
+
+    def _acting(self, uids: Sequence[int]) -> None:
+        """Right before a command that acknowledges mail on the server (MOVE, EXPUNGE, \\Seen): the last
+        look at the lease, and a line that says under which token it was sent (at debug level)."""
+        self._check_lease()
+        if self.lease is not None:
+            log_event(log, "imap acknowledging", logging.DEBUG, mailbox=self.mailbox.name, mails=len(uids),
+                      token=self.lease.token)
 
     def _failed(self, exc: BaseException) -> float:
         mb, health = self.mailbox, self.health
@@ -321,10 +329,11 @@ class MailboxPoller(Worker):
         if counts.keys() - {"duplicate", "tempfail"}:
             self.health.last_mail_at = ctx.clock.now()
         for folder, acked in ((mb.processed_folder, done), (mb.quarantine_folder, quarantine)):
-            unmoved = finish_messages(client, acked, folder, use_move=use_move) if folder else []
+            unmoved = finish_messages(client, acked, folder, use_move=use_move, before=self._acting) if folder else []
             left.update(unmoved)
             problem = f"could not move {len(unmoved)} message(s) to {folder} (see the log)" if unmoved else problem
         if not mb.processed_folder and done:
+            self._acting(done)
             client.add_flags(done, [SEEN], silent=True)
         self._advance(uids, left)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))

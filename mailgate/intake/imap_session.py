@@ -22,7 +22,7 @@ import re
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -193,13 +193,28 @@ def describe(mb: ImapMailbox, exc: BaseException) -> str:
     return f"unexpected error: {exc!r}"
 
 
-def finish_messages(client: IMAPClient, uids: Sequence[int], folder: str, *, use_move: bool) -> list[int]:
-    """Move *uids* to *folder*; returns those that could not be moved (they stay and are retried)."""
+def finish_messages(
+    client: IMAPClient,
+    uids: Sequence[int],
+    folder: str,
+    *,
+    use_move: bool,
+    before: Callable[[Sequence[int]], None] | None = None,
+) -> list[int]:
+    """Move *uids* to *folder*; returns those that could not be moved (they stay and are retried).
+
+    ``before`` runs right before each MOVE (or COPY + EXPUNGE) command and may raise to prevent it: the
+    mailbox lease's last check, as close to the command as it can be."""
+    def move(these: Sequence[int]) -> None:
+        if before is not None:
+            before(these)
+        _move(client, these, folder, use_move)
+
     if not uids:
         return []
     for attempt in range(2):
         try:
-            _move(client, uids, folder, use_move)
+            move(uids)
             return []
         except IMAPClient.AbortError:
             raise
@@ -214,7 +229,7 @@ def finish_messages(client: IMAPClient, uids: Sequence[int], folder: str, *, use
     failed = []  # one by one, so one bad mail does not hold back the rest
     for uid in uids:
         try:
-            _move(client, [uid], folder, use_move)
+            move([uid])
         except IMAPClient.AbortError:
             raise
         except IMAPClientError:
