@@ -140,12 +140,8 @@ class Coordinator(Worker):
             self._trouble = None
 
     def _configured(self) -> dict[str, ImapMailbox]:
-        wanted: dict[str, ImapMailbox] = {}
-        for mb in self._context().config.main.intake.imap:
-            if mb.name in wanted:  # the name keys the lease and the checkpoint: two would fight over them
-                log.error("imap %s: mailbox name used twice in intake.imap; only the first is watched", mb.name)
-            wanted.setdefault(mb.name, mb)
-        return wanted
+        """By name, which keys the lease and the checkpoint (the config refuses a name used twice)."""
+        return {mb.name: mb for mb in self._context().config.main.intake.imap}
 
     def tick(self) -> None:
         db, ttl, me = self._context().db, self.ttl, self.me
