@@ -174,16 +174,20 @@ def test_a_daemon_that_hangs_up_before_answering_is_a_temporary_failure(tmp_path
     server.bind(str(path))
     server.listen(1)
 
-    def hang_up() -> None:
+    mail = make_mail()
+
+    def hang_up() -> None:  # takes the whole mail (so that sending it succeeds), then hangs up unanswered
         conn, _ = server.accept()
-        conn.recv(65536)
+        got = 0
+        while got < len(mail) and (chunk := conn.recv(65536)):
+            got += len(chunk)
         conn.close()
 
     thread = threading.Thread(target=hang_up)
     thread.start()
     handoff = Handoff.open(tmp_path)
     assert handoff is not None
-    assert handoff.post(make_mail(), "pat@customer.example", None) is None
+    assert handoff.post(mail, "pat@customer.example", None) is None
     answer = handoff.receive()
     handoff.close()
     thread.join(timeout=60)

@@ -220,10 +220,10 @@ def test_dovecot_restarts_mid_stream_lose_and_double_nothing(
 # --------------------------------------------------------------------------- (d) the state dir's disk full
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs, unmounted at the end whatever happened."""
+    """A 16 MiB tmpfs, unmounted at the end whatever happened."""
     mount = tmp_path / "state"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True,
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
                           text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
@@ -254,8 +254,11 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
     piped = make_mail("Piped to a full disk", message_id="<piped-full@customer.example>")
     with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
         (small_disk / "filler").touch()
-        reserve = small_disk / "reserve"  # freed with the filler: room to recover whoever filled the disk
-        reserve.write_bytes(b"\0" * (2 << 20))
+        # freed with the filler: room to recover whoever filled the disk. More than SQLite's WAL holds before
+        # its automatic checkpoint (1000 pages, 4 MiB): a WAL that filled the disk needs that much room in
+        # the database file to be checkpointed, and until it is, every write fails as "disk is full"
+        reserve = small_disk / "reserve"
+        reserve.write_bytes(b"\0" * (6 << 20))
         daemon = sup.start(config)
         mta = sup.track(Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("disk", size=20_000)).start())
         wait_until(lambda: len(mta.acked) >= 10, timeout=120, what="10 mails accepted", log=daemon.output)
@@ -281,7 +284,9 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
                 seconds=elapsed())
     assert alive_when_full, "serve must survive a full disk"
     temporary_only([code for _, code, _, _ in mta.answers])
-    assert pipe_full.code == 75, f"pipe on a full disk: exit {pipe_full.code}: {pipe_full.stderr[-2000:]}"
+    # 75 (try later), or 0 when SQLite still found room in the WAL file it had already grown (the disk is
+    # full, its own file is not); either way the mail is not lost, which intake_check above holds to
+    assert pipe_full.code in (0, 75), f"pipe on a full disk: exit {pipe_full.code}: {pipe_full.stderr[-2000:]}"
     assert pipe_freed.code == 0, pipe_freed.stderr
     assert not intake.lost, f"acknowledged but lost: {sorted(intake.lost)[:5]}"
     assert not intake.doubled and not intake.ticket_doubled and intake.tickets == len(acked)
