@@ -9,11 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from mailgate.storage import leases, registry
 from mailgate.storage.db import Database
-from mailgate.storage.model import Outbox, SlaTimer
+from mailgate.storage.store import Store
 
 
 def _seconds(value: datetime | None, now: datetime) -> float | None:
@@ -25,22 +23,20 @@ def gather(db: Database, mailboxes: list[str], lease_time: float, now: datetime)
     with db.reader() as session:
         daemons = registry.daemons(session, lease_time)
         held = {row.mailbox: row for row in leases.leases(session)}
-        depth, oldest_at = session.execute(
-            select(func.count(), func.min(Outbox.created_at)).where(Outbox.status.in_(("pending", "sending")))
-        ).one()
-        overdue, first_due = session.execute(
-            select(func.count(), func.min(SlaTimer.due_at)).where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now)
-        ).one()
+        store = Store(session)
+        depth = store.outbox_count("pending") + store.outbox_count("sending")
+        oldest_at = store.oldest_pending_at()  # as the metric of the same name
+        overdue, first_due = store.rungs_due(now)
     boxes = []
     for name in sorted(set(mailboxes) | set(held)):
         row = held.get(name)
-        current = row is not None and row.expires_in > 0
+        current = row if row is not None and row.expires_in > 0 else None
         boxes.append({
             "mailbox": name,
             "configured": name in mailboxes,
-            "holder": row.holder if current and row else None,
+            "holder": current.holder if current else None,
             "token": row.token if row else None,
-            "expires_in": round(row.expires_in, 1) if current and row else None,
+            "expires_in": round(current.expires_in, 1) if current else None,
             "last_holder": row.holder if row else None,
         })
     return {
@@ -54,8 +50,8 @@ def gather(db: Database, mailboxes: list[str], lease_time: float, now: datetime)
         ],
         "alive": sum(1 for d in daemons if d.alive),
         "mailboxes": boxes,
-        "outbox": {"pending": int(depth), "oldest_pending_age": _seconds(oldest_at, now)},
-        "sla": {"overdue_rungs": int(overdue), "sweep_lag": _seconds(first_due, now)},
+        "outbox": {"pending": depth, "oldest_pending_age": _seconds(oldest_at, now)},
+        "sla": {"overdue_rungs": overdue, "sweep_lag": _seconds(first_due, now)},
     }
 
 

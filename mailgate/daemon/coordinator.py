@@ -153,9 +153,8 @@ class Coordinator(Worker):
             elif name in lost or not leases.renew(db, lease):
                 del self._held[name]
                 log_event(log, "lease lost", logging.WARNING, daemon=me.name, mailbox=name, token=lease.token)
-        registry.beat(db, me, self.held())
         self._bury_local_dead()
-        share = math.ceil(len(mailboxes) / max(1, registry.alive_count(db, ttl)))
+        share = math.ceil(len(mailboxes) / registry.alive_count(db, me, ttl))
         for name in sorted(self._held, key=self._order)[share:]:
             self._give_up(name)
         for name in sorted(mailboxes, key=self._order):

@@ -56,14 +56,15 @@ def stopped(db: Database, name: str) -> None:
         )
 
 
-def alive_count(db: Database, within: float) -> int:
-    """Daemons that beat within the last ``within`` seconds and did not say they stopped."""
+def alive_count(db: Database, me: Me, within: float) -> int:
+    """This daemon and the others that beat within the last ``within`` seconds and did not say they stopped."""
     with db.reader() as session:
         now = db_now(session)
-        count = session.execute(
-            text("SELECT count(*) FROM daemon WHERE stopped IS NULL AND last_seen > :since"), {"since": now - within}
+        others = session.execute(
+            text("SELECT count(*) FROM daemon WHERE name <> :n AND stopped IS NULL AND last_seen > :since"),
+            {"n": me.name, "since": now - within},
         ).scalar_one()
-    return int(count)
+    return int(others) + 1
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,12 @@ class Store:
     def oldest_pending_at(self) -> datetime | None:
         return self.session.scalar(select(func.min(Outbox.created_at)).where(Outbox.status == "pending"))
 
+    def rungs_due(self, now: datetime) -> tuple[int, datetime | None]:
+        """SLA rungs due by ``now`` and not fired: how many, and the oldest due time (the sweep's lag)."""
+        due = (SlaTimer.fired_at.is_(None), SlaTimer.due_at <= now)
+        count, oldest = self.session.execute(select(func.count(), func.min(SlaTimer.due_at)).where(*due)).one()
+        return int(count), oldest
+
     def overdue_count(self) -> int:
         late = (Ticket.overdue.is_(True), Ticket.status.not_in(("resolved", "closed")))
         return int(self.session.scalar(select(func.count()).select_from(Ticket).where(*late)) or 0)
