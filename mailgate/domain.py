@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 
 class Status(StrEnum):
@@ -76,6 +76,9 @@ NOTIFICATION_KINDS = (
     "sla_warning",
     "sla_overdue",
     "reminder",
+    "notice_closed",  # the requester closed their ticket by mail (pipeline/customer_close.py)
+    "alert_closed",
+    "status_list",  # the answer to mail to intake.status_address (pipeline/status_request.py)
 )
 
 
@@ -168,7 +171,7 @@ class Classification:
 @dataclass(frozen=True, slots=True)
 class ThreadMatch:
     ticket_id: int | None
-    via: Literal["token", "tag", "in_reply_to", "references", "none"]
+    via: Literal["token", "tag", "foreign_tag", "in_reply_to", "references", "none"]
     number: str | None = None
     signed: bool = False  # found through our own signed reply address or Message-ID, not a guessable value
 
@@ -271,3 +274,4 @@ class Outcome:
     route: RouteDecision | None = None
     message_id: str | None = None
     thread: str = ""  # how it found its ticket: new, token, tag, in_reply_to, references ("" when it did not)
+    decision: dict[str, Any] | None = None  # the decision record (trail.py), for dry runs to show

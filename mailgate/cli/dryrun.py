@@ -29,6 +29,9 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
     rcpts = (to.lower(),) if to else ()
     outcome = ingest(raw, Envelope("", rcpts, "pipe", ctx.clock.now()), ctx, dry_run=True)
     decision = outcome.route
+    record = outcome.decision or {}
+    customers: dict[str, Any] = {k: record[k] for k in ("customer_close", "status_request") if k in record}
+    held: dict[str, Any] = {k: record[k] for k in ("spam", "flood") if k in record}  # pipeline/holds.py
     return {
         "help_topic": {
             "name": decision.help_topic if decision else None,
@@ -48,6 +51,8 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
         "changes": list(decision.changes) if decision else [],
         "notifications": [{"kind": kind, "to": list(to_list)} for kind, to_list in outcome.notifications],
         "outcome": {"status": outcome.status, "ticket": outcome.number, "reason": outcome.reason},
+        **customers,
+        **held,
     }
 
 
@@ -63,9 +68,35 @@ def render_text(report: dict[str, Any]) -> str:
     lines += [f"  {change}" for change in report["changes"]] or ["  (none)"]
     lines.append("notifications:")
     lines += [f"  {n['kind']} -> {', '.join(n['to'])}" for n in report["notifications"]] or ["  (none)"]
+    if "customer_close" in report:
+        close = report["customer_close"]
+        done = "carried out" if close["acts"] else "ignored"
+        lines.append(f"customer close: {close['command']} on {close['ticket'] or '-'} {done}: {close['reason']}")
+    if "status_request" in report:
+        asked = report["status_request"]
+        lines.append(f"status request: {'answered' if asked['answered'] else 'not answered'}: {asked['reason']}")
+    lines += _held_lines(report)
     out = report["outcome"]
     lines.append(f"outcome: {out['status']}" + (f" ({out['reason']})" if out["reason"] else ""))
     return "\n".join(lines)
+
+
+def _held_lines(report: dict[str, Any]) -> list[str]:
+    """The relay's verdict (believed or not, and why) and flood control's count (pipeline/holds.py)."""
+    lines = []
+    if "spam" in report:
+        spam = report["spam"]
+        score = "-" if spam["score"] is None else spam["score"]
+        believed = "trusted" if spam["trusted"] else "not trusted"
+        lines.append(f"spam verdict: spam={str(spam['spam']).lower()} spam_score={score} dmarc={spam['dmarc']} "
+                     f"({believed}: {spam['why']})")
+        lines += [f"  read:    {used}" for used in spam["used"]]
+        lines += [f"  ignored: {ignored}" for ignored in spam["ignored"]]
+    if "flood" in report:
+        flood = report["flood"]
+        lines.append(f"flood control: {flood.get('rung') or flood.get('why')}"
+                     + (f", held (incident {flood['incident']})" if flood.get("held") else ""))
+    return lines
 
 
 def _shown(value: Any) -> str:

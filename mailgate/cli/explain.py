@@ -113,7 +113,14 @@ def explain(session: Session, row: Inbound) -> dict[str, Any]:
         "duplicate_of": row.duplicate_of,
         "recorded": bool(row.decision),
     }
-    for stage in ("dedupe", "classification", "thread", "sender", "admission", "rules", "route", "actions"):
+    stages = ("unfetched", "dedupe", "classification", "thread", "sender", "admission", "rules", "route", "actions")
+    for stage in stages:
+        if stage in decision:
+            data[stage] = decision[stage]
+    for stage in ("customer_close", "status_request"):  # pipeline/customer_close.py, status_request.py
+        if stage in decision:
+            data[stage] = decision[stage]
+    for stage in ("spam", "flood"):  # pipeline/holds.py: the relay's verdict, flood control's count
         if stage in decision:
             data[stage] = decision[stage]
     if "notifications" in decision:
@@ -166,6 +173,10 @@ def _rules_now(config_path: str) -> tuple[Any, Any] | None:
 
 def _line(label: str, text: object) -> str:
     return f"  {label + ':':<16}{text}"
+
+
+def _done(yes: bool, what: str = "carried out") -> str:
+    return what if yes else "ignored" if what == "carried out" else f"not {what}"
 
 
 def _head(data: dict[str, Any]) -> list[str]:
@@ -241,7 +252,23 @@ def _notifications(notes: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _unfetched(v: dict[str, Any]) -> list[str]:
+    return [
+        _line("not fetched", v["reason"]),
+        _line("waits in", v["left_in"]),
+        _line("header", f"From: {v['from']} | Subject: {v['subject']} | Date: {v['date']}"),
+    ]
+
+
+def _spam(v: dict[str, Any]) -> list[str]:
+    """The relay's verdict as read at intake, believed or not and why (pipeline/mtaverdict.py)."""
+    score = "-" if v["score"] is None else v["score"]
+    said = f"spam={str(v['spam']).lower()} score={score} dmarc={v['dmarc']}"
+    return [_line("spam verdict", f"{said} ({'trusted' if v['trusted'] else 'not trusted'}: {v['why']})")]
+
+
 _STAGES = (
+    ("unfetched", _unfetched),
     ("dedupe", lambda v: [_line("dedupe", v)]),
     ("classification", lambda v: [_line("classified", f"{v['kind']} ({v['reason']})")]),
     ("thread", _thread),
@@ -249,6 +276,10 @@ _STAGES = (
     ("admission", _admission),
     ("rules", _rules),
     ("route", _route),
+    ("spam", _spam),
+    ("flood", lambda v: [_line("flood control", v.get("rung") or v.get("why"))]),
+    ("customer_close", lambda v: [_line("close command", f"{v['command']} {_done(v['acts'])}: {v['reason']}")]),
+    ("status_request", lambda v: [_line("status request", f"{_done(v['answered'], 'answered')}: {v['reason']}")]),
     ("actions", _actions),
     ("notifications", _notifications),
     ("held", lambda v: [f"{'':18}held: {h}" for h in v]),

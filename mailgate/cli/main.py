@@ -7,6 +7,7 @@ rejected by policy; 75 (EX_TEMPFAIL) could not store now, try later.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -101,6 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.number_from is not None and not args.history:
+        print("--number-from goes with --history (it names the tickets an archive imports)", file=sys.stderr)
+        return EX_CONFIG
     if not args.history and not args.direct:  # serve running: it stores the mail (a tenth of the cost)
         from mailgate.cli.handoff import hand_over
 
@@ -136,6 +140,13 @@ def _ingest_history(args: argparse.Namespace, ctx: Any) -> int:
     if args.files == ["-"]:
         print("--history reads files, mboxes or Maildirs, not stdin", file=sys.stderr)
         return EX_CONFIG
+    if args.number_from is not None:
+        known = ctx.config.main.tickets.foreign_tags
+        if args.number_from not in known:
+            names = ", ".join(sorted(known)) or "none configured"
+            print(f"--number-from {args.number_from}: not a tag of tickets.foreign_tags ({names})", file=sys.stderr)
+            return EX_CONFIG
+        ctx = dataclasses.replace(ctx, number_from=args.number_from)
     started = time.monotonic()
     live = sys.stderr.isatty() and not args.quiet
 
@@ -260,7 +271,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from mailgate.cli import quarantine
 
     if args.quarantine_command == "list":
-        rows = quarantine.listing(_database(args))
+        rows = quarantine.listing(_database(args), args.held)
         if args.json:
             _print_json(rows)
         for row in [] if args.json else rows:
@@ -421,12 +432,15 @@ def cmd_sla_due(args: argparse.Namespace) -> int:
                     "due_at": s.due_at.isoformat(),
                     "plan": s.plan,
                     "actions": list(s.actions),
+                    "holidays": [{"date": day.isoformat(), "name": name} for day, name in s.holidays],
                 }
                 for s in steps
             ]
         )
     for s in [] if args.json else steps:
-        print(f"{s.number}  {s.due_at.isoformat()}  {s.target:<15} {s.step:>4}%  {s.plan}: {'; '.join(s.actions)}")
+        moved = "; ".join(f"{day.isoformat()} {name}" for day, name in s.holidays)
+        print(f"{s.number}  {s.due_at.isoformat()}  {s.target:<15} {s.step:>4}%  {s.plan}: {'; '.join(s.actions)}"
+              + (f"  (moved over holidays: {moved})" if moved else ""))
     return EX_OK
 
 
@@ -479,6 +493,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="import an archive as history: original dates, threaded, no mail sent, tickets closed")
     p.add_argument("--direct", action="store_true",
                    help="store in this process even when serve is running (default: hand the mail to serve)")
+    p.add_argument("--number-from", metavar="NAME",
+                   help="with --history: a new ticket keeps the number of the tickets.foreign_tags NAME tag in its "
+                        "subject, and later mail with that tag threads to it")
     add("status", cmd_status, "daemons alive, who reads which mailbox, outbox depth, SLA sweep lag").add_argument(
         "--json", action="store_true", help="one JSON object"
     )
@@ -522,12 +539,18 @@ def _parser() -> argparse.ArgumentParser:
 
     quarantine = add("quarantine", cmd_quarantine, "look at and replay mail that could not be processed")
     q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="COMMAND")
-    q_sub.add_parser("list", parents=[common], help="quarantined mail with the reason").add_argument(
-        "--json", action="store_true", help="JSON for scripts")
+    p = q_sub.add_parser("list", parents=[common], help="quarantined mail with the reason")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    held = p.add_mutually_exclusive_group()
+    held.add_argument("--spam", dest="held", action="store_const", const="spam",
+                      help="only mail held by a trusted relay's spam verdict (intake.spam)")
+    held.add_argument("--flood", dest="held", action="store_const", const="flood",
+                      help="only mail held by flood control (intake.flood)")
     q_sub.add_parser("show", parents=[common], help="print a kept mail's bytes").add_argument(
         "id", type=int, help="the id from quarantine list")
     q_sub.add_parser("reprocess", parents=[common], help="replay kept mail through the pipeline").add_argument(
-        "ids", type=int, nargs="*", help="ids from quarantine list (default: every quarantined mail)")
+        "ids", type=int, nargs="*",
+        help="ids from quarantine list (default: every quarantined mail but held spam and flood, which an id releases)")
 
     out = add("outbox", cmd_outbox, "look at and re-queue outgoing mail")
     o_sub = out.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")

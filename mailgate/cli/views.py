@@ -30,8 +30,10 @@ def ticket_json(ticket: Ticket, store: Store, *, messages: bool) -> dict[str, An
         "first_response_due": iso(ticket.first_response_due),
         "resolution_due": iso(ticket.resolution_due),
         "overdue": ticket.overdue,
+        "reply_address": ticket.reply_address,
     }
-    if messages:
+    if messages:  # one ticket shown: its numbers in other help desks, then its thread
+        data["aliases"] = [{"system": system, "number": number} for system, number in store.aliases(ticket.id)]
         data["messages"] = [
             {
                 "kind": m.kind,
@@ -73,6 +75,10 @@ def ticket_text(ticket: Ticket, store: Store) -> str:
         lines.append(f"  {key:<19} {data[key] if data[key] is not None else '-'}")
     if data["collaborators"]:
         lines.append(f"  {'collaborators':<19} {', '.join(data['collaborators'])}")
+    if data["reply_address"]:
+        lines.append(f"  {'written to':<19} {data['reply_address']}")
+    if data["aliases"]:
+        lines.append(f"  {'also known as':<19} {', '.join(a['system'] + ' ' + a['number'] for a in data['aliases'])}")
     lines += _sla_lines(ticket, store)
     lines.append("Events:")
     lines += [f"  {e.at.isoformat()}  {e.kind:<12} {e.actor}: {e.detail}" for e in store.events(ticket.id)]
@@ -127,6 +133,7 @@ def inbound_json(row: Inbound) -> dict[str, Any]:
         "status": row.status,
         "reason": row.reason,
         "ticket_id": row.ticket_id,
+        "hold": row.hold,  # spam | flood:sender | flood:domain: held until `quarantine reprocess ID`
     }
 
 

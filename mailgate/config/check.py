@@ -13,7 +13,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mailgate.config.models import Config
-from mailgate.hours import parse_schedule
+from mailgate.hours import ScheduleError, parse_schedule
 from mailgate.rules.conditions import ListFile
 from mailgate.rules.resolve import Binder
 from mailgate.rules.schema import HelpTopic, Rule, RulesFile, Then, conditions
@@ -142,6 +142,10 @@ class CrossCheck:
                     f"unknown SLA plan '{topic.sla}'",
                 )
             self.template(topic.ack_template, ("help_topics", i, "ack_template"))
+        spam_topic = self.config.main.intake.spam.topic
+        if spam_topic is not None:
+            where = ("intake", "spam", "action")
+            self.need(spam_topic in self.topics, "main", where, f"unknown help topic '{spam_topic}'")
         for i, mb in enumerate(self.config.main.intake.imap):
             if mb.help_topic:
                 self.need(
@@ -243,7 +247,8 @@ class CrossCheck:
             try:
                 parse_schedule(spec)
             except ValueError as exc:
-                problem = f"{self.where('sla', ('schedules', name))}: schedule '{name}': {exc}"
+                at = exc.at if isinstance(exc, ScheduleError) else ()
+                problem = f"{self.where('sla', ('schedules', name, *at))}: schedule '{name}': {exc}"
                 self.problems += [] if problem in self.problems else [problem]
         for name, plan in self.config.sla.sla_plans.items():
             if plan.schedule != "24x7":

@@ -8,17 +8,20 @@ their models in ``side_files.py``; cross-file references are checked after the m
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from mailgate.config.fields import Duration, Email, Size, _Strict
+from mailgate.config.intake_policy import Flood, Spam
 from mailgate.config.side_files import AgentsFile, SlaFile
 from mailgate.domain import check_kinds
 from mailgate.rules.schema import RulesFile
@@ -104,6 +107,9 @@ class ImapMailbox(_Strict):
     poll_interval: Duration = timedelta(seconds=60)
     idle_timeout: Duration = timedelta(minutes=25)
     batch_size: int = Field(default=100, ge=1, le=1000)
+    # a mail bigger than this (by the server's RFC822.SIZE) is not fetched: its header is recorded in
+    # quarantine, the mail moved to quarantine_folder, the admin told, and the next mail fetched
+    max_message_size: Size = 25 * 2**20
     timeout: Duration = timedelta(seconds=60)  # connect and per-command socket timeout
     watchdog: ImapWatchdog = ImapWatchdog()
 
@@ -152,12 +158,35 @@ class Limits(_Strict):
     max_depth: int = Field(default=20, ge=1)  # nesting of multiparts and attached mails
 
 
+class StatusAnswers(_Strict):
+    """How often one address is answered from ``intake.status_address``: From is anyone's to write, so
+    a stranger who forges a victim's address a thousand times must not make us mail the victim a thousand
+    times. Requests over the limit are recorded and dropped."""
+
+    count: int = Field(default=3, ge=1)
+    within: Duration = timedelta(hours=1)
+
+
 class Intake(_Strict):
     addresses: list[Email] = Field(min_length=1)
     notes_address: Email | None = None
+    # a customer mails it for the list of their open tickets (pipeline/status_request.py); never a ticket
+    status_address: Email | None = None
+    status_answers: StatusAnswers = StatusAnswers()
     smtp: SmtpIntake | None = SmtpIntake()
     imap: list[ImapMailbox] = []
     limits: Limits = Limits()
+    spam: Spam = Spam()  # the relay's verdict: trusted only from trusted_relays (config/intake_policy.py)
+    flood: Flood | None = None  # new tickets per sender and domain; absent: no limit
+
+    @field_validator("status_address")
+    @classmethod
+    def _status_apart(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Mail to the status address never opens a ticket: were it also a support address, none would."""
+        taken = {*info.data.get("addresses", []), info.data.get("notes_address")}
+        if value is not None and value in taken:
+            raise ValueError(f"status_address {value} is also a support or notes address; give it one of its own")
+        return value
 
     @field_validator("imap")
     @classmethod
@@ -208,9 +237,30 @@ class Outbound(_Strict):
     lease: Duration = Field(default=timedelta(minutes=5), ge=timedelta(seconds=1))
 
 
+class CustomerClose(_Strict):
+    """A requester closes their own ticket by replying with one of ``words`` on a line of its own
+    (pipeline/customer_close.py). Off unless enabled."""
+
+    enabled: bool = False
+    words: list[str] = Field(default=["#close"], min_length=1)
+    status: Literal["closed", "resolved"] = "closed"
+
+    @field_validator("words")
+    @classmethod
+    def _commands(cls, value: list[str]) -> list[str]:
+        """A word must look like a command: without the '#', a customer's own "Close" line would close."""
+        for word in value:
+            if not word.startswith("#") or len(word) < 2 or any(ch.isspace() for ch in word):
+                raise ValueError(f"{word!r}: a close word starts with '#' and has no spaces, e.g. '#close'")
+        return [w.lower() for w in value]
+
+
 class Tickets(_Strict):
     number_format: str = "######"
     subject_tag: str = "[#{number}]"
+    customer_close: CustomerClose = CustomerClose()
+    # other help desks' subject tags, name -> pattern: their numbers thread to tickets imported with them
+    foreign_tags: dict[str, str] = {}
 
     @field_validator("number_format")
     @classmethod
@@ -226,6 +276,18 @@ class Tickets(_Strict):
     def _has_number(cls, value: str) -> str:
         if value.count("{number}") != 1:
             raise ValueError("subject_tag must contain {number} exactly once")
+        return value
+
+    @field_validator("foreign_tags")
+    @classmethod
+    def _foreign(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
+                raise ValueError(f"foreign tag name {name!r}: use 1-40 lower-case letters, digits, '-' or '_'")
+            if pattern.count("{number}") != 1:
+                raise ValueError(f"foreign tag {name}: the pattern must contain {{number}} exactly once: {pattern!r}")
+            if not pattern.replace("{number}", "").strip():
+                raise ValueError(f"foreign tag {name}: a bare {{number}} would take any number in a subject")
         return value
 
 

@@ -57,10 +57,12 @@ def build_context(
     own = {a.lower() for a in main.intake.addresses}
     if main.intake.notes_address:
         own.add(main.intake.notes_address)
+    if main.intake.status_address:  # accepted at RCPT, and never a requester or a collaborator
+        own.add(main.intake.status_address)
     own.add(parseaddr(main.outbound.from_)[1].lower())
     own_addresses = frozenset(a for a in own if a)
     identity = Identity(load_secret(secret_file), domain)
-    tag = TicketTag(main.tickets.number_format, main.tickets.subject_tag)
+    tag = TicketTag(main.tickets.number_format, main.tickets.subject_tag, main.tickets.foreign_tags)
     directory = Directory(config.agents)
     return Context(
         config=config,
@@ -90,6 +92,7 @@ def build_context(
             main.intake.addresses[0],
             {t.name: t.notifications for t in config.rules.help_topics if t.notifications},
             main.lifecycle.satisfaction_question,
+            {t.name: t.from_name for t in config.rules.help_topics if t.from_name},
         ),
     )
 

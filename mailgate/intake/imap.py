@@ -27,36 +27,45 @@ with exponential backoff and jitter; a refused login backs off from 30 s to
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from imapclient import SEEN, IMAPClient
+from imapclient import FLAGGED, SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientError
+from sqlalchemy.exc import DBAPIError
 
 from mailgate.config import ImapMailbox
 from mailgate.domain import Envelope, Outcome
 from mailgate.errors import LeaseLost, TempFail
 from mailgate.intake import imap_session
 from mailgate.intake.imap_session import ensure_folder, envelope_for, exists_reported, fetch_batches, finish_messages
-from mailgate.intake.imap_watchdog import MailboxHealth, MailboxWatchdog
+from mailgate.intake.imap_watchdog import Alert, MailboxHealth, MailboxWatchdog, record_alert
 from mailgate.intake.worker import Worker
 from mailgate.logformat import FIELDS, log_event
-from mailgate.pipeline.ingest import Context
+from mailgate.pipeline import unfetched
+from mailgate.pipeline.ingest import Context, fence
+from mailgate.pipeline.unfetched import HEAD_BYTES, Unfetched
+from mailgate.pipeline.unfetched import Recorded as RecordedUnfetched
+from mailgate.storage.db import is_transient
 from mailgate.storage.leases import Lease
 from mailgate.storage.model import MailboxState
+from mailgate.storage.store import Store
 
 log = logging.getLogger(__name__)
+ilog = logging.getLogger("mailgate.intake")  # where every source's "mail received" lines go
 
 Result = Outcome | TempFail
 Submit = Callable[[bytes, Envelope], "Future[Result]"]
 
 IDLE_TICK = 1.0  # seconds per idle_check: how quickly a stop request is noticed
+FETCH_ATTEMPTS = 3  # rounds a mail the server will not hand over is retried before it is set aside
 MAX_BATCH_BYTES = 32 * 2**20  # one FETCH never holds more than this (a single bigger mail goes alone)
 BACKOFF = {"connect": (1.0, 300.0), "login": (30.0, 1800.0)}  # first and maximum delay, seconds
 
@@ -99,6 +108,24 @@ def save_state(
         row.last_success_at, row.last_error = now, None
 
 
+def _runs(uids: Sequence[int], test: Callable[[int], bool]) -> Iterator[tuple[bool, list[int]]]:
+    """Consecutive UIDs grouped by ``test``, in order (so the checkpoint only ever moves forward)."""
+    for key, group in itertools.groupby(uids, key=test):
+        yield key, list(group)
+
+
+def record_unfetched(ctx: Context, mail: Unfetched, envelope: Envelope) -> RecordedUnfetched:
+    """The record of a mail not fetched, in a transaction of its own, fenced by the mailbox lease."""
+    try:
+        with ctx.db.transaction() as session:
+            fence(session, envelope, {})
+            return unfetched.record(Store(session), mail, envelope)
+    except DBAPIError as exc:
+        if is_transient(exc):
+            raise TempFail(f"database unavailable: {exc.orig or exc}") from exc
+        raise
+
+
 class MailboxPoller(Worker):
     """The thread that owns one mailbox's connection."""
 
@@ -122,6 +149,8 @@ class MailboxPoller(Worker):
         self._uidvalidity: int | None = None
         self._last_uid = 0
         self._first_seen: dict[int, datetime] = {}
+        self._left: set[int] = set()  # this round's mail left in place: the checkpoint stays below it
+        self._fetch_failures: dict[int, int] = {}  # UID -> rounds in which the server would not hand it over
         self._peer = f"{mailbox.host}:{mailbox.port}"
 
     # ---------------------------------------------------------------- lifecycle (start/stop: Worker)
@@ -280,37 +309,47 @@ class MailboxPoller(Worker):
             self._first_seen.setdefault(uid, now)
         for gone in set(self._first_seen) - set(uids):
             del self._first_seen[gone]
+        self._left = result.left
         if uids:
             sizes = {u: int(d.get(b"RFC822.SIZE", 0)) for u, d in client.fetch(uids, ["RFC822.SIZE"]).items()}
-            for chunk in fetch_batches(uids, sizes, mb.batch_size, MAX_BATCH_BYTES):
+            limit = mb.max_message_size
+            for too_big, run in _runs(uids, lambda u: sizes.get(u, 0) > limit):
                 if self._stop.is_set():
-                    result.left.update(u for u in uids if u >= chunk[0])
+                    result.left.update(u for u in uids if u >= run[0])
                     break
-                left, problem = self._batch(client, chunk, use_move)
-                result.left.update(left)
-                result.problem = problem or result.problem
+                if too_big:
+                    reasons = {u: f"too large: {sizes[u]} bytes, over the mailbox's max_message_size of {limit}"
+                               for u in run}
+                    result.problem = self._unfetched(client, reasons, sizes, use_move) or result.problem
+                    continue
+                for chunk in fetch_batches(run, sizes, mb.batch_size, MAX_BATCH_BYTES):
+                    if self._stop.is_set():
+                        result.left.update(u for u in uids if u >= chunk[0])
+                        break
+                    left, problem = self._batch(client, chunk, use_move, sizes)
+                    result.left.update(left)
+                    result.problem = problem or result.problem
         waiting = [self._first_seen[u] for u in result.left if u in self._first_seen]
         self.health.waiting = len(waiting)
         self.health.waiting_since = min(waiting) if waiting else None
         return result
 
-    def _batch(self, client: IMAPClient, uids: list[int], use_move: bool) -> tuple[set[int], str | None]:
+    def _batch(
+        self, client: IMAPClient, uids: list[int], use_move: bool, sizes: dict[int, int]
+    ) -> tuple[set[int], str | None]:
         """Fetch, store (waiting for the commit), acknowledge; returns the UIDs left in place, and why."""
         mb, ctx = self.mailbox, self._context()
-        fetched = client.fetch(uids, ["BODY.PEEK[]"])
+        bodies, broken = self._fetch(client, uids)
         pending: list[tuple[int, Future[Result]]] = []
-        for uid in uids:
-            raw = fetched.get(uid, {}).get(b"BODY[]")
-            if raw is not None:
-                envelope = envelope_for(raw, mb.name, ctx.clock.now(), self._peer)
-                if self.lease is not None:
-                    envelope = replace(envelope, lease_token=self.lease.token)
-                pending.append((uid, self._submit(raw, envelope)))
+        for uid, raw in bodies.items():
+            envelope = envelope_for(raw, mb.name, ctx.clock.now(), self._peer)
+            if self.lease is not None:
+                envelope = replace(envelope, lease_token=self.lease.token)
+            pending.append((uid, self._submit(raw, envelope)))
         done: list[int] = []
         quarantine: list[int] = []
-        left: set[int] = set()
         counts: dict[str, int] = {}
-        problem = None
+        left, given_up, problem = self._set_aside(broken)
         outcomes = [(uid, future.result()) for uid, future in pending]
         if any(isinstance(outcome, LeaseLost) for _, outcome in outcomes):
             raise LeaseLost(f"the database fenced off mail of {mb.name} fetched under token "
@@ -335,6 +374,8 @@ class MailboxPoller(Worker):
         if not mb.processed_folder and done:
             self._acting(done)
             client.add_flags(done, [SEEN], silent=True)
+        if given_up:
+            problem = self._unfetched(client, given_up, sizes, use_move) or problem
         self._advance(uids, left)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         log.info(
@@ -347,11 +388,127 @@ class MailboxPoller(Worker):
         )
         return left, problem
 
+    def _fetch(self, client: IMAPClient, uids: list[int]) -> tuple[dict[int, bytes], dict[int, str]]:
+        """The mails' bytes, and for each mail the server would not hand over, its answer. A refused
+        FETCH of several mails is retried one by one, to find the mail it fails on."""
+        try:
+            fetched = client.fetch(uids, ["BODY.PEEK[]"])
+        except IMAPClient.AbortError:
+            raise
+        except IMAPClientError as exc:
+            if len(uids) == 1:
+                return {}, {uids[0]: f"the server refused to fetch it: {exc}"}
+            bodies: dict[int, bytes] = {}
+            broken: dict[int, str] = {}
+            for uid in uids:
+                one, why = self._fetch(client, [uid])
+                bodies |= one
+                broken |= why
+            return bodies, broken
+        bodies, broken = {}, {}
+        for uid in uids:
+            raw = fetched.get(uid, {}).get(b"BODY[]")
+            if raw is None:
+                broken[uid] = "the server sent no content for it"
+            else:
+                bodies[uid] = raw
+                self._fetch_failures.pop(uid, None)
+        return bodies, broken
+
+    def _set_aside(self, broken: dict[int, str]) -> tuple[set[int], dict[int, str], str | None]:
+        """Mail the server would not hand over: retried for FETCH_ATTEMPTS rounds, then set aside (so it
+        blocks nothing behind it). Returns the UIDs left for a retry, those given up on, and why."""
+        left: set[int] = set()
+        given_up: dict[int, str] = {}
+        problem = None
+        for uid, why in broken.items():
+            self._fetch_failures[uid] = self._fetch_failures.get(uid, 0) + 1
+            if self._fetch_failures[uid] >= FETCH_ATTEMPTS:
+                given_up[uid] = f"could not be fetched ({FETCH_ATTEMPTS} attempts): {why}"
+            else:
+                left.add(uid)
+                problem = f"could not fetch a message (attempt {self._fetch_failures[uid]}): {why}"
+        return left, given_up, problem
+
+    def _unfetched(
+        self, client: IMAPClient, reasons: dict[int, str], sizes: dict[int, int], use_move: bool
+    ) -> str | None:
+        """Mail not to be fetched (too large, or the server fails on it): record it from its header, tell
+        the admin once, and move it out of the way so that the mail behind it is fetched.
+
+        Without a quarantine folder it goes to the processed folder, or (leave-in-place mode) is flagged
+        \\Seen and \\Flagged and the checkpoint passes it. Returns the round's problem, if the record or
+        the move failed (the mail then waits, and is retried)."""
+        mb, ctx = self.mailbox, self._context()
+        uids = sorted(reasons)
+        heads = client.fetch(uids, [f"BODY.PEEK[HEADER]<0.{HEAD_BYTES}>"])
+        where = mb.quarantine_folder or mb.processed_folder
+        left_in = (f"folder {where} of mailbox {mb.name}" if where else
+                   f"folder {mb.folder} of mailbox {mb.name}, flagged \\Seen and \\Flagged")
+        present: list[int] = []
+        problem = None
+        for uid in uids:
+            if uid not in heads:  # expunged meanwhile (a person, another client): nothing to record
+                self._fetch_failures.pop(uid, None)
+                continue
+            head = next((v for k, v in heads[uid].items() if k.startswith(b"BODY[HEADER]")), None) or b""
+            where_now = f"{mb.name}\0{self._uidvalidity}\0{uid}".encode()
+            mail = Unfetched(bytes(head), sizes.get(uid, 0), reasons[uid], left_in, where_now)
+            envelope = envelope_for(b"", mb.name, ctx.clock.now(), self._peer)
+            if self.lease is not None:
+                envelope = replace(envelope, lease_token=self.lease.token)
+            started = time.monotonic()
+            try:
+                recorded = record_unfetched(ctx, mail, envelope)
+            except (TempFail, DBAPIError) as exc:
+                self._left.add(uid)
+                problem = f"could not record a message that is not fetched: {exc}"
+                continue
+            present.append(uid)
+            self._fetch_failures.pop(uid, None)
+            if recorded.new:
+                log_event(ilog, "mail received", logging.WARNING, outcome="quarantined", source="imap",
+                          mailbox=mb.name, id=recorded.inbound_id, message_id=recorded.fields.get("message-id"),
+                          mail_from=recorded.fields.get("from"), size=mail.size,
+                          ms=round((time.monotonic() - started) * 1000, 1), reason=mail.reason, left_in=left_in)
+                self._alert(ctx, recorded, mail)
+        if not present:
+            return problem
+        self._check_lease()
+        if where:
+            unmoved = finish_messages(client, present, where, use_move=use_move, before=self._acting)
+            self._left.update(unmoved)
+            if unmoved:
+                return f"could not move {len(unmoved)} message(s) to {where} (see the log)"
+        else:
+            self._acting(present)
+            client.add_flags(present, [SEEN, FLAGGED], silent=True)
+        self._advance(present, set())
+        return problem
+
+    def _alert(self, ctx: Context, recorded: RecordedUnfetched, mail: Unfetched) -> None:
+        mb, fields = self.mailbox, recorded.fields
+        detail = (f"A mail in {mb.folder} was not fetched: {mail.reason}. It was kept in quarantine as "
+                  f"#{recorded.inbound_id} and now waits in {mail.left_in}; the mail behind it is fetched as usual. "
+                  f"From: {fields.get('from') or '-'}; Subject: {fields.get('subject') or '-'}; "
+                  f"Message-ID: {fields.get('message-id') or '-'}. `mailgate explain {recorded.inbound_id}` shows "
+                  f"the record.")
+        alert = Alert("unfetched", ctx.clock.now(), "a mail was not fetched", detail,
+                      incident=f"inbound-{recorded.inbound_id}")
+        try:
+            if record_alert(ctx, mb, alert):
+                log_event(log, "imap alert", logging.WARNING, mailbox=mb.name, kind=alert.kind, detail=detail,
+                          mailed_to=ctx.config.main.admin_email or "nobody (no admin_email configured)")
+        except (TempFail, DBAPIError) as exc:  # the record is kept; the alert is what is lost, said here
+            log.warning("imap %s: could not queue the alert for #%s: %s", mb.name, recorded.inbound_id, exc)
+
     def _advance(self, uids: Iterable[int], left: set[int]) -> None:
-        """Checkpoint: the highest UID below which everything is acknowledged."""
+        """Checkpoint: the highest UID below which everything is acknowledged (this round's
+        mail left in place included, so a later batch never moves the checkpoint past it)."""
         last = self._last_uid
+        floor = min(left | self._left, default=None)
         for uid in sorted(uids):
-            if uid in left:
+            if uid in left or (floor is not None and uid > floor):
                 break
             last = uid
         if last != self._last_uid:

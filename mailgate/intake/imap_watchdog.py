@@ -57,13 +57,14 @@ class MailboxHealth:
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # failing | quiet | stuck | token_expiry
+    kind: str  # failing | quiet | stuck | token_expiry | unfetched
     since: datetime
     title: str
     detail: str
+    incident: str | None = None  # what names the incident in its dedupe key; default: when it started
 
     def key(self, mailbox: str) -> str:
-        return f"admin_alert:{mailbox}:{self.kind}:{self.since.isoformat(timespec='seconds')}"
+        return f"admin_alert:{mailbox}:{self.kind}:{self.incident or self.since.isoformat(timespec='seconds')}"
 
 
 def _ago(delta: timedelta) -> str:

@@ -20,11 +20,12 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from mailgate import hours
 from mailgate.config import Escalation, SlaFile
 from mailgate.domain import Address
 from mailgate.logformat import log_event
@@ -177,24 +178,31 @@ class DueStep:
     due_at: datetime
     plan: str
     actions: tuple[str, ...]
+    holidays: tuple[tuple[date, str], ...] = ()  # what pushed due_at later: (day, name or "configured date")
 
 
 def due(ctx: Context, at: datetime) -> list[DueStep]:
-    """What a sweep at ``at`` would fire (read-only): ticket, target, ladder step, due time, actions."""
+    """What a sweep at ``at`` would fire (read-only): ticket, target, ladder step, due time, actions,
+    and the holidays the due time was moved over since the ticket's clock last started."""
     with ctx.db.reader() as session:
         rows = session.execute(
-            select(SlaTimer, Ticket.number)
+            select(SlaTimer, Ticket.number, Ticket.sla_running_since)
             .join(Ticket, Ticket.id == SlaTimer.ticket_id)
             .where(SlaTimer.fired_at.is_(None), SlaTimer.due_at <= at)
             .order_by(SlaTimer.due_at, SlaTimer.id)
         ).all()
+    schedules: dict[str, hours.Schedule] = {}
     out = []
-    for timer, number in rows:
+    for timer, number, since in rows:
+        plan = ctx.config.sla.sla_plans.get(timer.plan)
+        if plan is not None and timer.plan not in schedules:
+            schedules[timer.plan] = plans.plan_schedule(plan, ctx.config.sla.schedules)
+        moved = hours.holidays_between(schedules[timer.plan], since, timer.due_at) if plan and since else []
         rung = _rung(ctx.config.sla, timer.plan, timer.target, timer.step)
         actions = ["breach", "overdue"] if timer.step >= 100 else []
         if rung is not None:
             actions += [f"notify {', '.join(rung.notify)}"] if rung.notify else []
             actions += ["overdue"] if rung.overdue and "overdue" not in actions else []
             actions += [f"{k} {getattr(rung, k)}" for k in ("priority", "assign", "tag") if getattr(rung, k)]
-        out.append(DueStep(number, timer.target, timer.step, timer.due_at, timer.plan, tuple(actions)))
+        out.append(DueStep(number, timer.target, timer.step, timer.due_at, timer.plan, tuple(actions), tuple(moved)))
     return out

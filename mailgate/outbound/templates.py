@@ -39,6 +39,11 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "from_name": "Pat Customer",
     },
     "recipient": {"name": "Jane Doe", "email": "jane@example.com"},
+    "open_tickets": [  # status_list: a customer's open tickets
+        {"number": "123456", "tag": "[#123456]", "subject": "Printer on fire", "status": "open",
+         "updated_at": "2026-01-05 09:00 UTC"},
+    ],
+    "more_tickets": False,
     "change": {
         "status": "resolved",
         "what": "Assigned to you",

@@ -69,7 +69,9 @@ def _insert_ticket(w: Writer, values: dict[str, object]) -> int | None:
         return None
 
 
-def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision, requester: Address | None) -> Ticket:
+def _create_ticket(
+    w: Writer, parsed: ParsedMail, decision: RouteDecision, requester: Address | None, reply_address: str | None
+) -> Ticket:
     """A new ticket; returned as a detached Ticket holding its values (the row is already written)."""
     for _attempt in range(50):
         number = w.tag.new_number()
@@ -95,6 +97,7 @@ def _create_ticket(w: Writer, parsed: ParsedMail, decision: RouteDecision, reque
             "closed_at": None,
             "overdue": False,
             "conversation_index": _conversation_index(parsed),
+            "reply_address": reply_address,
         }
         ticket_id = _insert_ticket(w, values)
         if ticket_id is not None:
@@ -198,6 +201,7 @@ class Intent:
     to_notes: bool = False
     requester: Address | None = None  # of a new ticket (author.py); None: the mail's From
     also_cc: tuple[Address, ...] = ()  # collaborators of a new ticket besides To and Cc (Reply-To, author.py)
+    reply_address: str | None = None  # the support address a new ticket's customer wrote to
 
 
 def apply(
@@ -231,7 +235,7 @@ def _create(
     intent: Intent,
 ) -> tuple[Change, Ticket]:
     requester = intent.requester or parsed.from_addr
-    ticket = _create_ticket(w, parsed, decision, requester)
+    ticket = _create_ticket(w, parsed, decision, requester, intent.reply_address)
     sla_timers.sync(w.store, w.sla, ticket, w.now, created=True)
     by_rule = tuple(Address(a, "") for a in decision.collaborators)
     collaborators = _participants(w, ticket.id, requester, (*parsed.to, *parsed.cc, *intent.also_cc, *by_rule))

@@ -84,6 +84,10 @@ def for_inbound(
         return planned + [Planned("alert_new", agent, True, "auto-generated") for agent in agents]
     if change.command_errors:
         return [Planned("command_error", directory.agent(sender.address), True, "auto-replied")]
+    if change.message_kind is MessageKind.CUSTOMER and change.status_changed in ("resolved", "closed"):
+        # the requester closed it by mail (customer_close.py): they get a confirmation, the agents the news
+        confirm = [Planned("notice_closed", ticket.requester, True, "auto-replied")] if ticket.requester.email else []
+        return confirm + [Planned("alert_closed", agent, True, "auto-generated") for agent in agents]
     if change.message_kind is MessageKind.CUSTOMER:
         return [Planned("alert_message", agent, True, "auto-generated") for agent in agents]
     if change.message_kind in (MessageKind.AGENT, MessageKind.NOTE):

@@ -39,7 +39,7 @@ from mailgate.domain import (
 from mailgate.errors import LeaseLost, OverLimit, ParseError, Rejected, TempFail
 from mailgate.identity import Identity
 from mailgate.outbound.templates import Templates
-from mailgate.pipeline import bounce
+from mailgate.pipeline import bounce, customer_close, holds, spam, status_request
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Intent, Writer, apply, choose_assignee
 from mailgate.pipeline.apply_agent import apply_agent
@@ -49,8 +49,9 @@ from mailgate.pipeline.authorize import Admission, admit, authorize
 from mailgate.pipeline.classify import classify
 from mailgate.pipeline.commands import Vocabulary, parse_agent_mail
 from mailgate.pipeline.dedupe import find_duplicate
+from mailgate.pipeline.mtaverdict import Verdict
 from mailgate.pipeline.notice import NotifyContext
-from mailgate.pipeline.notify import notify_mail, recipients, send_rejection, support_address
+from mailgate.pipeline.notify import notify_mail, own_address, recipients, send_rejection, support_address
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.spool import Spooled
@@ -88,6 +89,8 @@ class Context:
     # Importing an archive (``ingest --history``): each mail at its own date, no SLA clock, and no
     # automatic mail at all (acks, alerts, rejections): its people were answered long ago.
     history: bool = False
+    # ``ingest --history --number-from NAME``: a new ticket keeps the number of that foreign tag in its subject
+    number_from: str | None = None
 
     def mailbox_topic(self, mailbox: str | None) -> str | None:
         return next((m.help_topic for m in self.config.main.intake.imap if m.name == mailbox), None)
@@ -103,8 +106,10 @@ def _act(
     env: Envelope,
     admission: Admission,
     who: Author,
+    closing: customer_close.CloseRequest | None = None,
 ) -> tuple[Change, Ticket]:
-    """apply, or apply_agent for an authenticated agent's mail to a ticket (commands parsed first)."""
+    """apply, or apply_agent for an authenticated agent's mail to a ticket (commands parsed first),
+    or the requester's own close (customer_close.py)."""
     notes_address = ctx.config.main.intake.notes_address
     intent = Intent(
         admission.follow_up_of,
@@ -112,6 +117,7 @@ def _act(
         to_notes=bool(notes_address) and notes_address in recipients(parsed, env),
         requester=who.requester,
         also_cc=who.also_cc,
+        reply_address=own_address(parsed, env, ctx.own_addresses),
     )
     match, sender = admission.match, admission.sender
     if sender.role is Role.AGENT and match.ticket_id is not None:
@@ -119,7 +125,16 @@ def _act(
         assert ticket is not None
         mail = parse_agent_mail(parsed.new_text, ctx.vocabulary, sender.address)
         return apply_agent(w, ticket, parsed, inbound_id, sender, mail, intent.to_notes), ticket
-    return apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
+    if closing is not None and closing.acts and match.ticket_id is not None:
+        ticket = w.store.ticket(match.ticket_id)
+        assert ticket is not None
+        target = ctx.config.main.tickets.customer_close.status
+        return customer_close.close(w, ticket, parsed, inbound_id, sender, closing, target), ticket
+    change, ticket = apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
+    if change.created and ctx.number_from:  # importing another desk's tickets: its tag keeps threading
+        for system, number in w.tag.foreign_numbers(parsed.subject, ctx.number_from)[:1]:
+            w.store.add_alias(system, number, ticket.id)
+    return customer_close.note_ignored(w, change, closing, sender), ticket
 
 
 def _kept(store: Store, spooled: Spooled, now: datetime, reason: str, mid: str | None, trail: Trail) -> Outcome:
@@ -127,6 +142,47 @@ def _kept(store: Store, spooled: Spooled, now: datetime, reason: str, mid: str |
     record = trail.outcome("quarantined", reason)
     spooling.finish(store, spooled, InboundStatus.QUARANTINED, now, reason=reason, message_id=mid, decision=record)
     return Outcome("quarantined", None, reason, spooled.id, message_id=mid)
+
+
+def _set_aside(
+    store: Store,
+    ctx: Context,
+    spooled: Spooled,
+    now: datetime,
+    admission: Admission,
+    sender: Sender,
+    decision: RouteDecision,
+    verdict: Verdict,
+    released: bool,
+    mid: str | None,
+    trail: Trail,
+) -> Outcome | RouteDecision:
+    """A new mail a rule discards or quarantines, then mail held (spam, flood: ``holds.py``) until the
+    admin releases it: stored, answered 250, no ticket and no mail. Else the decision to go on with."""
+    inbound_id = spooled.id
+    if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
+        status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
+        why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"
+        spooling.finish(store, spooled, status, now, reason=why, message_id=mid, decision=trail.outcome(status, why))
+        return Outcome(
+            "quarantined" if status is InboundStatus.QUARANTINED else "accepted",
+            None,
+            why,
+            inbound_id,
+            decision.trace,
+            route=decision,
+            message_id=mid,
+        )
+    judged = holds.judge(store, ctx.config, ctx.templates, ctx.identity.domain, verdict, admission, sender, decision,
+                         now, inbound_id, released=released, history=ctx.history)
+    trail.flood(judged.record)
+    if judged.held is None:
+        return judged.decision
+    store.update_inbound(inbound_id, {"hold": judged.hold})
+    record = trail.outcome("quarantined", judged.held)
+    spooling.finish(store, spooled, InboundStatus.QUARANTINED, now, reason=judged.held, message_id=mid, decision=record)
+    return Outcome("quarantined", None, judged.held, inbound_id, decision.trace, route=judged.decision, message_id=mid,
+                   decision=record)
 
 
 def _bounce(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: Classification, env: Envelope,
@@ -203,6 +259,35 @@ def _refused(
     return Outcome("rejected", None, refusal, spooled.id, decision.trace, sent, route=decision, message_id=mid)
 
 
+def _not_for_a_ticket(store: Store, ctx: Context, parsed: ParsedMail, cls: Classification, env: Envelope,
+                      who: Author, spooled: Spooled, now: datetime, trail: Trail) -> Outcome | None:
+    """A mail that names nobody (kept), or one to the status address (answered, never a ticket)."""
+    if who.address is None:
+        why = "no sender: neither From, Sender, Reply-To nor an envelope sender"
+        return _kept(store, spooled, now, why, parsed.message_id, trail)
+    status_address = ctx.config.main.intake.status_address
+    if status_address and status_request.addressed(env.rcpt_tos or recipients(parsed, env), status_address):
+        return _status_request(store, ctx, parsed, cls, who, spooled, now, trail)
+    return None
+
+
+def _status_request(store: Store, ctx: Context, parsed: ParsedMail, cls: Classification, who: Author,
+                    spooled: Spooled, now: datetime, trail: Trail) -> Outcome:
+    """Mail to the status address: answered with the sender's open tickets, or not and why; never a ticket."""
+    intake = ctx.config.main.intake
+    answer = status_request.answer(
+        store, ctx.notifier, parsed, cls, who, intake.status_answers, intake.addresses[0], now, quiet=ctx.history
+    )
+    trail.status_request(answer)
+    trail.notified([answer.note] if answer.note else [])
+    reason = f"status request: {answer.reason}"
+    record = trail.outcome("accepted", reason)
+    mid = parsed.message_id
+    spooling.finish(store, spooled, InboundStatus.ACCEPTED, now, reason=reason, message_id=mid, decision=record)
+    sent = ((answer.note.kind, answer.note.to),) if answer.note else ()
+    return Outcome("accepted", None, reason, spooled.id, (), sent, message_id=mid, decision=record)
+
+
 def _archived_agent(ctx: Context, sender: Sender) -> Sender:
     """An archive the admin imports is theirs: its agents' answers are agents' answers, not strangers'."""
     if ctx.history and sender.role is not Role.AGENT and ctx.directory.is_agent(sender.address):
@@ -261,9 +346,9 @@ def _process(
         return _kept(store, spooled, now, f"loop: {cls.reason}", mid, trail)
     security = ctx.config.main.security
     who = author(parsed, env, security.reply_to)
-    if who.address is None:
-        why = "no sender: neither From, Sender, Reply-To nor an envelope sender"
-        return _kept(store, spooled, now, why, mid, trail)
+    early = _not_for_a_ticket(store, ctx, parsed, cls, env, who, spooled, now, trail)
+    if early is not None:
+        return early
     if parsed.from_addr is None:  # answered and recognised by the address that did name the sender
         parsed = replace(parsed, from_addr=who.address)
     if cls.kind is Kind.BOUNCE:
@@ -289,6 +374,12 @@ def _process(
         now,
         machine=cls.automatic,
     )
+    main = ctx.config.main
+    closing = customer_close.judge(
+        parsed, cls, sender, ticket, ctx.identity, main.tickets.customer_close, security.agent_authentication
+    )
+    trail.closing(closing)
+    admission = customer_close.admitted(admission, closing, match, sender)
     trail.admitted(
         reject=admission.reject,
         follow_up_of=admission.follow_up_of,
@@ -298,30 +389,24 @@ def _process(
     unproven = _unproven_commands(store, ctx, parsed, cls, sender, ticket, env, now, trail)
     if unproven is not None:
         return _kept(store, spooled, now, unproven, mid, trail)
-    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain)
+    released, origin = holds.released(store, replayed, env.source)
+    verdict = spam.verdict(parsed, env, origin, ctx.config.main.intake.spam, released=released)
+    trail.spam(verdict)
+    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain, verdict)
     trail.routed(decision)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         return _refused(store, ctx, parsed, cls, env, spooled, now, refusal, decision, trail)
-    if admission.match.ticket_id is None and decision.action in ("discard", "quarantine"):  # rules act on new mail
-        status = InboundStatus.DISCARDED if decision.action == "discard" else InboundStatus.QUARANTINED
-        why = f"{decision.action} by rule: {decision.quarantine or '; '.join(decision.changes)}"
-        spooling.finish(store, spooled, status, now, reason=why, message_id=mid, decision=trail.outcome(status, why))
-        return Outcome(
-            "quarantined" if status is InboundStatus.QUARANTINED else "accepted",
-            None,
-            why,
-            inbound_id,
-            decision.trace,
-            route=decision,
-            message_id=mid,
-        )
+    aside = _set_aside(store, ctx, spooled, now, admission, sender, decision, verdict, released, mid, trail)
+    if isinstance(aside, Outcome):
+        return aside
+    decision = aside
     if admission.match.ticket_id is None:
         teams = {t.name: list(t.members) for t in ctx.config.agents.teams}
         decision = choose_assignee(store, decision, teams)
     sla = None if ctx.history else ctx.config.sla
     writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, sla, ctx.config.main.lifecycle.satisfaction_question)
-    change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who)
+    change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who, closing)
     trail.acted(change)
     notes = (
         []
@@ -335,7 +420,7 @@ def _process(
     )
     sent = tuple((n.kind, n.to) for n in notes)
     via = "new" if change.created else admission.match.via
-    return Outcome("accepted", change.number, seen, inbound_id, decision.trace, sent, decision, mid, via)
+    return Outcome("accepted", change.number, seen, inbound_id, decision.trace, sent, decision, mid, via, record)
 
 
 def _undo(savepoint: SessionTransaction) -> None:

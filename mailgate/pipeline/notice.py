@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parseaddr
 from typing import Any
 
 from mailgate.config import Notifications
@@ -35,6 +36,7 @@ class NotifyContext:
     default_support: str
     topic_overrides: dict[str, dict[str, bool]] | None = None  # help topic -> kind -> on/off
     ask_rating: bool = False  # the resolution notice asks for a 1-5 satisfaction rating
+    from_names: dict[str, str] | None = None  # help topic -> display name of its tickets' mail
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,18 @@ class Trigger:
     key: str  # unique per cause, so each notification is queued once (dedupe key)
     fresh: bool = False  # the ticket was created by this cause: nothing was sent for it before
     attachments: tuple[Attachment, ...] = ()  # relayed with an agent's reply (never with notes)
+
+
+def ticket_sender(nc: NotifyContext, ticket: Ticket) -> str:
+    """From of every mail about the ticket: the address its customer wrote to (``billing@`` stays
+    ``billing@`` for the whole thread), named for its help topic; otherwise ``outbound.from``."""
+    name, address = parseaddr(nc.mail_from)
+    name = (nc.from_names or {}).get(ticket.help_topic or "", name)
+    address = ticket.reply_address or address
+    if not name:
+        return address
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{address}>'
 
 
 def thread_references(store: Store, ticket: Ticket, trigger: str | None) -> tuple[str, ...]:

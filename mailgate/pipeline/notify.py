@@ -6,6 +6,7 @@ machine, and nothing automatic ever goes to one of our own addresses.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from mailgate.domain import (
@@ -23,7 +24,7 @@ from mailgate.identity import is_own_address
 from mailgate.pipeline import audience
 from mailgate.pipeline.audience import Planned, TicketView
 from mailgate.pipeline.guard import Limit, Verdict, may_send_automatic
-from mailgate.pipeline.notice import NotifyContext, Trigger, build, queue, thread_references
+from mailgate.pipeline.notice import NotifyContext, Trigger, build, queue, thread_references, ticket_sender
 from mailgate.pipeline.quotes import REPLY_MARKER
 from mailgate.storage.model import Event, Ticket
 from mailgate.storage.store import Store
@@ -34,11 +35,18 @@ def recipients(parsed: ParsedMail, envelope: Envelope) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*(r.lower() for r in envelope.rcpt_tos), *(a.email for a in (*parsed.to, *parsed.cc))]))
 
 
-def support_address(parsed: ParsedMail, envelope: Envelope, own: frozenset[str], default: str) -> str:
-    """The address the customer wrote to (without any plus token), so replies come back to the same place."""
-    found = next((c for c in recipients(parsed, envelope) if is_own_address(c, own)), default)
+def own_address(parsed: ParsedMail, envelope: Envelope, own: frozenset[str]) -> str | None:
+    """The address of ours the customer wrote to (without any plus token), if any."""
+    found = next((c for c in recipients(parsed, envelope) if is_own_address(c, own)), None)
+    if found is None:
+        return None
     local, _, domain = found.partition("@")
     return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def support_address(parsed: ParsedMail, envelope: Envelope, own: frozenset[str], default: str) -> str:
+    """The address the customer wrote to, so replies come back to the same place."""
+    return own_address(parsed, envelope, own) or default
 
 
 def notify_mail(
@@ -148,6 +156,8 @@ def send(
     wanted = [item for item in planned if nc.settings.enabled(item.kind, *overrides)]
     if not wanted:
         return []
+    if ticket.reply_address:  # answers come back to where the customer first wrote, whatever this mail said
+        trigger = replace(trigger, support=ticket.reply_address)
     if trigger.fresh:  # a ticket opened by this very mail: its thread is that mail alone
         references: tuple[str, ...] = (trigger.message_id,) if trigger.message_id else ()
     else:
@@ -172,7 +182,7 @@ def send(
             continue  # e.g. a quarantined mail reprocessed: each notification goes out once
         out.append(build(nc, item, ticket, trigger, references, key, now))
     store.add_rows(Event, held)
-    queue(store, ticket.id, out, nc.mail_from, now)
+    queue(store, ticket.id, out, ticket_sender(nc, ticket), now)
     return out
 
 

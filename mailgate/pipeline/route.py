@@ -15,10 +15,12 @@ import unicodedata
 from typing import Any
 
 from mailgate.domain import Envelope, ParsedMail, Priority, RouteDecision
+from mailgate.pipeline.mtaverdict import Verdict
 from mailgate.rules.engine import CompiledRules, Facts, decode_headers
 from mailgate.rules.regex import search
 from mailgate.rules.schema import HelpTopic, RulesFile, Then
 
+NO_VERDICT = Verdict(why="no verdict read")
 _BODY_TOPIC = re.compile(r"help[ -]?topic[ \t]*:[ \t]*(\S.*)", re.I)  # on one stripped line: no backtracking blow-up
 
 
@@ -63,7 +65,9 @@ def find_topic(
     return None, "none"
 
 
-def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: CompiledRules) -> Facts:
+def _facts(
+    parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: CompiledRules, verdict: Verdict = NO_VERDICT
+) -> Facts:
     return Facts(
         sender=parsed.from_addr.email if parsed.from_addr else envelope.mail_from.lower(),
         recipients=tuple(_recipients(parsed, envelope)),
@@ -74,6 +78,9 @@ def _facts(parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: Com
         headers=decode_headers(parsed.raw_headers, rules.header_names) if rules.needs_headers else {},
         attachments=tuple(a.filename for a in parsed.attachments if not a.inline),
         received_at=envelope.received_at,
+        spam=verdict.spam,
+        spam_score=verdict.score,
+        dmarc=verdict.dmarc,
     )
 
 
@@ -110,10 +117,12 @@ def route(
     mailbox_topic: str | None,
     compiled: CompiledRules,
     explain: bool = True,
+    verdict: Verdict = NO_VERDICT,
 ) -> RouteDecision:
-    """``explain``: trace every rule (``rules test``, dry runs); intake needs only the decision."""
+    """``explain``: trace every rule (``rules test``, dry runs); intake needs only the decision.
+    ``verdict``: the trusted relay's (``mtaverdict.py``), for the ``spam``/``spam_score``/``dmarc`` fields."""
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
-    facts = _facts(parsed, envelope, topic.name if topic else None, compiled)
+    facts = _facts(parsed, envelope, topic.name if topic else None, compiled, verdict)
     matched, trace = compiled.evaluate(facts, explain)
     draft: Draft = {
         "help_topic": None,

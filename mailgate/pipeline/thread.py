@@ -1,4 +1,4 @@
-"""Stage 5: which ticket does this mail belong to? Subject tag, then In-Reply-To, then References.
+"""Stage 5: which ticket does this mail belong to? Subject tag (ours, then other desks'), In-Reply-To, References.
 
 The tag regex is built from the configured format with ``re.escape``, so an
 admin's ``[Support #{number}]`` works and nothing in it is read as a pattern.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 
 from mailgate.domain import ParsedMail, ThreadMatch
 from mailgate.identity import Identity
@@ -17,21 +18,30 @@ from mailgate.storage.store import Store
 MAX_TAGS = 10  # tags looked up per subject: a subject of 50,000 tags must not cost 50,000 queries
 
 
-class TicketTag:
-    """Ticket number format and subject tag, both ways: make and find."""
+def _tag_regex(tag: str, number_re: str) -> re.Pattern[str]:
+    before, _, after = tag.partition("{number}")
+    # no digit may touch the number, so "#123456" is never read out of "#1234567"
+    return re.compile(
+        re.escape(before).replace(r"\ ", r"\s*")
+        + f"(?<!\\d)({number_re})(?!\\d)"
+        + re.escape(after).replace(r"\ ", r"\s*"),
+        re.IGNORECASE,
+    )
 
-    def __init__(self, number_format: str, subject_tag: str) -> None:
+
+class TicketTag:
+    """Ticket number format and subject tag, both ways: make and find.
+
+    ``foreign``: other help desks' subject tags (name -> e.g. ``[Ticket#{number}]``), whose numbers of
+    any width (1-20 digits) name tickets imported with those numbers (``ingest --history --number-from``).
+    """
+
+    def __init__(self, number_format: str, subject_tag: str, foreign: Mapping[str, str] | None = None) -> None:
         self.number_format = number_format
         self.subject_tag = subject_tag
+        self.foreign = {name: _tag_regex(pattern, r"\d{1,20}") for name, pattern in (foreign or {}).items()}
         number_re = "".join(r"\d" if ch == "#" else re.escape(ch) for ch in number_format)
-        before, _, after = subject_tag.partition("{number}")
-        # no digit may touch the number, so "#123456" is never read out of "#1234567"
-        self.regex = re.compile(
-            re.escape(before).replace(r"\ ", r"\s*")
-            + f"(?<!\\d)({number_re})(?!\\d)"
-            + re.escape(after).replace(r"\ ", r"\s*"),
-            re.IGNORECASE,
-        )
+        self.regex = _tag_regex(subject_tag, number_re)
 
     def new_number(self) -> str:
         """A random number in the format; the first digit is never 0 so numbers keep their length."""
@@ -56,6 +66,15 @@ class TicketTag:
             for m in self.regex.finditer(subject)
         ]
 
+    def foreign_numbers(self, subject: str, system: str | None = None) -> list[tuple[str, str]]:
+        """(system, number) of each other help desk's tag in the subject (of one system, if named)."""
+        return [
+            (name, m.group(1))
+            for name, regex in self.foreign.items()
+            if system in (None, name)
+            for m in regex.finditer(subject)
+        ]
+
     def with_tag(self, subject: str, number: str) -> str:
         tag = self.tag(number)
         return subject if tag in subject else f"{tag} {subject}".strip()
@@ -64,7 +83,8 @@ class TicketTag:
 def match_thread(
     parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity, rcpt_tos: tuple[str, ...] = ()
 ) -> ThreadMatch:
-    """Signed reply address first (it proves the mail answers our mail), then tag, In-Reply-To, References.
+    """Signed reply address first (it proves the mail answers our mail), then our tag, another desk's tag
+    (a ticket imported with that number), In-Reply-To, References.
 
     ``signed`` says the match rests on our own signature (the reply address, or our Message-ID of a
     mail for that ticket): only such a match lets machine mail from a non-participant onto a ticket.
@@ -79,6 +99,10 @@ def match_thread(
         ticket = store.ticket_by_number(number)
         if ticket is not None:
             return ThreadMatch(ticket.id, "tag", ticket.number, signed=ticket.id in ours)
+    for system, number in list(dict.fromkeys(tag.foreign_numbers(parsed.subject)))[:MAX_TAGS]:
+        ticket_id = store.ticket_by_alias(system, number)
+        if ticket_id is not None and (ticket := store.ticket(ticket_id)) is not None:
+            return ThreadMatch(ticket.id, "foreign_tag", ticket.number, signed=ticket.id in ours)
     for via, ids in (("in_reply_to", parsed.in_reply_to), ("references", tuple(reversed(parsed.references)))):
         ticket_id = store.ticket_id_for_message_ids(ids)
         if ticket_id is None:

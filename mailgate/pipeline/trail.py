@@ -20,6 +20,9 @@ from mailgate.domain import (
     Sender,
     ThreadMatch,
 )
+from mailgate.pipeline.customer_close import CloseRequest
+from mailgate.pipeline.mtaverdict import Verdict
+from mailgate.pipeline.status_request import StatusAnswer
 from mailgate.pipeline.thread import TicketTag
 
 
@@ -74,6 +77,24 @@ class Trail:
             entry["adds_collaborator"] = collaborator
         self.data["admission"] = entry
 
+    def closing(self, request: CloseRequest | None) -> None:
+        """A close word in a customer's reply: carried out, or ignored and why (customer_close.py)."""
+        if request is not None:
+            self.data["customer_close"] = {
+                "command": request.word,
+                "ticket": request.number,
+                "acts": request.acts,
+                "reason": request.reason,
+            }
+
+    def status_request(self, answer: StatusAnswer) -> None:
+        self.data["status_request"] = {
+            "to": answer.address,
+            "answered": answer.answered,
+            "reason": answer.reason,
+            "tickets": list(answer.listed),
+        }
+
     def routed(self, decision: RouteDecision) -> None:
         self.data["rules"] = {"matched": list(decision.matched)}
         if decision.trace:
@@ -91,6 +112,14 @@ class Trail:
             "assignee": decision.assignee,
             "no_autoreply": decision.no_autoreply,
         }
+
+    def spam(self, verdict: Verdict) -> None:
+        if verdict.read:  # intake.spam configured: what the relays said, believed or not, and why
+            self.data["spam"] = verdict.as_record()
+
+    def flood(self, record: dict[str, Any] | None) -> None:
+        if record is not None:
+            self.data["flood"] = record
 
     def acted(self, change: Change) -> None:
         self.data["actions"] = {

@@ -10,7 +10,12 @@ Condition fields:
 - ``received.business_hours``: ``equals``/``not_equals`` true or false, with
   ``schedule: <name in sla.yaml>``;
 - ``received.weekday``: ``equals``/``not_equals``/``in`` mon..sun, in the
-  timezone of ``schedule`` when one is given, else UTC.
+  timezone of ``schedule`` when one is given, else UTC;
+- the verdict of a trusted relay (``pipeline/mtaverdict.py``): ``spam``
+  (``equals``/``not_equals`` true or false), ``spam_score`` (``above``,
+  ``below``, ``at_least``, ``at_most`` a number; holds for no mail without a
+  trusted score) and ``dmarc`` (text: pass, fail, none, ... or unknown when no
+  trusted result).
 
 A text value may be a list ("any of these") or ``{file: lists/x.txt}``: one entry
 per line, ``#`` starts a comment, resolved relative to rules.yaml.
@@ -18,6 +23,7 @@ per line, ``#`` starts a comment, resolved relative to rules.yaml.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,12 +49,21 @@ TEXT_FIELDS = (
     "body_full",
     "help_topic",
     "attachment_name",
+    "dmarc",
 )
-FLAG_FIELDS = ("has_attachment", "received.business_hours")
-FIELDS_FIXED = (*TEXT_FIELDS, *FLAG_FIELDS, "received.weekday")
+FLAG_FIELDS = ("has_attachment", "received.business_hours", "spam")
+NUMBER_FIELDS = ("spam_score",)
+FIELDS_FIXED = (*TEXT_FIELDS, *FLAG_FIELDS, *NUMBER_FIELDS, "received.weekday")
 ADDRESS_FIELDS = ("sender", "sender_domain", "recipient")
-OPERATORS = ("equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in")
-Operator = Literal["equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in"]
+NUMBER_OPERATORS = ("above", "below", "at_least", "at_most")
+OPERATORS = (
+    "equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in",
+    *NUMBER_OPERATORS,
+)
+Operator = Literal[
+    "equals", "not_equals", "contains", "not_contains", "starts", "ends", "matches", "not_matches", "in",
+    "above", "below", "at_least", "at_most",
+]
 _FLAGS = {"true": True, "yes": True, "false": False, "no": False}
 _BOOL_HINT = "YAML reads yes/no/true/false/on/off as true or false: put text in quotes"
 
@@ -121,6 +136,15 @@ def _flag(value: Value, field: str) -> bool:
     raise ValueError(f"field '{field}' takes true or false")
 
 
+def _number(value: Value, field: str) -> float:
+    try:
+        if isinstance(value, str) and math.isfinite(number := float(value)):
+            return number
+    except ValueError:
+        pass
+    raise ValueError(f"field '{field}' compares with a number, e.g. 5 or 7.5, not {value!r}")
+
+
 def _weekdays(op: str, value: Value) -> None:
     days = [value] if isinstance(value, str) else value
     if not isinstance(days, list) or (op == "in") != isinstance(value, list):
@@ -138,6 +162,7 @@ class Condition(_Strict):
     _regex: Pattern | None = PrivateAttr(default=None)
     _flag: bool | None = PrivateAttr(default=None)
     _schedule: Schedule | None = PrivateAttr(default=None)
+    _number: float | None = PrivateAttr(default=None)
 
     @field_validator("field")
     @classmethod
@@ -156,6 +181,10 @@ class Condition(_Strict):
             raise ValueError(f"field '{field}' takes only equals or not_equals, not '{op}'")
         if field == "received.weekday" and op not in ("equals", "not_equals", "in"):
             raise ValueError(f"field 'received.weekday' takes only equals, not_equals or in, not '{op}'")
+        if (field in NUMBER_FIELDS) != (op in NUMBER_OPERATORS) and field is not None:
+            if field in NUMBER_FIELDS:
+                raise ValueError(f"field '{field}' is a number: use {', '.join(NUMBER_OPERATORS)}, not '{op}'")
+            raise ValueError(f"operator '{op}' compares numbers: only {', '.join(NUMBER_FIELDS)} takes it")
         return op
 
     @field_validator("value")
@@ -167,6 +196,8 @@ class Condition(_Strict):
             return value  # already reported
         if field in FLAG_FIELDS:
             _flag(value, field)
+        elif field in NUMBER_FIELDS:
+            _number(value, field)
         elif field == "received.weekday":
             _weekdays(op, value)
         elif isinstance(value, bool):
@@ -193,6 +224,8 @@ class Condition(_Strict):
             raise ValueError("received.business_hours needs 'schedule: <name of a schedule in sla.yaml>'")
         if self.field in FLAG_FIELDS:
             self._flag = _flag(self.value, self.field)
+        elif self.field in NUMBER_FIELDS:
+            self._number = _number(self.value, self.field)
         elif self.op in ("matches", "not_matches") and isinstance(self.value, str):
             self._regex = compile_pattern(self.value)
         return self
@@ -204,6 +237,10 @@ class Condition(_Strict):
     @property
     def flag(self) -> bool | None:
         return self._flag
+
+    @property
+    def number(self) -> float | None:
+        return self._number
 
     @property
     def bound_schedule(self) -> Schedule | None:

@@ -38,6 +38,10 @@ class Facts:
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     attachments: tuple[str, ...] = ()  # file names of the (non-inline) attachments, "" when unnamed
     received_at: datetime | None = None
+    # the verdict of a trusted relay (pipeline/mtaverdict.py): not spam, no score, "unknown" without one
+    spam: bool = False
+    spam_score: float | None = None
+    dmarc: str = "unknown"
 
     def values(self, name: str) -> tuple[str, ...]:
         """The text values of a text field (several for recipient, attachment_name, a repeated header)."""
@@ -52,6 +56,7 @@ class Facts:
             "body_full": (self.body_full,),
             "help_topic": (self.help_topic or "",),
             "attachment_name": tuple(a for a in self.attachments if a),
+            "dmarc": (self.dmarc,),
         }
         return simple[name]
 
@@ -203,10 +208,35 @@ def _received_test(cond: Condition) -> Test:
     return weekday
 
 
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "above": lambda a, b: a > b,
+    "below": lambda a, b: a < b,
+    "at_least": lambda a, b: a >= b,
+    "at_most": lambda a, b: a <= b,
+}
+
+
+def _score_test(cond: Condition) -> Test:
+    """A mail without a trusted score is neither above nor below anything."""
+    compare, limit = _COMPARE[cond.op], cond.number
+    assert limit is not None  # checked by the schema
+
+    def score(v: _View) -> bool:
+        have = v.facts.spam_score
+        return have is not None and compare(have, limit)
+
+    return score
+
+
 def _condition_test(cond: Condition) -> Test:
     if cond.field == "has_attachment":
         want, positive = cond.flag, cond.op == "equals"
         return lambda v: (bool(v.facts.attachments) == want) == positive
+    if cond.field == "spam":
+        want, positive = cond.flag, cond.op == "equals"
+        return lambda v: (v.facts.spam == want) == positive
+    if cond.field == "spam_score":
+        return _score_test(cond)
     if cond.field.startswith("received."):
         return _received_test(cond)
     return _text_test(cond)

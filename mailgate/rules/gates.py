@@ -22,7 +22,7 @@ from mailgate.rules.conditions import Condition
 from mailgate.rules.regex import Pattern, PatternSet
 from mailgate.rules.schema import Rule, When
 
-SINGLE = frozenset({"sender", "sender_domain", "subject", "body", "body_full", "help_topic"})  # one value each
+SINGLE = frozenset({"sender", "sender_domain", "subject", "body", "body_full", "help_topic", "dmarc"})  # one each
 _TEXT = SINGLE | {"recipient", "attachment_name"}
 
 

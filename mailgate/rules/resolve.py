@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mailgate.hours import ALWAYS, Schedule, parse_schedule
+from mailgate.hours import ALWAYS, Schedule, ScheduleError, parse_schedule
 from mailgate.rules.conditions import ADDRESS_FIELDS, Condition, ListFile
 from mailgate.rules.schema import Rule, RulesFile, When
 from mailgate.yamlfile import Loc
@@ -92,7 +92,8 @@ class Binder:
                 try:
                     self._parsed[name] = parse_schedule(dict(spec))
                 except (ValueError, TypeError) as exc:
-                    self._problem(f"{self.sla_where(('schedules', name))}: schedule '{name}': {exc}")
+                    at = exc.at if isinstance(exc, ScheduleError) else ()
+                    self._problem(f"{self.sla_where(('schedules', name, *at))}: schedule '{name}': {exc}")
                     self._parsed[name] = None
         parsed = self._parsed[name]
         return cond if parsed is None else cond.with_schedule(parsed)

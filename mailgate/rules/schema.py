@@ -241,9 +241,17 @@ class HelpTopic(_Strict):
     sla: str | None = None
     auto_ack: bool = True
     ack_template: str = "ack_new"
+    from_name: str | None = None  # the display name of every mail about its tickets ("Billing team")
     notifications: Annotated[
         dict[str, bool], AfterValidator(check_kinds)
     ] = {}  # per-kind switches (most specific wins)
+
+    @field_validator("from_name")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or len(value) > 100 or any(c in value for c in "\r\n<>")):
+            raise ValueError(f"from_name is a display name of 1-100 characters without line breaks or <>: {value!r}")
+        return value
 
     @field_validator("ack_template")
     @classmethod

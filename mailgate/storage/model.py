@@ -64,6 +64,10 @@ class Inbound(Base):
     """One received mail: the spool. Nothing accepted exists only in memory (its bytes: InboundRaw)."""
 
     __tablename__ = "inbound"
+    __table_args__ = (  # flood control counts a sender's and a domain's new tickets in a window (pipeline/flood.py)
+        Index("ix_inbound_sender_received", "sender", "received_at"),
+        Index("ix_inbound_sender_domain_received", "sender_domain", "received_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(16))
@@ -80,6 +84,10 @@ class Inbound(Base):
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("inbound.id"))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what was decided and why: ``explain``
+    # set on a mail that opened a ticket or was held for flood: what flood control counts
+    sender: Mapped[str | None] = mapped_column(String(320))
+    sender_domain: Mapped[str | None] = mapped_column(String(255))
+    hold: Mapped[str | None] = mapped_column(String(16))  # spam | flood:sender | flood:domain: held, not failed
     ticket: Mapped[Ticket | None] = relationship(foreign_keys=[ticket_id])
 
 
@@ -127,6 +135,17 @@ class Ticket(Base):
     sla_running_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_response_breached: Mapped[bool] = mapped_column(Boolean, default=False)
     resolution_breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the support address the customer wrote to: every mail of the ticket goes out from it
+    reply_address: Mapped[str | None] = mapped_column(String(320))
+
+
+class TicketAlias(Base):
+    """A number another help desk gave a ticket before it was imported: its subject tag still threads."""
+
+    __tablename__ = "ticket_alias"
+    system: Mapped[str] = mapped_column(String(40), primary_key=True)  # the name of the tag pattern
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
 
 
 class Participant(Base):

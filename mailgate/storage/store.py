@@ -14,6 +14,7 @@ update of an existing ticket still go through the ORM.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -41,6 +42,7 @@ from mailgate.storage.model import (
     Suppression,
     ThreadRef,
     Ticket,
+    TicketAlias,
 )
 
 STREAM_RAW_FROM = 1 << 20
@@ -83,6 +85,20 @@ _AUTOMATIC_ON_TICKET = _AUTOMATIC.where(Outbox.ticket_id == bindparam("ticket_id
 _SUPPRESSED = select(Suppression.until).where(Suppression.address == bindparam("address"))
 _OUTBOX_KEY = select(func.count()).where(Outbox.dedupe_key == bindparam("key"))
 _DUPLICATE_MID = _DUPLICATE.where(Inbound.message_id == bindparam("message_id"))
+# flood control (pipeline/flood.py): the newest mails of a sender or domain that opened a ticket or were held
+_NEW_FROM = {
+    column.key: select(Inbound.received_at)
+    .where(column == bindparam("value"), Inbound.received_at >= bindparam("since"))
+    .order_by(Inbound.received_at.desc())
+    .limit(bindparam("most"))
+    for column in (Inbound.sender, Inbound.sender_domain)
+}
+_HELD_FROM = {
+    column.key: select(Inbound.id)
+    .where(column == bindparam("value"), Inbound.received_at >= bindparam("since"), Inbound.hold == bindparam("hold"))
+    .limit(1)
+    for column in (Inbound.sender, Inbound.sender_domain)
+}
 _DUPLICATE_NO_MID = _DUPLICATE.where(Inbound.message_id.is_(None))
 
 
@@ -157,6 +173,23 @@ class Store:
     def inbound(self, inbound_id: int) -> Inbound | None:
         return self.session.get(Inbound, inbound_id)
 
+    def flood_lock(self, key: str) -> None:
+        """Serialise flood counts of one sender or domain across daemons until this transaction ends
+        (PostgreSQL; SQLite has one writer): two daemons must not both count 14 and both open a 15th."""
+        conn = self._conn()
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(int(hashlib.sha256(key.encode()).hexdigest()[:15], 16))))
+
+    def new_tickets_from(self, column: str, value: str, since: datetime, most: int) -> list[datetime]:
+        """When the newest ``most`` mails of this sender (``column`` sender) or domain (sender_domain)
+        since ``since`` opened a ticket or were held for flood, newest first."""
+        rows = fetch(self._conn(), _NEW_FROM[column], {"value": value, "since": since, "most": most})
+        return [r[0] for r in rows]
+
+    def held_from(self, column: str, value: str, since: datetime, hold: str) -> bool:
+        """Whether a mail of this sender or domain was held for ``hold`` since ``since`` (an open incident)."""
+        return bool(fetch(self._conn(), _HELD_FROM[column], {"value": value, "since": since, "hold": hold}))
+
     def inbound_by_status(self, status: str, limit: int = 100) -> Sequence[Inbound]:
         query = select(Inbound).where(Inbound.status == status).order_by(Inbound.id.desc()).limit(limit)
         return self.session.scalars(query).all()
@@ -169,6 +202,21 @@ class Store:
         """Set ``updated_at`` with one UPDATE instead of an ORM flush of the whole ticket (every reply)."""
         run(self._conn(), _TOUCH, [{"ticket_id": ticket.id, "updated_at": now}])
         set_committed_value(ticket, "updated_at", now)
+
+    def ticket_by_alias(self, system: str, number: str) -> int | None:
+        """The ticket imported with this number of another help desk (``ticket_alias``, by its key)."""
+        return self.session.scalar(
+            select(TicketAlias.ticket_id).where(TicketAlias.system == system, TicketAlias.number == number)
+        )
+
+    def add_alias(self, system: str, number: str, ticket_id: int) -> None:
+        self.session.add(TicketAlias(system=system, number=number, ticket_id=ticket_id))
+
+    def aliases(self, ticket_id: int) -> list[tuple[str, str]]:
+        rows = self.session.execute(
+            select(TicketAlias.system, TicketAlias.number).where(TicketAlias.ticket_id == ticket_id)
+        )
+        return [(system, number) for system, number in rows]
 
     def ticket_by_number(self, number: str) -> Ticket | None:
         return self.session.scalars(select(Ticket).where(Ticket.number == number)).first()
@@ -272,6 +320,29 @@ class Store:
 
     def outbox_key_exists(self, key: str) -> bool:
         return bool(fetch(self._conn(), _OUTBOX_KEY, {"key": key})[0][0])
+
+    # --- customers by mail (pipeline/status_request.py) -----------------
+    def kind_sent_at(self, recipient: str, kind: str, since: datetime) -> list[datetime]:
+        """When mail of ``kind`` was queued for ``recipient`` since ``since`` (a per-kind rate limit)."""
+        query = select(Outbox.created_at).where(
+            Outbox.recipient == recipient, Outbox.created_at >= since, Outbox.kind == kind
+        )
+        return list(self.session.scalars(query))
+
+    def has_tickets(self, requester: str) -> bool:
+        """Whether any ticket, in any status, was ever opened by ``requester``."""
+        query = select(Ticket.id).where(Ticket.requester_email == requester).limit(1)
+        return self.session.scalar(query) is not None
+
+    def open_tickets_of(self, requester: str, limit: int) -> Sequence[Ticket]:
+        """The requester's tickets not yet resolved or closed, the most recently updated first."""
+        query = (
+            select(Ticket)
+            .where(Ticket.requester_email == requester, Ticket.status.not_in(("resolved", "closed")))
+            .order_by(Ticket.updated_at.desc(), Ticket.id.desc())
+            .limit(limit)
+        )
+        return self.session.scalars(query).all()
 
     def outbox_rows(self, status: str | None = None, limit: int | None = 200) -> Sequence[Outbox]:
         """Newest first; ``limit=None``: all of them."""

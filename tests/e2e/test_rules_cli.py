@@ -64,7 +64,7 @@ def test_check_config_lists_every_problem_and_exits_1(make_config: MakeConfig) -
     assert result.stderr.splitlines() == [  # each file's problems in line order
         f"{rules_yaml}:19: duplicate rule name 'vip-list'",
         f"{rules_yaml}:23: unknown operator 'containz' (use one of: equals, not_equals, contains, not_contains, "
-        "starts, ends, matches, not_matches, in)",
+        "starts, ends, matches, not_matches, in, above, below, at_least, at_most)",
         f"{rules_yaml}:33: unknown schedule 'office'",
         f"{rules_yaml}:35: unknown template 'weekend_notice' (no {REPO / 'templates' / 'weekend_notice.txt.j2'})",
         f"{rules_yaml}:36: unknown team 'Tier 3'",

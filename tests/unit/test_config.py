@@ -166,7 +166,7 @@ def test_unknown_operator_is_one_clear_problem(tmp_path: Path) -> None:
     path = write(tmp_path, rules=rules)
     assert problems(path) == [
         f"{path.parent / 'rules.yaml'}:12: unknown operator 'containz' (use one of: equals, not_equals, contains, "
-        "not_contains, starts, ends, matches, not_matches, in)"
+        "not_contains, starts, ends, matches, not_matches, in, above, below, at_least, at_most)"
     ]
 
 
@@ -385,7 +385,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     # Errors in the file's own shapes, and dangling references from the rules that are valid, in line order:
     assert rules_problems(tmp_path, rules, lists={}) == [
         "rules.yaml:11: unknown operator 'inside' (use one of: equals, not_equals, contains, not_contains, "
-        "starts, ends, matches, not_matches, in)",
+        "starts, ends, matches, not_matches, in, above, below, at_least, at_most)",
         "rules.yaml:17: unknown field 'received.day'",
         "rules.yaml:36: bad regular expression '(\\w+)\\.\\1': invalid escape sequence: \\1 "
         "(lookaround and backreferences are not supported: patterns must match in linear time)",

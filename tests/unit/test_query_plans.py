@@ -159,3 +159,35 @@ def test_every_hot_path_statement_uses_an_index(ctx: Context, clock: FixedClock,
     assert any("thread_ref" in s for s, _ in statements) and any("participant" in s for s, _ in statements)
     scans = _full_scans(ctx, statements)
     assert not scans, "full scans of growing tables:\n" + "\n".join(scans)
+
+
+def test_flood_control_counts_through_an_index(make_config: Any, clock: FixedClock,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """intake.flood counts a sender's and a domain's new tickets on every new mail (pipeline/flood.py)."""
+    import sys
+
+    from mailgate.config import load_config
+    from mailgate.daemon.context import build_context
+
+    path = make_config(intake={"flood": {"per_sender": "2/10m", "per_domain": "5/1h"}}, admin_email="it@example.com")
+    context = build_context(load_config(path), clock)
+    context.db.upgrade()
+    plain = _store_a_mix
+
+    def mix_and_flood(ctx: Context, clock: FixedClock, paused: list[bool]) -> None:
+        plain(ctx, clock, paused)
+        for i in range(2):  # pat's second new ticket, then one over the rung: held, the admin alerted
+            env = Envelope("pat@customer.example", ("support@example.com",), "smtp", clock.now())
+            ingest(_mail(f"Another thing {i}", mid=f"f{i}@customer.example"), env, ctx)
+
+    monkeypatch.setattr(sys.modules[__name__], "_store_a_mix", mix_and_flood)
+    try:
+        statements = _statements(context, clock, monkeypatch)
+        assert any("sender_domain" in s for s, _ in statements) and any("hold" in s for s, _ in statements)
+        with context.db.reader() as session:
+            held = session.scalars(select(Outbox).where(Outbox.kind == "admin_alert")).all()
+        assert len(held) == 1
+        scans = _full_scans(context, statements)
+        assert not scans, "full scans of growing tables:\n" + "\n".join(scans)
+    finally:
+        context.db.dispose()
