@@ -49,6 +49,8 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
             "action": _action(outcome),
         },
         "changes": list(decision.changes) if decision else [],
+        "thread": record.get("thread"),
+        "speaks_as": record.get("speaks_as"),
         "notifications": [{"kind": kind, "to": list(to_list)} for kind, to_list in outcome.notifications],
         "outcome": {"status": outcome.status, "ticket": outcome.number, "reason": outcome.reason},
         **customers,
@@ -66,7 +68,10 @@ def render_text(report: dict[str, Any]) -> str:
     lines += [f"  {k:<11} {_shown(v)}" for k, v in report["result"].items()]
     lines.append("changes:")
     lines += [f"  {change}" for change in report["changes"]] or ["  (none)"]
-    lines.append("notifications:")
+    if report["thread"]:
+        thread = report["thread"]
+        lines.append(f"thread: {thread['via']}" + (f" -> ticket {thread['ticket']}" if thread["ticket"] else ""))
+    lines.append("notifications:" + (f" (from {report['speaks_as']})" if report["speaks_as"] else ""))
     lines += [f"  {n['kind']} -> {', '.join(n['to'])}" for n in report["notifications"]] or ["  (none)"]
     if "customer_close" in report:
         close = report["customer_close"]

@@ -50,7 +50,7 @@ from mailgate.pipeline.classify import classify
 from mailgate.pipeline.commands import Vocabulary, parse_agent_mail
 from mailgate.pipeline.dedupe import find_duplicate
 from mailgate.pipeline.mtaverdict import Verdict
-from mailgate.pipeline.notice import NotifyContext
+from mailgate.pipeline.notice import NotifyContext, ticket_sender
 from mailgate.pipeline.notify import notify_mail, own_address, recipients, send_rejection, support_address
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
@@ -414,6 +414,7 @@ def _process(
         else notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
     )
     trail.notified(notes)
+    trail.speaks_as(ticket_sender(ctx.notifier, ticket))
     record = trail.outcome("accepted", None)
     spooling.finish(
         store, spooled, InboundStatus.ACCEPTED, now, ticket_id=change.ticket_id, message_id=mid, decision=record

@@ -137,6 +137,10 @@ class Trail:
     def notified(self, notes: list[Notification]) -> None:
         self.data["notifications"] = [{"kind": n.kind, "to": list(n.to), "key": n.dedupe_key} for n in notes]
 
+    def speaks_as(self, mail_from: str) -> None:
+        """Who the ticket's mail comes from: the address its customer wrote to (notice.ticket_sender)."""
+        self.data["speaks_as"] = mail_from
+
     def outcome(self, status: str, reason: str | None) -> dict[str, Any]:
         self.data["outcome"] = {"status": status, "reason": reason}
         return self.data

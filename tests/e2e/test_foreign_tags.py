@@ -148,3 +148,15 @@ def test_check_config_names_a_foreign_tag_without_a_number(make_config: MakeConf
     config = make_config(tickets={"foreign_tags": {"zammad": "[Ticket#]"}})
     result = run_cli(config, "check-config")
     assert result.code == 1 and "mailgate.yaml:" in result.stderr and "{number}" in result.stderr, result.stderr
+
+
+def test_rules_test_shows_the_foreign_tag_match(config: Path, imported: dict[str, str], tmp_path: Path) -> None:
+    eml = tmp_path / "reply.eml"
+    eml.write_bytes(b"From: Pat <pat@customer.example>\r\nTo: support@example.com\r\n"
+                    b"Subject: Re: [Ticket#10045] Printer jams\r\n\r\nAgain.\r\n")
+    result = run_cli(config, "rules", "test", str(eml), "--json")
+    assert result.code == 0, result.stderr
+    thread = json.loads(result.stdout)["thread"]
+    assert thread["via"] == "foreign_tag" and thread["ticket"] == imported["zammad:10045"]
+    text = run_cli(config, "rules", "test", str(eml)).stdout
+    assert f"thread: foreign_tag -> ticket {imported['zammad:10045']}" in text

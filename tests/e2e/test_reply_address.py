@@ -7,6 +7,7 @@ follows, even when a later mail of theirs went to support@.
 
 from __future__ import annotations
 
+import json
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,17 @@ def test_check_config_refuses_a_from_name_with_a_line_break(make_config: MakeCon
     config = make_config(rules=rules, sla={})
     result = run_cli(config, "check-config")
     assert result.code == 1 and "rules.yaml:" in result.stderr and "from_name" in result.stderr, result.stderr
+
+
+def test_rules_test_shows_whom_the_ticket_speaks_as(make_config: MakeConfig, tmp_path: Path) -> None:
+    config = make_config(agents=AGENTS, rules=RULES, sla={},
+                         intake={"addresses": ["support@example.com", "billing@example.com"]})
+    eml = tmp_path / "billing.eml"
+    eml.write_bytes(b"From: Kim <kim@customer.example>\r\nTo: billing@example.com\r\nSubject: Invoice\r\n\r\nHi\r\n")
+    result = run_cli(config, "rules", "test", str(eml), "--to", "billing@example.com", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert parseaddr(report["speaks_as"]) == ("Example Billing", "billing@example.com")
+    assert report["thread"]["via"] == "none"
+    text = run_cli(config, "rules", "test", str(eml), "--to", "billing@example.com").stdout
+    assert 'notifications: (from "Example Billing" <billing@example.com>)' in text
