@@ -79,6 +79,10 @@ NOTIFICATION_KINDS = (
     "notice_closed",  # the requester closed their ticket by mail (pipeline/customer_close.py)
     "alert_closed",
     "status_list",  # the answer to mail to intake.status_address (pipeline/status_request.py)
+    "notice_merged",  # an agent merged the customer's ticket into another (pipeline/links.py)
+    "notice_split",  # an agent split the customer's message off into a ticket of its own
+    "forwarded",  # to the agent who forwarded a customer's mail: its ticket number (pipeline/forward_intake.py)
+    "forward_refused",  # to that agent: the forwarded mail named no customer, and why
 )
 
 
@@ -174,6 +178,7 @@ class ThreadMatch:
     via: Literal["token", "tag", "foreign_tag", "in_reply_to", "references", "none"]
     number: str | None = None
     signed: bool = False  # found through our own signed reply address or Message-ID, not a guessable value
+    merged: tuple[tuple[int, str], ...] = ()  # (id, number) of merged tickets the mail named, passed on the way
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +235,17 @@ class RouteDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class TicketLink:
+    """An agent's ``#merge`` or ``#split`` (pipeline/links.py): carried out, or refused and why."""
+
+    command: Literal["merge", "split"]
+    ticket: str  # the number of the ticket the mail was about
+    other: str | None = None  # merged into / split off as (None when refused before one was known)
+    detail: str = ""  # what moved, in words
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     ticket_id: int
     number: str
@@ -243,6 +259,7 @@ class Change:
     command_errors: tuple[str, ...] = ()
     text: str = ""  # what the mail said, as stored (commands and quotes removed)
     collaborators: tuple[Address, ...] | None = None  # a new ticket's, as written: notify need not read them back
+    link: TicketLink | None = None  # a #merge or #split this mail carried out or was refused
 
 
 @dataclass(frozen=True, slots=True)

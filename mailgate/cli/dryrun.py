@@ -10,6 +10,7 @@ from typing import Any
 
 from mailgate.domain import Envelope, Outcome, RouteDecision
 from mailgate.pipeline.ingest import Context, ingest
+from mailgate.rules.retention import effective, shown
 
 
 def _assignee(decision: RouteDecision) -> str | None:
@@ -31,7 +32,10 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
     decision = outcome.route
     record = outcome.decision or {}
     customers: dict[str, Any] = {k: record[k] for k in ("customer_close", "status_request") if k in record}
+    if "forwarded" in record:  # an agent's forward (pipeline/forward_intake.py): whose mail it is
+        customers["forwarded"] = record["forwarded"]
     held: dict[str, Any] = {k: record[k] for k in ("spam", "flood") if k in record}  # pipeline/holds.py
+    linked: dict[str, Any] = {k: record[k] for k in ("merge", "split") if k in record}  # pipeline/links.py
     return {
         "help_topic": {
             "name": decision.help_topic if decision else None,
@@ -53,9 +57,18 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
         "speaks_as": record.get("speaks_as"),
         "notifications": [{"kind": kind, "to": list(to_list)} for kind, to_list in outcome.notifications],
         "outcome": {"status": outcome.status, "ticket": outcome.number, "reason": outcome.reason},
+        "retention": _retention(ctx, decision.help_topic if decision else None),
         **customers,
         **held,
+        **linked,
     }
+
+
+def _retention(ctx: Context, topic: str | None) -> dict[str, str | None]:
+    """How long this mail's ticket keeps its raw mail, attachment files and personal data (jobs/retention.py)."""
+    found = next((t.retention for t in ctx.config.rules.help_topics if t.name == topic), None)
+    ages = effective(found, ctx.config.main.retention)
+    return {kind: shown(age) for kind, age in ages.items()}
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -80,7 +93,15 @@ def render_text(report: dict[str, Any]) -> str:
     if "status_request" in report:
         asked = report["status_request"]
         lines.append(f"status request: {'answered' if asked['answered'] else 'not answered'}: {asked['reason']}")
+    if "forwarded" in report:
+        fwd = report["forwarded"]
+        said = fwd.get("refused") or (f"already ticket {fwd['already_ticket']}" if "already_ticket" in fwd else None)
+        acked = "" if "acknowledged" not in fwd else "; acknowledged" if fwd["acknowledged"] else "; not acknowledged"
+        lines.append(f"forwarded: {fwd['summary']} ({fwd['how']}){acked}" + (f": {said}" if said else ""))
     lines += _held_lines(report)
+    lines += _linked_lines(report)
+    kept = report["retention"]
+    lines.append("retention: " + ", ".join(f"{kind} {age or 'kept'}" for kind, age in kept.items()))
     out = report["outcome"]
     lines.append(f"outcome: {out['status']}" + (f" ({out['reason']})" if out["reason"] else ""))
     return "\n".join(lines)
@@ -101,6 +122,21 @@ def _held_lines(report: dict[str, Any]) -> list[str]:
         flood = report["flood"]
         lines.append(f"flood control: {flood.get('rung') or flood.get('why')}"
                      + (f", held (incident {flood['incident']})" if flood.get("held") else ""))
+    return lines
+
+
+def _linked_lines(report: dict[str, Any]) -> list[str]:
+    """A merged ticket named (where the mail lands instead), an agent's #merge or #split (pipeline/links.py)."""
+    lines = []
+    thread = report.get("thread") or {}
+    if thread.get("merged_via"):  # the ticket named was merged: the mail lands in the survivor
+        lines.append(f"merged: names {thread['named']}, merged ({' -> '.join(thread['merged_via'])} -> "
+                     f"{thread['ticket']}): lands in {thread['ticket']}")
+    for command in ("merge", "split"):
+        if command in report:
+            link = report[command]
+            done = f"done ({link['other']})" if link["done"] else "refused"
+            lines.append(f"#{command} on {link['ticket']}: {done}: {link['detail']}")
     return lines
 
 

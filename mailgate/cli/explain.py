@@ -117,10 +117,14 @@ def explain(session: Session, row: Inbound) -> dict[str, Any]:
     for stage in stages:
         if stage in decision:
             data[stage] = decision[stage]
-    for stage in ("customer_close", "status_request"):  # pipeline/customer_close.py, status_request.py
+    for stage in ("customer_close", "status_request", "forwarded"):  # customer_close.py, status_request.py,
+        # forward_intake.py
         if stage in decision:
             data[stage] = decision[stage]
     for stage in ("spam", "flood"):  # pipeline/holds.py: the relay's verdict, flood control's count
+        if stage in decision:
+            data[stage] = decision[stage]
+    for stage in ("merge", "split"):  # pipeline/links.py: an agent's #merge or #split, done or refused
         if stage in decision:
             data[stage] = decision[stage]
     if "notifications" in decision:
@@ -193,14 +197,33 @@ def _head(data: dict[str, Any]) -> list[str]:
 def _thread(thread: dict[str, Any]) -> list[str]:
     if thread["ticket"]:
         signed = ", signed by us" if thread["signed"] else ""
-        return [_line("threaded", f"ticket {thread['ticket']} via {thread['via']}{signed}")]
+        merged = f" (names {thread['named']}, merged into it)" if thread.get("merged_via") else ""
+        return [_line("threaded", f"ticket {thread['ticket']} via {thread['via']}{signed}{merged}")]
     return [_line("threaded", f"no ticket: {thread.get('why_not', 'nothing matched')}")]
+
+
+def _linked(command: str, v: dict[str, Any]) -> list[str]:
+    """An agent's #merge or #split (pipeline/links.py): what moved, or why nothing did."""
+    done = f"done, {v['ticket']} -> {v['other']}" if v["done"] else f"refused on {v['ticket']}"
+    return [_line(command, f"{done}: {v['detail']}")]
 
 
 def _sender(sender: dict[str, Any]) -> list[str]:
     how = " (authenticated)" if sender["authenticated"] else ""
     why = f": {sender['reason']}" if sender["reason"] else ""
     return [_line("sender", f"{sender['address']} as {sender['role']}{how}{why}")]
+
+
+def _forwarded(fwd: dict[str, Any]) -> list[str]:
+    """An agent's forward: who forwarded whose mail (pipeline/forward_intake.py)."""
+    lines = [_line("forwarded", f"{fwd['summary']} ({fwd['how']}); authenticated by {fwd['authenticated']}")]
+    if fwd.get("refused"):
+        lines.append(f"{'':18}refused: {fwd['refused']}")
+    if fwd.get("already_ticket"):
+        lines.append(f"{'':18}already ticket {fwd['already_ticket']}")
+    if fwd.get("date_not_understood"):
+        lines.append(f"{'':18}date not understood: {fwd['date_not_understood']}")
+    return lines
 
 
 def _admission(adm: dict[str, Any]) -> list[str]:
@@ -272,6 +295,7 @@ _STAGES = (
     ("dedupe", lambda v: [_line("dedupe", v)]),
     ("classification", lambda v: [_line("classified", f"{v['kind']} ({v['reason']})")]),
     ("thread", _thread),
+    ("forwarded", _forwarded),
     ("sender", _sender),
     ("admission", _admission),
     ("rules", _rules),
@@ -280,6 +304,8 @@ _STAGES = (
     ("flood", lambda v: [_line("flood control", v.get("rung") or v.get("why"))]),
     ("customer_close", lambda v: [_line("close command", f"{v['command']} {_done(v['acts'])}: {v['reason']}")]),
     ("status_request", lambda v: [_line("status request", f"{_done(v['answered'], 'answered')}: {v['reason']}")]),
+    ("merge", lambda v: _linked("#merge", v)),
+    ("split", lambda v: _linked("#split", v)),
     ("actions", _actions),
     ("notifications", _notifications),
     ("held", lambda v: [f"{'':18}held: {h}" for h in v]),

@@ -455,6 +455,30 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    from mailgate.cli.privacy import retention_text
+    from mailgate.jobs.retention import run
+
+    report = run(_ctx(args), dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        print(retention_text(report))
+    return EX_OK
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from mailgate.cli.privacy import forget_text
+    from mailgate.jobs.forget import forget
+
+    report = forget(_ctx(args), args.address, agent=args.agent, dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        print(forget_text(args.address, report))
+    return EX_CONFIG if report.refused else EX_OK
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error names what may be typed and where help is."""
 
@@ -573,6 +597,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_date, help="tickets created before (ISO date or datetime)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output form (default table)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+
+    retention = add("retention", lambda a: EX_CONFIG, "purge old raw mail, attachments and tickets (retention:)")
+    ret_sub = retention.add_subparsers(dest="retention_command", required=True, metavar="COMMAND")
+    p = ret_sub.add_parser("run", parents=[common], help="run the retention job now and say what it did")
+    p.add_argument("--dry-run", action="store_true", help="say what it would do; change nothing")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p.set_defaults(func=cmd_retention_run)
+    p = add("forget", cmd_forget, "erase one person's address, name, words and mail on request")
+    p.add_argument("address", metavar="ADDRESS", help="their address (any case; its +tag forms are erased too)")
+    p.add_argument("--agent", action="store_true", help="allow erasing an agent's address (their replies stay)")
+    p.add_argument("--dry-run", action="store_true", help="say what it would do; change nothing")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
 
     rules = add("rules", lambda a: EX_CONFIG, "routing rules")
     r_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

@@ -29,7 +29,11 @@ def listing(db: Database, held: str | None = None) -> list[dict[str, Any]]:
 
 def raw(db: Database, inbound_id: int) -> bytes:
     with db.reader() as session:
-        data = Store(session).raw(inbound_id)
+        store = Store(session)
+        data = store.raw(inbound_id)
+        if data is None and store.inbound(inbound_id) is not None:  # retention or `forget` (jobs/retention.py)
+            raise MailgateError(f"mail #{inbound_id}: its bytes are not kept (purged, or never stored); "
+                                f"`explain id:{inbound_id}` shows what was decided")
         if data is None:
             raise MailgateError(f"no stored message #{inbound_id}")
         return data

@@ -15,7 +15,9 @@ from mailgate.errors import ConfigError, TempFail
 from mailgate.storage.refusal import misconfigured
 from mailgate.storage.revision import require, require_sqlite_file
 
-_TICKETS = "SELECT number, status, priority, requester_email, subject FROM ticket{where} ORDER BY id{page}"
+# a merged ticket is closed; the listing says why (its survivor: ``tickets show``)
+_TICKETS = ("SELECT number, CASE WHEN merged_into IS NULL THEN status ELSE 'closed (merged)' END, priority, "
+            "requester_email, subject FROM ticket{where} ORDER BY id{page}")
 _COUNT = "SELECT count(*) FROM ticket{where}"
 # tickets list's filters: option -> column (each column has an index in ticket order, migration 0008)
 FILTERS = {"status": "status", "topic": "help_topic", "assignee": "assignee", "requester": "requester_email"}

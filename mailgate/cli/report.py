@@ -120,7 +120,7 @@ def build(db: Database, since: datetime | None, until: datetime | None, now: dat
         Ticket.first_response_at, Ticket.first_response_due, Ticket.resolution_due,
         _seconds(Ticket.first_response_at, Ticket.created_at, dialect).label("first"),
         _seconds(Ticket.resolved_at, Ticket.created_at, dialect).label("resolution"),
-    ), since, until).cte("period")
+    ).where(Ticket.merged_into.is_(None)), since, until).cte("period")  # a merged ticket is counted as its survivor
     query = union_all(*(_grouping(period, group_by, now, dialect) for group_by in GROUPS))
     with db.reader() as session:
         if dialect == "sqlite":

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mailgate.storage.model import Inbound, Outbox, Ticket
+from mailgate.jobs.erasure import PURGED
+from mailgate.storage import links
+from mailgate.storage.model import FORWARD_KEYS, Inbound, Outbox, Ticket
 from mailgate.storage.store import Store
 
 
@@ -32,8 +34,19 @@ def ticket_json(ticket: Ticket, store: Store, *, messages: bool) -> dict[str, An
         "overdue": ticket.overdue,
         "reply_address": ticket.reply_address,
     }
+    if messages:  # merged and split tickets (pipeline/links.py), both ways
+        linked = links.links(store.session, ticket)
+        data.update(merged_into=linked.merged_into, merged_from=list(linked.merged_from),
+                    split_from=linked.split_from, split_into=list(linked.split_into))
+    else:  # a listing: where a merged ticket's thread went
+        survivor = store.ticket(ticket.merged_into) if ticket.merged_into is not None else None
+        data["merged_into"] = survivor.number if survivor else None
     if messages:  # one ticket shown: its numbers in other help desks, then its thread
-        data["aliases"] = [{"system": system, "number": number} for system, number in store.aliases(ticket.id)]
+        data["aliases"] = [
+            {"system": system, "number": number}
+            for system, number in store.aliases(ticket.id)
+            if system != FORWARD_KEYS  # not a number: the key that recognises a second forward of the same mail
+        ]
         data["messages"] = [
             {
                 "kind": m.kind,
@@ -46,7 +59,8 @@ def ticket_json(ticket: Ticket, store: Store, *, messages: bool) -> dict[str, An
                         "filename": a.filename,
                         "content_type": a.content_type,
                         "size": a.size,
-                        "sha256": a.sha256,
+                        "sha256": a.sha256 or None,
+                        "purged": a.sha256 == PURGED,  # its file deleted by retention or forget
                     }
                     for a in m.attachments
                 ],
@@ -79,6 +93,10 @@ def ticket_text(ticket: Ticket, store: Store) -> str:
         lines.append(f"  {'written to':<19} {data['reply_address']}")
     if data["aliases"]:
         lines.append(f"  {'also known as':<19} {', '.join(a['system'] + ' ' + a['number'] for a in data['aliases'])}")
+    for key in ("merged_into", "merged_from", "split_from", "split_into"):
+        value = data[key]
+        if value:
+            lines.append(f"  {key.replace('_', ' '):<19} {', '.join(value) if isinstance(value, list) else value}")
     lines += _sla_lines(ticket, store)
     lines.append("Events:")
     lines += [f"  {e.at.isoformat()}  {e.kind:<12} {e.actor}: {e.detail}" for e in store.events(ticket.id)]
@@ -86,7 +104,8 @@ def ticket_text(ticket: Ticket, store: Store) -> str:
     for m in data["messages"]:
         lines.append(f"  --- {m['created_at']}  {m['kind']} from {m['from']}")
         lines += [f"  | {line}" for line in (m["body"] or "").splitlines()]
-        lines += [f"  [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)" for a in m["attachments"]]
+        lines += [f"  [attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes"
+                  + (", purged: the file was deleted)" if a["purged"] else ")") for a in m["attachments"]]
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from mailgate.config.fields import Duration, Email, Size, _Strict
 from mailgate.config.intake_policy import Flood, Spam
 from mailgate.config.side_files import AgentsFile, SlaFile
 from mailgate.domain import check_kinds
+from mailgate.rules.retention import Retention
 from mailgate.rules.schema import RulesFile
 
 
@@ -284,6 +285,8 @@ class Tickets(_Strict):
         for name, pattern in value.items():
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
                 raise ValueError(f"foreign tag name {name!r}: use 1-40 lower-case letters, digits, '-' or '_'")
+            if name == "forwarded":  # the key under which agents' inline forwards are recognised
+                raise ValueError("foreign tag name 'forwarded' is mailgate's own; choose another")
             if pattern.count("{number}") != 1:
                 raise ValueError(f"foreign tag {name}: the pattern must contain {{number}} exactly once: {pattern!r}")
             if not pattern.replace("{number}", "").strip():
@@ -398,6 +401,14 @@ class Lifecycle(_Strict):
     satisfaction_question: bool = False
 
 
+class RetentionDefaults(Retention):
+    """The default for every help topic (``raw``, ``attachments``, ``tickets``: rules/retention.py), and how
+    often each daemon runs the purge (jobs/retention.py). Nothing is purged unless an age is given."""
+
+    run_every: Duration = Field(default=timedelta(days=1), ge=timedelta(seconds=1))
+    batch_size: int = Field(default=500, ge=1, le=10000)  # rows per transaction
+
+
 class MainFile(_Strict):
     state_dir: Path = Path("../var")
     database: Database | None = None
@@ -418,6 +429,7 @@ class MainFile(_Strict):
     drain_time: Duration = timedelta(seconds=25)
     security: Security = Security()
     lifecycle: Lifecycle = Lifecycle()
+    retention: RetentionDefaults = RetentionDefaults()
     admin_email: Email | None = None
     # serve runs the pipeline and the outbox sender in child processes (more cores, intake first);
     # false keeps it one process

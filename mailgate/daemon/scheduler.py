@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailgate.errors import TempFail
-from mailgate.jobs import lifecycle, sla_sweep
+from mailgate.jobs import lifecycle, retention, sla_sweep
 from mailgate.outbound import outbox
 from mailgate.outbound.dkim import DkimSigner
 from mailgate.outbound.transport import Transport
@@ -75,6 +75,9 @@ class Jobs:
     def sla_sweep(self) -> int:
         return sla_sweep.sweep(self._context(), stop=self.stopping)
 
+    def retention(self) -> retention.Report:
+        return retention.run(self._context(), stop=self.stopping)
+
 
 class RunningScheduler:
     def __init__(self, scheduler: AsyncIOScheduler, jobs: Jobs) -> None:
@@ -124,6 +127,7 @@ def start_scheduler(
         ("sla_sweep", jobs.sla_sweep, sla_interval),
         ("flush_outbox", flush or jobs.flush_outbox, outbox_interval),
         ("auto_close", jobs.auto_close, timedelta(minutes=5)),
+        ("retention", jobs.retention, jobs.context().config.main.retention.run_every),
     )
     for name, func, every in jobs_and_intervals:
         scheduler.add_job(

@@ -40,6 +40,7 @@ def _sweep(
     limit: int,
 ) -> int:
     now = ctx.clock.now()
+    where = where & Ticket.merged_into.is_(None)  # a merged ticket is closed for good: its survivor is worked
     query = select(Ticket).where(where).order_by(order).limit(limit)
     if not ctx.db.is_sqlite:
         query = query.with_for_update(skip_locked=True)

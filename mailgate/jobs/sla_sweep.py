@@ -74,6 +74,8 @@ def fire(session: Session, ctx: Context, timers: Sequence[SlaTimer], now: dateti
         ticket = session.get(Ticket, ticket_id, with_for_update=locking)
         assert ticket is not None
         for timer in (t for t in timers if t.ticket_id == ticket_id):
+            if ticket.merged_into is not None:  # merged meanwhile (its pending rungs go with the merge): claimed, inert
+                continue
             mail = last[(ticket_id, timer.target)] == timer.id
             _step(store, ctx, ticket, timer, now, mail=mail)
             fired.append({"ticket": ticket.number, "plan": timer.plan, "target": timer.target, "step": timer.step,

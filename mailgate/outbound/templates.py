@@ -53,6 +53,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
         "target": "first response",
         "step": "75%",
         "due": "2026-01-05T17:00:00+00:00",
+        "linked": "[#654321]",  # notice_merged: the ticket merged in; notice_split: the one split off from
     },
     "alert": {
         "kind": "failing",

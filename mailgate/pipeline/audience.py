@@ -76,6 +76,8 @@ def for_inbound(
     acknowledge: bool,
 ) -> list[Planned]:
     """Notifications caused by a received mail: a new ticket, a customer message, or an agent's action."""
+    if change.link is not None and change.link.refused is None:
+        return _for_link(change, ticket, sender, directory)
     agents = _without(directory.responsible(ticket), sender.address)
     if change.created:  # the acknowledgment goes to the requester alone (never to a Reply-To: see author.py)
         planned = []
@@ -113,3 +115,16 @@ def _for_agent_action(
         told = _without(department, sender.address, change.assigned_to or "")
         planned += [Planned("alert_assigned", agent, True, "auto-generated") for agent in told]
     return planned
+
+
+def _for_link(change: Change, ticket: TicketView, sender: Sender, directory: Directory) -> list[Planned]:
+    """A merge tells the survivor's customers once (its requester and everyone who joined); a split tells
+    the new ticket's requester its number, and alerts its agents as a new ticket does (the one who split
+    it too: the alert's signed Reply-To is how they answer the new ticket by mail)."""
+    assert change.link is not None
+    if change.link.command == "merge":
+        customers = _without([ticket.requester, *ticket.collaborators], sender.address)
+        return [Planned("notice_merged", person, True, "auto-generated")
+                for person in customers if person.email and not directory.is_agent(person.email)]
+    told = [Planned("notice_split", ticket.requester, True, "auto-generated")] if ticket.requester.email else []
+    return told + [Planned("alert_new", agent, True, "auto-generated") for agent in directory.responsible(ticket)]

@@ -80,8 +80,12 @@ def authenticated_by_mx(parsed: ParsedMail, address: str, policy: AgentAuthentic
     return None
 
 
-def _agent_token(identity: Identity, recipients: tuple[str, ...], ticket_id: int | None, address: str) -> bool:
-    return ticket_id is not None and any(identity.read_token(r, "a", address) == ticket_id for r in recipients)
+def _agent_token(identity: Identity, recipients: tuple[str, ...], match: ThreadMatch, address: str) -> bool:
+    """The agent's own address for this ticket, or for one merged into it (their alerts of before the merge)."""
+    if match.ticket_id is None:
+        return False
+    tickets = {match.ticket_id, *(ticket_id for ticket_id, _number in match.merged)}
+    return any(identity.read_token(r, "a", address) in tickets for r in recipients)
 
 
 def authorize(
@@ -99,7 +103,7 @@ def authorize(
     if address in agents:
         how = (
             "own reply address"
-            if policy.reply_token and _agent_token(identity, recipients, match.ticket_id, address)
+            if policy.reply_token and _agent_token(identity, recipients, match, address)
             else authenticated_by_mx(parsed, address, policy)
         )
         if how:

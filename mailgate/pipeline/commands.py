@@ -16,6 +16,8 @@ from mailgate.domain import Command, Priority, Status
 
 _LINE = re.compile(r"^#([a-z_]+)(?:[ \t:]+(.*?))?\s*$", re.I)
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")  # a ticket number as stored; whether it exists is links.py's
+ALONE = ("merge", "split")  # each acts on two tickets: no other command may share its mail
 STATUSES = ("open", *(s.value for s in Status if s is not Status.OPEN))
 
 
@@ -53,6 +55,9 @@ def _named(value: str, names: Iterable[str]) -> str | None:
 def _check(name: str, arg: str, vocab: Vocabulary, sender: str) -> tuple[Command | None, str | None]:
     if name == "note":
         return Command("note", ""), None
+    if name == "split":  # the message to split off is the one the mail answers, never named
+        return (Command("split", ""), None) if not arg else (None, f"#split {arg}: #split takes no argument; "
+                                                              "reply with it to the alert of the message to split off")
     if not arg:
         return None, f"#{name} needs an argument"
     checks = {
@@ -64,9 +69,10 @@ def _check(name: str, arg: str, vocab: Vocabulary, sender: str) -> tuple[Command
         "sla": lambda: _named(arg, vocab.plans),
         "cc": lambda: arg.strip("<> ").lower() if _EMAIL.match(arg.strip("<> ")) else None,
         "uncc": lambda: arg.strip("<> ").lower() if _EMAIL.match(arg.strip("<> ")) else None,
+        "merge": lambda: arg.strip("[]# ") if _NUMBER.match(arg.strip("[]# ")) else None,
     }
     if name not in checks:
-        return None, f"unknown command #{name} (known: #{', #'.join([*checks, 'note'])})"
+        return None, f"unknown command #{name} (known: #{', #'.join([*checks, 'split', 'note'])})"
     value = checks[name]()
     if value is None:
         return None, f"#{name} {arg}: not a valid {name} argument"
@@ -94,4 +100,7 @@ def parse_agent_mail(text: str, vocab: Vocabulary, sender: str) -> AgentMail:
         index += 1
     rest = "\n".join(lines[index:]).strip()
     note = any(c.name == "note" for c in commands)
+    alone = [c.name for c in commands if c.name in ALONE]
+    if alone and len([c for c in commands if c.name != "note"]) > 1:
+        errors.append(f"#{alone[0]} goes alone: send other commands in a mail of their own")
     return AgentMail(tuple(c for c in commands if c.name != "note"), tuple(errors), rest, note)

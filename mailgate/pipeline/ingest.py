@@ -39,7 +39,7 @@ from mailgate.domain import (
 from mailgate.errors import LeaseLost, OverLimit, ParseError, Rejected, TempFail
 from mailgate.identity import Identity
 from mailgate.outbound.templates import Templates
-from mailgate.pipeline import bounce, customer_close, holds, spam, status_request
+from mailgate.pipeline import bounce, customer_close, forward_intake, holds, links, spam, status_request
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Intent, Writer, apply, choose_assignee
 from mailgate.pipeline.apply_agent import apply_agent
@@ -55,7 +55,7 @@ from mailgate.pipeline.notify import notify_mail, own_address, recipients, send_
 from mailgate.pipeline.parse import parse
 from mailgate.pipeline.route import route
 from mailgate.pipeline.spool import Spooled
-from mailgate.pipeline.thread import TicketTag, match_thread
+from mailgate.pipeline.thread import TicketTag, landed, match_thread
 from mailgate.pipeline.trail import Trail, why_unthreaded
 from mailgate.rules.engine import CompiledRules
 from mailgate.storage import leases
@@ -124,6 +124,9 @@ def _act(
         ticket = w.store.ticket(match.ticket_id)
         assert ticket is not None
         mail = parse_agent_mail(parsed.new_text, ctx.vocabulary, sender.address)
+        command = links.wanted(mail)
+        if command is not None:  # #merge, #split: the mail ends on the survivor or the new ticket
+            return links.carry_out(w, ticket, parsed, inbound_id, sender, mail, command, match, intent.to_notes)
         return apply_agent(w, ticket, parsed, inbound_id, sender, mail, intent.to_notes), ticket
     if closing is not None and closing.acts and match.ticket_id is not None:
         ticket = w.store.ticket(match.ticket_id)
@@ -198,7 +201,46 @@ def _bounce(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: C
         why = f"bounce of our mail without a ticket ({proof.via}); suppressed: {', '.join(suppressed) or 'nobody'}"
         return _kept(store, spooled, now, why, parsed.message_id, trail)
     ticket = store.ticket(proof.ticket_id)
-    return ThreadMatch(proof.ticket_id, "token", ticket.number if ticket else None, signed=True)
+    return landed(store, ThreadMatch(proof.ticket_id, "token", ticket.number if ticket else None, signed=True))
+
+
+def _threaded(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: Classification, env: Envelope,
+              spooled: Spooled, now: datetime, trail: Trail) -> ThreadMatch | Outcome:
+    """The ticket the mail belongs to (a bounce: only the one it proves to answer), recorded in the trail."""
+    if cls.kind is Kind.BOUNCE:
+        found = _bounce(store, ctx, raw, parsed, cls, env, spooled, now, trail)
+        if isinstance(found, Outcome):
+            return found
+        match = found
+    else:
+        match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
+    trail.threaded(match, why_unthreaded(parsed, ctx.tag) if match.ticket_id is None else None)
+    return match
+
+
+def _forwarded(store: Store, ctx: Context, parsed: ParsedMail, env: Envelope, spooled: Spooled, now: datetime,
+               forward: forward_intake.Forwarding | None, trail: Trail) -> Outcome | None:
+    """An agent's forward that opens no ticket: refused (kept aside, the agent told why), or a customer
+    mail the desk has already (a duplicate: the agent told its ticket). None: the mail goes on."""
+    if forward is None or (forward.refused is None and forward.existing is None):
+        return None
+    trail.forwarded(forward_intake.record(forward))
+    support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
+    mid = parsed.message_id
+    if forward.existing is None:
+        note = forward_intake.tell_refused(store, ctx.notifier, forward, parsed, support, now)
+        trail.notified([note] if note else [])
+        return _kept(store, spooled, now, f"forward refused: {forward.refused}", mid, trail)
+    ticket = forward.existing
+    forward_intake.again(store, ticket, forward, now)
+    notes = forward_intake.receipt(store, ctx.notifier, forward, ticket, None, None, support, parsed.sha256, now)
+    trail.notified(notes)
+    why = f"the forwarded mail is already ticket {ticket.number}"
+    record = trail.outcome("duplicate", why)
+    spooling.finish(store, spooled, InboundStatus.DUPLICATE, now, reason=why, ticket_id=ticket.id, message_id=mid,
+                    decision=record)
+    sent = tuple((n.kind, n.to) for n in notes)
+    return Outcome("duplicate", ticket.number, why, spooled.id, (), sent, None, mid, "duplicate", record)
 
 
 def _unproven_commands(
@@ -351,18 +393,18 @@ def _process(
         return early
     if parsed.from_addr is None:  # answered and recognised by the address that did name the sender
         parsed = replace(parsed, from_addr=who.address)
-    if cls.kind is Kind.BOUNCE:
-        found = _bounce(store, ctx, raw, parsed, cls, env, spooled, now, trail)
-        if isinstance(found, Outcome):
-            return found
-        match = found
-    else:
-        match = match_thread(parsed, store, ctx.tag, ctx.identity, env.rcpt_tos)
-    trail.threaded(match, why_unthreaded(parsed, ctx.tag) if match.ticket_id is None else None)
+    match = _threaded(store, ctx, raw, parsed, cls, env, spooled, now, trail)
+    if isinstance(match, Outcome):
+        return match
     sender = authorize(
         parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
     )
     sender = _archived_agent(ctx, sender)
+    forward = forward_intake.judge(parsed, cls, match, sender, ctx.directory, ctx.own_addresses, store, ctx.history)
+    stop = _forwarded(store, ctx, parsed, env, spooled, now, forward, trail)
+    if stop is not None:
+        return stop
+    parsed, sender, who = forward_intake.taken(forward, parsed, sender, who)  # a forward: the customer's mail
     trail.sender(sender)
     ticket = store.ticket(match.ticket_id) if match.ticket_id is not None else None
     admission = admit(
@@ -393,6 +435,8 @@ def _process(
     verdict = spam.verdict(parsed, env, origin, ctx.config.main.intake.spam, released=released)
     trail.spam(verdict)
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain, verdict)
+    decision = forward_intake.acknowledged(forward, decision, ctx.config.rules)  # a forward: acked if asked
+    trail.forwarded(forward_intake.record(forward, decision))
     trail.routed(decision)
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
@@ -407,12 +451,15 @@ def _process(
     sla = None if ctx.history else ctx.config.sla
     writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, sla, ctx.config.main.lifecycle.satisfaction_question)
     change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who, closing)
+    change = forward_intake.recorded(writer, change, forward, inbound_id)
     trail.acted(change)
     notes = (
         []
         if ctx.history
         else notify_mail(store, ctx.notifier, change, ticket, parsed, cls, admission.sender, decision, env, now)
     )
+    support = support_address(parsed, env, ctx.own_addresses, ctx.config.main.intake.addresses[0])
+    notes += forward_intake.receipt(store, ctx.notifier, forward, ticket, change, decision, support, parsed.sha256, now)
     trail.notified(notes)
     trail.speaks_as(ticket_sender(ctx.notifier, ticket))
     record = trail.outcome("accepted", None)

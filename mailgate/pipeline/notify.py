@@ -84,6 +84,7 @@ def notify_mail(
         "reason": "; ".join(change.command_errors) or sender.reason,
         "kept_as": "note" if change.events else "aside",  # refused commands become a note; see ingest
         "ask_rating": "yes" if nc.ask_rating and change.status_changed == "resolved" else "",
+        "linked": nc.tag.tag(change.link.ticket) if change.link else "",  # merged in, or split off from
     }
     trigger = Trigger(
         parsed.message_id,

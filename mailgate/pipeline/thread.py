@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 
 from mailgate.domain import ParsedMail, ThreadMatch
 from mailgate.identity import Identity
+from mailgate.storage import links
 from mailgate.storage.store import Store
 
 MAX_TAGS = 10  # tags looked up per subject: a subject of 50,000 tags must not cost 50,000 queries
@@ -81,6 +83,23 @@ class TicketTag:
 
 
 def match_thread(
+    parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity, rcpt_tos: tuple[str, ...] = ()
+) -> ThreadMatch:
+    """The ticket the mail names (``_named``), or the one that ticket was merged into (``landed``)."""
+    return landed(store, _named(parsed, store, tag, identity, rcpt_tos))
+
+
+def landed(store: Store, match: ThreadMatch) -> ThreadMatch:
+    """A merged ticket's mail goes to the ticket that took its thread over, along the whole chain
+    (A -> B -> C); how it was found, and whether that was signed, stay as they were for the ticket named."""
+    ticket = store.ticket(match.ticket_id) if match.ticket_id is not None else None
+    if ticket is None or ticket.merged_into is None:
+        return match
+    final, passed = links.survivor(store.session, ticket)
+    return replace(match, ticket_id=final.id, number=final.number, merged=tuple((t.id, t.number) for t in passed))
+
+
+def _named(
     parsed: ParsedMail, store: Store, tag: TicketTag, identity: Identity, rcpt_tos: tuple[str, ...] = ()
 ) -> ThreadMatch:
     """Signed reply address first (it proves the mail answers our mail), then our tag, another desk's tag

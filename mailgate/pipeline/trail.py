@@ -55,6 +55,9 @@ class Trail:
         entry: dict[str, Any] = {"via": match.via, "ticket": match.number, "signed": match.signed}
         if match.ticket_id is None and why_not:
             entry["why_not"] = why_not
+        if match.merged:  # the ticket named was merged: the mail lands in the survivor (pipeline/links.py)
+            entry["named"] = match.merged[0][1]
+            entry["merged_via"] = [number for _id, number in match.merged]
         self.data["thread"] = entry
 
     def sender(self, sender: Sender) -> None:
@@ -64,6 +67,11 @@ class Trail:
             "authenticated": sender.authenticated,
             "reason": sender.reason,
         }
+
+    def forwarded(self, record: dict[str, Any] | None) -> None:
+        """An authenticated agent's forward: whose mail it is and what came of it (forward_intake.py)."""
+        if record is not None:
+            self.data["forwarded"] = record
 
     def admitted(
         self, *, reject: str | None, follow_up_of: str | None, collaborator: str | None, to_ticket: bool
@@ -133,6 +141,10 @@ class Trail:
             "command_errors": list(change.command_errors),
             "events": list(change.events),
         }
+        if change.link is not None:  # an agent's #merge or #split: done, or refused and why
+            link = change.link
+            self.data[link.command] = {"ticket": link.ticket, "other": link.other, "done": link.refused is None,
+                                       "detail": link.refused or link.detail}
 
     def notified(self, notes: list[Notification]) -> None:
         self.data["notifications"] = [{"kind": n.kind, "to": list(n.to), "key": n.dedupe_key} for n in notes]

@@ -28,6 +28,7 @@ from pydantic import (
 from mailgate.domain import Priority, Status, check_kinds
 from mailgate.rules.conditions import Condition, ListFile, _Strict
 from mailgate.rules.regex import Pattern, compile_pattern
+from mailgate.rules.retention import Retention
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -240,11 +241,13 @@ class HelpTopic(_Strict):
     priority: Priority = Priority.NORMAL
     sla: str | None = None
     auto_ack: bool = True
+    ack_forwarded: bool = False  # acknowledge mail an agent forwards in (else only when they write #ack)
     ack_template: str = "ack_new"
     from_name: str | None = None  # the display name of every mail about its tickets ("Billing team")
     notifications: Annotated[
         dict[str, bool], AfterValidator(check_kinds)
     ] = {}  # per-kind switches (most specific wins)
+    retention: Retention = Retention()  # over mailgate.yaml's retention, key by key (jobs/retention.py)
 
     @field_validator("from_name")
     @classmethod

@@ -137,10 +137,18 @@ class Ticket(Base):
     resolution_breached: Mapped[bool] = mapped_column(Boolean, default=False)
     # the support address the customer wrote to: every mail of the ticket goes out from it
     reply_address: Mapped[str | None] = mapped_column(String(320))
+    # merged by an agent's #merge: the ticket that took its thread over (mail to this one lands there);
+    # split off by #split: the ticket it came from (pipeline/links.py)
+    merged_into: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    split_from: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+
+
+FORWARD_KEYS = "forwarded"  # TicketAlias.system of the keys that recognise an inline forward seen before
 
 
 class TicketAlias(Base):
-    """A number another help desk gave a ticket before it was imported: its subject tag still threads."""
+    """A number another help desk gave a ticket before it was imported: its subject tag still threads.
+    Also (system ``FORWARD_KEYS``) the key of an agent's inline forward, so a second forward finds it."""
 
     __tablename__ = "ticket_alias"
     system: Mapped[str] = mapped_column(String(40), primary_key=True)  # the name of the tag pattern
@@ -231,7 +239,7 @@ class Outbox(Base):
     recipient: Mapped[str] = mapped_column(String(320), default="")  # one row per recipient: limits, bounces
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)  # machine-initiated (acks, alerts)
     attachments: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # [sha256, filename, type]
-    message_id: Mapped[str] = mapped_column(String(998))
+    message_id: Mapped[str] = mapped_column(String(998), index=True)  # an agent's #split names its alert
     subject: Mapped[str] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     text: Mapped[str] = mapped_column(Text)

@@ -40,10 +40,12 @@ TICKET_KEYS = {
     "number", "subject", "status", "priority", "help_topic", "department", "assignee", "sla_plan",
     "requester", "collaborators", "created_at", "first_response_due", "resolution_due", "overdue",
     "reply_address",  # the support address the customer wrote to (README "Replies from the address ...")
+    "merged_into",  # the survivor's number, for a ticket merged into another (README "Merge and split by mail")
 }
-SHOWN_KEYS = {"messages", "aliases"}  # only on `tickets show`: the thread, other desks' numbers
+# only on `tickets show`: the thread, other desks' numbers, the merge and split links both ways
+SHOWN_KEYS = {"messages", "aliases", "merged_from", "split_from", "split_into"}
 MESSAGE_KEYS = {"kind", "from", "body", "created_at", "message_id", "attachments"}
-ATTACHMENT_KEYS = {"filename", "content_type", "size", "sha256"}
+ATTACHMENT_KEYS = {"filename", "content_type", "size", "sha256", "purged"}  # purged: retention, forget
 
 
 def send(service: Service, raw: bytes, **kw: Any) -> tuple[int, str]:
@@ -265,7 +267,7 @@ def test_ticket_json_views_keep_the_design_contract(service: Service) -> None:
     [attachment] = message["attachments"]
     assert set(attachment) == ATTACHMENT_KEYS
     assert attachment == {"filename": "invoice.pdf", "content_type": "application/pdf", "size": len(data),
-                          "sha256": hashlib.sha256(data).hexdigest()}
+                          "sha256": hashlib.sha256(data).hexdigest(), "purged": False}
 
 
 # --------------------------------------------------------------------------- database trouble
