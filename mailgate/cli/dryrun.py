@@ -6,11 +6,14 @@ prints can never disagree with what the daemon would do.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from mailgate.domain import Envelope, Outcome, RouteDecision
+from mailgate.hours import add_business_time, holidays_between
 from mailgate.pipeline.ingest import Context, ingest
 from mailgate.rules.retention import effective, shown
+from mailgate.sla import plans
 
 
 def _assignee(decision: RouteDecision) -> str | None:
@@ -58,10 +61,27 @@ def explain(ctx: Context, raw: bytes, to: str | None) -> dict[str, Any]:
         "notifications": [{"kind": kind, "to": list(to_list)} for kind, to_list in outcome.notifications],
         "outcome": {"status": outcome.status, "ticket": outcome.number, "reason": outcome.reason},
         "retention": _retention(ctx, decision.help_topic if decision else None),
+        "sla": _sla(ctx, decision) if decision and (record.get("thread") or {}).get("via") == "none" else None,
         **customers,
         **held,
         **linked,
     }
+
+
+def _sla(ctx: Context, decision: RouteDecision) -> dict[str, Any] | None:
+    """A new ticket's due times if it arrived now, and the holidays (hours.holidays_between) that moved them."""
+    book = ctx.config.sla
+    plan = book.sla_plans.get(decision.sla_plan) if book and decision.sla_plan else None
+    if book is None or plan is None:
+        return None
+    schedule = plans.plan_schedule(plan, book.schedules)
+    now = ctx.clock.now()
+    due = {}
+    for target, duration in plans.plan_targets(plan, decision.priority.value).items():
+        at = add_business_time(schedule, now, duration).astimezone(UTC)
+        moved = [{"date": day.isoformat(), "name": name} for day, name in holidays_between(schedule, now, at)]
+        due[target] = {"due": at.isoformat(), "moved_over": moved}
+    return {"plan": decision.sla_plan, "due": due}
 
 
 def _retention(ctx: Context, topic: str | None) -> dict[str, str | None]:
@@ -100,6 +120,11 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"forwarded: {fwd['summary']} ({fwd['how']}){acked}" + (f": {said}" if said else ""))
     lines += _held_lines(report)
     lines += _linked_lines(report)
+    if report["sla"]:
+        for target, due in report["sla"]["due"].items():
+            moved = "; ".join(f"{h['date']} {h['name']}" for h in due["moved_over"])
+            lines.append(f"sla {report['sla']['plan']}: {target} due {due['due']}"
+                         + (f" (moved over holidays: {moved})" if moved else ""))
     kept = report["retention"]
     lines.append("retention: " + ", ".join(f"{kind} {age or 'kept'}" for kind, age in kept.items()))
     out = report["outcome"]

@@ -140,3 +140,23 @@ def test_check_config_accepts_a_country_calendar(make_config: MakeConfig) -> Non
                                                  "language": "en_US", "dates": ["2026-12-24"]}))
     result = run_cli(config, "check-config")
     assert result.code == 0, result.stderr
+
+
+def test_rules_test_shows_the_due_times_and_the_holidays_that_moved_them(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    closed = _bavarian_days(datetime.now(BERLIN).year)
+    listed = _a_working_day_ahead(closed)
+    config = make_config(rules=RULES, sla=_sla({"country": "DE", "subdivision": "BY", "dates": [listed]}))
+    eml = tmp_path / "mail.eml"
+    eml.write_bytes(make_mail("Invoice question"))
+    report = cli_json(config, "rules", "test", str(eml))
+    sla = report["sla"]
+    assert sla["plan"] == "standard" and set(sla["due"]) == {"first_response", "resolution"}
+    moved = {h["date"]: h["name"] for h in sla["due"]["resolution"]["moved_over"]}
+    assert moved[listed.isoformat()] == "configured date"  # 1000 business hours cross the listed day
+    assert any(date.fromisoformat(d) in closed for d in moved), moved  # and the calendar's own holidays
+    due = datetime.fromisoformat(sla["due"]["resolution"]["due"])
+    assert due > datetime.now(BERLIN) + timedelta(days=170)
+    text = run_cli(config, "rules", "test", str(eml)).stdout
+    assert "sla standard: resolution due " in text and "(moved over holidays: " in text
