@@ -20,13 +20,13 @@ from tests.conftest import (
     MakeConfig,
     Service,
     cli_json,
-    outgoing_mail,
     run_cli,
     smtp_deliver,
     sql_rows,
     start_service,
     wait_until,
 )
+from tests.support.outgoing import mails_to, text_of, wait_mail
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}],
@@ -52,21 +52,6 @@ def desk(make_config: MakeConfig, tmp_path: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- helpers
-def _text(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    return part.get_content() if part is not None else ""
-
-
-def mails_to(svc: Service, address: str, contains: str = "") -> list[EmailMessage]:
-    return [m for m in outgoing_mail(svc.config)
-            if address in {a.addr_spec for a in m["To"].addresses} and contains in m["Subject"] + _text(m)]
-
-
-def wait_mail(svc: Service, address: str, contains: str = "", count: int = 1) -> list[EmailMessage]:
-    return list(wait_until(lambda: (m := mails_to(svc, address, contains)) and len(m) >= count and m,
-                           what=f"{count} mail(s) to {address} with {contains!r}", log=svc.output))
-
-
 def send(svc: Service, sender: str, to: str, subject: str, body: str, *, mail_from: str | None = None,
          rcpt: str | None = None, **headers: str) -> str:
     """One mail through the listener; returns its Message-ID."""
@@ -128,9 +113,9 @@ def test_the_requester_closes_their_ticket_by_replying(desk: Service) -> None:
     mid = reply(desk, ack, "Works again, thanks!\n#close\n\nOn Mon, 2 Mar 2026, Example Support "
                            "<support@example.com> wrote:\n> We received your request")
     [confirm] = wait_mail(desk, PAT, "You closed your request")
-    assert f"[#{number}]" in confirm["Subject"] and "is now closed" in _text(confirm)
+    assert f"[#{number}]" in confirm["Subject"] and "is now closed" in text_of(confirm)
     [alert] = wait_mail(desk, "jane@example.com", "Closed by the customer")
-    assert "Works again, thanks!" in _text(alert)
+    assert "Works again, thanks!" in text_of(alert)
     ticket = show(desk, number)
     assert ticket["status"] == "closed"
     assert ticket["messages"][-1]["kind"] == "customer" and "Works again" in ticket["messages"][-1]["body"]
@@ -251,7 +236,7 @@ def test_the_status_address_lists_open_tickets_and_opens_none(desk: Service) -> 
     mid = send(desk, f"Pat <{PAT}>", STATUS, f"Re: [#{first}] what is open?", "Hello?",
                Reply_To="Eve <eve@stranger.example>")
     [answer] = wait_mail(desk, PAT, "Your open requests")
-    body = _text(answer)
+    body = text_of(answer)
     assert f"[#{first}]  Router broken" in body and "status: open, last update:" in body
     assert second not in body  # closed: not listed
     assert [a.addr_spec for a in answer["To"].addresses] == [PAT]  # never the Reply-To
@@ -267,7 +252,7 @@ def test_the_status_address_lists_open_tickets_and_opens_none(desk: Service) -> 
     wait_mail(desk, PAT, "You closed your request", count=2)
     send(desk, f"Pat <{PAT}>", STATUS, "status", "")
     answers = wait_mail(desk, PAT, "Your open requests", count=2)
-    assert "you have no open requests with us right now" in _text(answers[-1])
+    assert "you have no open requests with us right now" in text_of(answers[-1])
 
 
 def test_the_status_address_answers_no_stranger_no_machine_and_no_reply_to(desk: Service) -> None:

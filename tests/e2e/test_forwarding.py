@@ -20,13 +20,13 @@ from tests.conftest import (
     MakeConfig,
     Service,
     cli_json,
-    outgoing_mail,
     run_cli,
     smtp_deliver,
     sql_rows,
     start_service,
     wait_until,
 )
+from tests.support.outgoing import mails_to, text_of, wait_mail
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}, {"name": "Jerry Sys", "email": "jerry@example.com"}],
@@ -75,21 +75,6 @@ def desk(make_config: MakeConfig, tmp_path: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- helpers
-def _text(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    return part.get_content() if part is not None else ""
-
-
-def mails_to(svc: Service, address: str, contains: str = "") -> list[EmailMessage]:
-    return [m for m in outgoing_mail(svc.config)
-            if address in {a.addr_spec for a in m["To"].addresses} and contains in m["Subject"] + _text(m)]
-
-
-def wait_mail(svc: Service, address: str, contains: str = "", count: int = 1) -> list[EmailMessage]:
-    return list(wait_until(lambda: (m := mails_to(svc, address, contains)) and len(m) >= count and m,
-                           what=f"{count} mail(s) to {address} with {contains!r}", log=svc.output))
-
-
 def send(svc: Service, sender: str, subject: str, body: str, *, to: str = "support@example.com",
          auth: str | None = VOUCHED, **headers: str) -> str:
     """One mail through the listener (``auth``: the Authentication-Results our MX put on top); its Message-ID."""
@@ -155,11 +140,11 @@ def test_an_agents_inline_forward_is_the_customers_ticket(desk: Service) -> None
     [receipt] = wait_mail(desk, "jane@example.com", "the mail you forwarded is ticket")
     number = tag_of(receipt)
     assert "Forwarded mail from pat@customer.example" in receipt["Subject"]
-    assert "opened: the customer was acknowledged" in _text(receipt)
+    assert "opened: the customer was acknowledged" in text_of(receipt)
     assert receipt["Reply-To"].startswith("support+a")  # the agent's own signed address: replies work the ticket
     assert receipt["In-Reply-To"] == mid
     [ack] = wait_mail(desk, PAT, "We received your request")  # #ack asked for it
-    assert tag_of(ack) == number and "Pät Cüstomer" in _text(ack)
+    assert tag_of(ack) == number and "Pät Cüstomer" in text_of(ack)
 
     ticket = show(desk, number)
     assert ticket["requester"] == PAT and ticket["subject"] == "Drucker defekt"  # WG: taken off
@@ -193,7 +178,7 @@ def test_an_agents_inline_forward_is_the_customers_ticket(desk: Service) -> None
     # Jerry forwards the same mail from Outlook, in English: no second ticket, he hears which it is
     again = send(desk, "Jerry Sys <jerry@example.com>", "FW: Drucker defekt", OUTLOOK_EN)
     [told] = wait_mail(desk, "jerry@example.com", "the mail you forwarded is ticket")
-    assert tag_of(told) == number and "already this ticket" in _text(told)
+    assert tag_of(told) == number and "already this ticket" in text_of(told)
     assert numbers(desk) == [number]
     second = record(desk, again)
     assert second["status"] == "duplicate" and second["ticket"] == number
@@ -207,7 +192,7 @@ def test_a_forward_as_attachment_without_ack_tells_only_the_agent(desk: Service)
     mid = send(desk, "jane@example.com", "Fwd: Invoice wrong", body, Content_Type=content_type)
     [receipt] = wait_mail(desk, "jane@example.com", "the mail you forwarded is ticket")
     number = tag_of(receipt)
-    assert "the customer was not told" in _text(receipt)
+    assert "the customer was not told" in text_of(receipt)
     ticket = show(desk, number)
     assert ticket["requester"] == PAT and ticket["subject"] == "Invoice wrong"
     assert ticket["messages"][0]["message_id"] == "<inv-1@customer.example>"
@@ -231,7 +216,7 @@ def test_the_help_topic_may_acknowledge_forwards(desk: Service) -> None:
     send(desk, "jane@example.com", "Fwd: Drucker defekt", GMAIL_DE.format(above=""), to="outage@example.com")
     [ack] = wait_mail(desk, PAT, "We received your request")
     [receipt] = wait_mail(desk, "jane@example.com", "the mail you forwarded is ticket")
-    assert tag_of(ack) == tag_of(receipt) and "acknowledged" in _text(receipt)
+    assert tag_of(ack) == tag_of(receipt) and "acknowledged" in text_of(receipt)
     assert show(desk, tag_of(ack))["help_topic"] == "Outage"
 
 
@@ -319,7 +304,7 @@ def test_a_forward_that_names_no_customer_is_kept_aside(desk: Service, from_line
     assert trail["reason"].startswith("forward refused: ") and why in trail["reason"]
     assert why in trail["forwarded"]["refused"]
     [told] = wait_mail(desk, "jane@example.com", "was not made a ticket")
-    assert why in _text(told)
+    assert why in text_of(told)
     assert numbers(desk) == []
     listed = run_cli(desk.config, "quarantine", "list").stdout
     assert "forward refused" in listed

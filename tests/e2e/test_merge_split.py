@@ -18,13 +18,13 @@ from tests.conftest import (
     MakeConfig,
     Service,
     cli_json,
-    outgoing_mail,
     run_cli,
     smtp_deliver,
     sql_rows,
     start_service,
     wait_until,
 )
+from tests.support.outgoing import mails_to, text_of, wait_mail
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}, {"name": "Jerry Sys", "email": "jerry@example.com"}],
@@ -43,21 +43,6 @@ def desk(make_config: MakeConfig, tmp_path: Path) -> Any:
 
 
 # --------------------------------------------------------------------------- helpers
-def _text(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    return part.get_content() if part is not None else ""
-
-
-def mails_to(svc: Service, address: str, contains: str = "") -> list[EmailMessage]:
-    return [m for m in outgoing_mail(svc.config)
-            if address in {a.addr_spec for a in m["To"].addresses} and contains in m["Subject"] + _text(m)]
-
-
-def wait_mail(svc: Service, address: str, contains: str = "", count: int = 1) -> list[EmailMessage]:
-    return list(wait_until(lambda: (m := mails_to(svc, address, contains)) and len(m) >= count and m,
-                           what=f"{count} mail(s) to {address} with {contains!r}", log=svc.output))
-
-
 def send(svc: Service, sender: str, to: str, subject: str, body: str, **headers: str) -> str:
     """One mail through the listener; returns its Message-ID."""
     mid = headers.pop("Message_ID", f"<{time.monotonic_ns()}@{sender.split('@')[-1].rstrip('>')}>")
@@ -133,7 +118,7 @@ def test_merge_moves_the_thread_and_people_and_mail_to_either_number_lands_in_th
     # each customer is told once, in B's thread, with B's tag
     [to_pat] = wait_mail(desk, PAT, "are now one")
     [to_lee] = wait_mail(desk, LEE, "are now one")
-    assert f"[#{b}]" in to_pat["Subject"] and f"[#{a}]" in _text(to_pat) and f"[#{b}]" in to_lee["Subject"]
+    assert f"[#{b}]" in to_pat["Subject"] and f"[#{a}]" in text_of(to_pat) and f"[#{b}]" in to_lee["Subject"]
     assert not mails_to(desk, PAT, "Same outage")  # the note was not relayed
 
     # Pat answers A's old acknowledgment (A's tag, In-Reply-To A's Message-ID): it lands in B
@@ -167,7 +152,7 @@ def test_a_second_merge_and_a_circle_are_answered_and_change_nothing(desk: Servi
     circle = reply(desk, alert_a, f"#merge {a}", "jane@example.com")  # lands in B: B into A would loop
     assert "would make a circle" in refused(desk, circle)
     [told, _] = wait_mail(desk, "jane@example.com", "were not applied", count=2)
-    assert "already merged" in _text(told) or "circle" in _text(told)
+    assert "already merged" in text_of(told) or "circle" in text_of(told)
     assert show(desk, a)["merged_into"] == b and show(desk, b)["merged_into"] is None
     assert count(desk, "SELECT count(*) FROM outbox WHERE kind = 'notice_merged'") == 2
 
@@ -230,9 +215,9 @@ def test_split_makes_the_answered_message_and_the_senders_later_ones_a_ticket(de
     assert f"  split from          {a}" in run_cli(desk.config, "tickets", "show", c).stdout
 
     [told] = wait_mail(desk, PAT, "request of its own")
-    assert f"[#{c}]" in told["Subject"] and f"[#{a}]" in _text(told)
+    assert f"[#{c}]" in told["Subject"] and f"[#{a}]" in text_of(told)
     [alert_c] = wait_mail(desk, "jane@example.com", f"New ticket [#{c}]")  # her way to answer C by mail
-    assert "Also: the printer jams." in _text(alert_c)
+    assert "Also: the printer jams." in text_of(alert_c)
     # Pat's answer to the notice, and to the printer thread, land in C
     record(desk, reply(desk, told, "Thanks.", f"Pat <{PAT}>"))
     assert show(desk, c)["messages"][-1]["body"] == "Thanks."
@@ -252,7 +237,7 @@ def test_split_that_names_no_message_is_refused(desk: Service) -> None:
     extra = refused(desk, reply(desk, alert, "#split now", "jane@example.com"))
     assert extra.startswith("#split now: #split takes no argument")
     [told, _] = wait_mail(desk, "jane@example.com", "were not applied", count=2)
-    assert "#split" in _text(told)
+    assert "#split" in text_of(told)
     assert show(desk, a)["split_into"] == [] and len(json.loads(run_cli(desk.config, "tickets", "list",
                                                                          "--json").stdout)) == 1
 
