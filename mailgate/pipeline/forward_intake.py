@@ -74,7 +74,6 @@ class Forwarding:
     refused: str | None = None
     existing: Ticket | None = None  # the same customer mail is already this ticket
     key: str | None = None  # forwarded.dedupe_key
-    looked_through: tuple[str, ...] = ()  # colleagues whose forwards wrapped the customer's mail
 
     @property
     def sender(self) -> Sender:
@@ -88,15 +87,6 @@ class Forwarding:
         return Author(self.original.sender, "forwarded", self.original.sender, ())
 
 
-def _customer(found: forwarded.Found, directory: Directory) -> tuple[Original, tuple[str, ...]]:
-    """The outermost forwarded mail not from a colleague (whose forward is looked through)."""
-    original, through = found.original, []
-    while original.sender is not None and directory.is_agent(original.sender.email) and original.inner is not None:
-        through.append(original.sender.email)
-        original = original.inner
-    return original, tuple(through)
-
-
 def _refusal(original: Original, directory: Directory, own: frozenset[str]) -> str | None:
     who = original.sender
     if who is None:
@@ -104,8 +94,10 @@ def _refusal(original: Original, directory: Directory, own: frozenset[str]) -> s
         return f"the forwarded mail ({original.how}) names no sender: {written}"
     if is_own_address(who.email, own):
         return f"the forwarded mail is from {who.email}, one of our own addresses, not a customer"
-    if directory.is_agent(who.email):
-        return f"the forwarded mail is from {who.email}, one of our agents, not a customer"
+    if directory.is_agent(who.email):  # a colleague's forward is not looked through: its From line is
+        # text anyone can write ("From: agent" over a victim's address), so the customer it names is unproven
+        return (f"the forwarded mail is from {who.email}, one of our agents, not a customer: "
+                f"forward the customer's own mail")
     return None
 
 
@@ -130,17 +122,16 @@ def judge(
     asked = bool(_ACK.search(found.comment))
     comment = _ACK.sub("", found.comment).strip()
     base = Forwarding(sender, parsed.message_id, comment, asked)
-    original, through = _customer(found, directory)
+    original = found.original
     refused = _refusal(original, directory, own)
     if refused is not None:
-        return replace(base, original=original, refused=refused, looked_through=through)
+        return replace(base, original=original, refused=refused)
     key = forwarded.dedupe_key(original)
     ticket_id = store.ticket_id_for_message_ids([original.message_id] if original.message_id else [])
     if ticket_id is None and key is not None:
         ticket_id = store.ticket_by_alias(ALIAS, key)
     existing = store.ticket(ticket_id) if ticket_id is not None else None
-    return replace(base, original=original, parsed=_as_mail(parsed, original), existing=existing, key=key,
-                   looked_through=through)
+    return replace(base, original=original, parsed=_as_mail(parsed, original), existing=existing, key=key)
 
 
 def _as_mail(parsed: ParsedMail, original: Original) -> ParsedMail:
@@ -184,8 +175,6 @@ def record(fwd: Forwarding | None, decision: RouteDecision | None = None) -> dic
     }
     if original is not None and original.date is None and original.date_text:
         entry["date_not_understood"] = original.date_text
-    if fwd.looked_through:
-        entry["looked_through"] = list(fwd.looked_through)
     if fwd.refused:
         entry["refused"] = fwd.refused
     if fwd.existing is not None:
@@ -226,8 +215,6 @@ def recorded(w: Writer, change: Change, fwd: Forwarding | None, inbound_id: int)
     original = fwd.original
     sent = original.date.isoformat() if original.date else f"unknown ({original.date_text or 'no date'})"
     detail = f"{summary(fwd)} ({original.how}; sent {sent}); authenticated by {fwd.agent.reason}"
-    if fwd.looked_through:
-        detail += f"; looked through the forward(s) of {', '.join(fwd.looked_through)}"
     w.store.add_rows(Event, [event_row(w, change.ticket_id, "forwarded", detail, fwd.agent.address)])
     if original.date is not None:  # the customer's words are theirs of that day, not of the forward's
         w.store.session.execute(

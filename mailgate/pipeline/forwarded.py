@@ -75,7 +75,6 @@ _HEADER = re.compile(
 )
 _MAILTO = re.compile(r"\[mailto:([^\]\s]+)\]|<mailto:([^>\s]+)>", re.I)
 _ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
-_MESSAGE_ID = re.compile(r"<[^<>\s]{3,998}>")
 MAX_DEPTH = 10  # forwards of forwards: deeper than this is not a mail anyone wrote
 
 
@@ -227,8 +226,7 @@ def _inline(lines: list[str], forward_subject: bool, zone: datetime | None, dept
             subject=strip_prefixes(decode_words(fields.get("subject", ""))),
             text=body,
             how=f"inline ({marker})",
-            message_id=next(iter(_MESSAGE_ID.findall(fields.get("message-id", ""))), None),
-            inner=inner[1] if inner else None,
+            inner=inner[1] if inner else None,  # no Message-ID: a line of text proves no mail's identity
         )
         return "\n".join(lines[:i]).strip(), original
     return None

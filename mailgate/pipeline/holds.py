@@ -52,12 +52,15 @@ def judge(
     *,
     released: bool,
     history: bool,
+    by_agent: bool = False,
 ) -> Judged:
-    """``sender``: as authorize saw it, before the stranger policy made a stranger a requester."""
+    """``sender``: as authorize saw it, before the stranger policy made a stranger a requester.
+    ``by_agent``: an authenticated agent's forward, whose sender is now the customer but whose mail
+    is the agent's (held by neither spam nor flood, as no agent's mail is)."""
     if history:  # an imported archive: what happened then is what happened
         return Judged(decision)
     intake = config.main.intake
-    agent = admission.sender.role is Role.AGENT
+    agent = by_agent or admission.sender.role is Role.AGENT
     why = spam.hold_reason(verdict, intake.spam, agent)
     if why is not None:
         return Judged(decision, why, "spam")

@@ -117,7 +117,8 @@ def _act(
         to_notes=bool(notes_address) and notes_address in recipients(parsed, env),
         requester=who.requester,
         also_cc=who.also_cc,
-        reply_address=own_address(parsed, env, ctx.own_addresses),
+        # only a support address: notes@, status@ or outbound.from are ours too, but not to speak from
+        reply_address=own_address(parsed, env, frozenset(a.lower() for a in ctx.config.main.intake.addresses)),
     )
     match, sender = admission.match, admission.sender
     if sender.role is Role.AGENT and match.ticket_id is not None:
@@ -136,7 +137,8 @@ def _act(
     change, ticket = apply(w, parsed, inbound_id, cls, match, sender, decision, env.source, intent)
     if change.created and ctx.number_from:  # importing another desk's tickets: its tag keeps threading
         for system, number in w.tag.foreign_numbers(parsed.subject, ctx.number_from)[:1]:
-            w.store.add_alias(system, number, ticket.id)
+            if w.store.ticket_by_alias(system, number) is None:  # a follow-up keeps the first ticket's number
+                w.store.add_alias(system, number, ticket.id)
     return customer_close.note_ignored(w, change, closing, sender), ticket
 
 
@@ -159,6 +161,7 @@ def _set_aside(
     released: bool,
     mid: str | None,
     trail: Trail,
+    by_agent: bool = False,
 ) -> Outcome | RouteDecision:
     """A new mail a rule discards or quarantines, then mail held (spam, flood: ``holds.py``) until the
     admin releases it: stored, answered 250, no ticket and no mail. Else the decision to go on with."""
@@ -177,7 +180,7 @@ def _set_aside(
             message_id=mid,
         )
     judged = holds.judge(store, ctx.config, ctx.templates, ctx.identity.domain, verdict, admission, sender, decision,
-                         now, inbound_id, released=released, history=ctx.history)
+                         now, inbound_id, released=released, history=ctx.history, by_agent=by_agent)
     trail.flood(judged.record)
     if judged.held is None:
         return judged.decision
@@ -307,8 +310,10 @@ def _not_for_a_ticket(store: Store, ctx: Context, parsed: ParsedMail, cls: Class
     if who.address is None:
         why = "no sender: neither From, Sender, Reply-To nor an envelope sender"
         return _kept(store, spooled, now, why, parsed.message_id, trail)
-    status_address = ctx.config.main.intake.status_address
-    if status_address and status_request.addressed(env.rcpt_tos or recipients(parsed, env), status_address):
+    intake = ctx.config.main.intake
+    support = [*intake.addresses, *([intake.notes_address] if intake.notes_address else [])]
+    if intake.status_address and status_request.addressed(env.rcpt_tos or recipients(parsed, env),
+                                                          intake.status_address, support):
         return _status_request(store, ctx, parsed, cls, who, spooled, now, trail)
     return None
 
@@ -441,7 +446,8 @@ def _process(
     refusal = admission.reject or (decision.reject if admission.match.ticket_id is None else None)
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         return _refused(store, ctx, parsed, cls, env, spooled, now, refusal, decision, trail)
-    aside = _set_aside(store, ctx, spooled, now, admission, sender, decision, verdict, released, mid, trail)
+    aside = _set_aside(store, ctx, spooled, now, admission, sender, decision, verdict, released, mid, trail,
+                       by_agent=forward is not None)
     if isinstance(aside, Outcome):
         return aside
     decision = aside

@@ -143,7 +143,7 @@ def _answered(w: Writer, ticket: Ticket, parsed: ParsedMail) -> tuple[links.Entr
     session = w.store.session
     thread = links.entries(session, ticket.id)
     for mid in parsed.in_reply_to:
-        ours = links.our_mail(session, mid)
+        ours = links.our_mail(session, ticket.id, mid)
         wanted_mid, sha = (mid, None) if ours is None else (ours.in_reply_to, ours.inbound_sha)
         found = next((e for e in thread if (wanted_mid and e.message_id == wanted_mid)
                       or (sha and e.inbound_sha and e.inbound_sha.startswith(sha))), None)

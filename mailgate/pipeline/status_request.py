@@ -42,13 +42,14 @@ class StatusAnswer:
     note: Notification | None = None
 
 
-def addressed(recipients: Sequence[str], status_address: str) -> bool:
-    """Whether the mail was sent to the status address (or a plus form of it)."""
+def addressed(recipients: Sequence[str], status_address: str, support: Sequence[str] = ()) -> bool:
+    """Whether the mail was sent to the status address (or a plus form of it) and to none of the
+    ``support`` addresses: a mail that also went to support@ is a request, and must become a ticket."""
+    bare = set()
     for rcpt in recipients:
         local, _, domain = rcpt.lower().partition("@")
-        if rcpt.lower() == status_address or f"{local.split('+', 1)[0]}@{domain}" == status_address:
-            return True
-    return False
+        bare.add(f"{local.split('+', 1)[0]}@{domain}")
+    return status_address in bare and not bare & {a.lower() for a in support}
 
 
 def _refusal(store: Store, nc: NotifyContext, cls: Classification, who: Author, limit: StatusAnswers,

@@ -35,9 +35,10 @@ def survivor(session: Session, ticket: Ticket) -> tuple[Ticket, tuple[Ticket, ..
 
 def move_thread(session: Session, source: int, target: int) -> dict[str, int]:
     """Messages (with their attachments), events and Message-IDs of ``source`` become ``target``'s;
-    how many of each moved."""
+    how many of each moved. The received mails' records follow (``inbound.ticket_id``): retention and
+    ``forget`` find a mail's raw bytes through its ticket, which is now the survivor."""
     moved = {}
-    for name, model in (("messages", Message), ("events", Event), ("thread ids", ThreadRef)):
+    for name, model in (("messages", Message), ("events", Event), ("thread ids", ThreadRef), ("mails", Inbound)):
         result = session.execute(
             update(model)
             .where(model.ticket_id == source)
@@ -67,17 +68,19 @@ class OurMail:
     inbound_sha: str | None  # the start of the received mail's hash its dedupe key names (``in-<sha>``)
 
 
-def our_mail(session: Session, message_id: str) -> OurMail | None:
+def our_mail(session: Session, ticket_id: int, message_id: str) -> OurMail | None:
+    """Looked for among the ticket's own outgoing mail (by ``outbox.ticket_id``): an index on the
+    Message-ID would cost every outgoing mail its upkeep for the sake of a rare ``#split``."""
     row = session.execute(
         select(Outbox.ticket_id, Outbox.kind, Outbox.headers, Outbox.dedupe_key)
-        .where(Outbox.message_id == message_id)
+        .where(Outbox.ticket_id == ticket_id, Outbox.message_id == message_id)
         .limit(1)
     ).first()
     if row is None:
         return None
-    ticket_id, kind, headers, key = row
+    found, kind, headers, key = row
     sha = next((part[3:] for part in str(key).split(":") if part.startswith("in-")), None)
-    return OurMail(ticket_id, kind, (headers or {}).get("In-Reply-To"), sha)
+    return OurMail(found, kind, (headers or {}).get("In-Reply-To"), sha)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,13 @@ def move_messages(session: Session, source: int, target: int, moving: Sequence[E
     ids = [e.id for e in moving]
     session.execute(
         update(Message).where(Message.id.in_(ids)).values(ticket_id=target).execution_options(synchronize_session=False)
+    )
+    received = select(Message.inbound_id).where(Message.id.in_(ids), Message.inbound_id.is_not(None))
+    session.execute(  # the received mails' records follow their messages (retention and forget go by ticket)
+        update(Inbound)
+        .where(Inbound.ticket_id == source, Inbound.id.in_(received))
+        .values(ticket_id=target)
+        .execution_options(synchronize_session=False)
     )
     mids = [e.message_id for e in moving if e.message_id]
     if mids:

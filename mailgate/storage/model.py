@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -64,9 +65,13 @@ class Inbound(Base):
     """One received mail: the spool. Nothing accepted exists only in memory (its bytes: InboundRaw)."""
 
     __tablename__ = "inbound"
-    __table_args__ = (  # flood control counts a sender's and a domain's new tickets in a window (pipeline/flood.py)
-        Index("ix_inbound_sender_received", "sender", "received_at"),
-        Index("ix_inbound_sender_domain_received", "sender_domain", "received_at"),
+    # flood control counts a sender's and a domain's new tickets in a window (pipeline/flood.py); only mail
+    # it counted has a sender here, so the indexes are partial: without flood control they cost a mail nothing
+    __table_args__ = (
+        Index("ix_inbound_sender_received", "sender", "received_at",
+              sqlite_where=text("sender IS NOT NULL"), postgresql_where=text("sender IS NOT NULL")),
+        Index("ix_inbound_sender_domain_received", "sender_domain", "received_at",
+              sqlite_where=text("sender_domain IS NOT NULL"), postgresql_where=text("sender_domain IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -239,7 +244,7 @@ class Outbox(Base):
     recipient: Mapped[str] = mapped_column(String(320), default="")  # one row per recipient: limits, bounces
     automatic: Mapped[bool] = mapped_column(Boolean, default=True)  # machine-initiated (acks, alerts)
     attachments: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # [sha256, filename, type]
-    message_id: Mapped[str] = mapped_column(String(998), index=True)  # an agent's #split names its alert
+    message_id: Mapped[str] = mapped_column(String(998))  # an agent's #split names its alert (found by ticket_id)
     subject: Mapped[str] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     text: Mapped[str] = mapped_column(Text)

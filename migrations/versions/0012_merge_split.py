@@ -27,11 +27,9 @@ def upgrade() -> None:
         batch.create_foreign_key("fk_ticket_split_from_ticket", "ticket", ["split_from"], ["id"])
     op.create_index("ix_ticket_merged_into", "ticket", ["merged_into"])
     op.create_index("ix_ticket_split_from", "ticket", ["split_from"])
-    op.create_index("ix_outbox_message_id", "outbox", ["message_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_outbox_message_id", table_name="outbox")
     op.drop_index("ix_ticket_split_from", table_name="ticket")
     op.drop_index("ix_ticket_merged_into", table_name="ticket")
     with op.batch_alter_table("ticket") as batch:

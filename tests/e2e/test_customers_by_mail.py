@@ -255,6 +255,19 @@ def test_the_status_address_lists_open_tickets_and_opens_none(desk: Service) -> 
     assert "you have no open requests with us right now" in text_of(answers[-1])
 
 
+def test_a_request_that_also_went_to_support_is_a_ticket_not_a_status_request(desk: Service) -> None:
+    """Cc'ing the status address (or one SMTP transaction to both) must not swallow a customer's question."""
+    mid = send(desk, f"Pat <{PAT}>", f"support@example.com, {STATUS}", "My router is broken", "Please help.")
+    wait_mail(desk, PAT, "My router is broken")  # the acknowledgment of a new ticket
+    assert record(desk, mid)["ticket"] is not None
+    raw = (f"From: Pat <{PAT}>\r\nTo: support@example.com\r\nCc: {STATUS}\r\nSubject: Printer too\r\n"
+           f"Message-ID: <both@customer.example>\r\n\r\nIt jams.\r\n").encode()
+    code, answer = smtp_deliver(desk.host, desk.port, raw, mail_from=PAT, rcpts=("support@example.com", STATUS))
+    assert code == 250, answer
+    assert record(desk, "<both@customer.example>")["ticket"] is not None
+    assert status_answers(desk, PAT) == 0
+
+
 def test_the_status_address_answers_no_stranger_no_machine_and_no_reply_to(desk: Service) -> None:
     open_ticket(desk)
     never = send(desk, "Eve <eve@stranger.example>", STATUS, "status", "", Reply_To=f"Pat <{PAT}>")

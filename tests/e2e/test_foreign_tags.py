@@ -160,3 +160,24 @@ def test_rules_test_shows_the_foreign_tag_match(config: Path, imported: dict[str
     assert thread["via"] == "foreign_tag" and thread["ticket"] == imported["zammad:10045"]
     text = run_cli(config, "rules", "test", str(eml)).stdout
     assert f"thread: foreign_tag -> ticket {imported['zammad:10045']}" in text
+
+
+def test_a_second_ticket_with_the_same_old_number_keeps_the_first_as_its_owner(config: Path, tmp_path: Path) -> None:
+    """A stranger's reply in the archive becomes a follow-up ticket (stranger_reply: new_ticket) that carries
+    the same old tag: the import stores it, and the old number keeps naming the first ticket."""
+    path = tmp_path / "zammad.mbox"
+    box = mailbox.mbox(str(path))
+    box.add("From: Pat <pat@customer.example>\nTo: support@example.com\nSubject: [Ticket#500] Printer\n"
+            "Message-ID: <p1@old.example>\nDate: Mon, 03 Mar 2025 09:00:00 +0000\n\nIt jams.\n")
+    box.add("From: Other <other@elsewhere.example>\nTo: support@example.com\nSubject: RE: [Ticket#500] Printer\n"
+            "Message-ID: <o1@old.example>\nDate: Mon, 03 Mar 2025 10:00:00 +0000\n\nMe too.\n")
+    box.close()
+    result = run_cli(config, "ingest", "--history", str(path), "--number-from", "zammad")
+    assert result.code == 0, result.stdout + result.stderr
+    listed = json.loads(run_cli(config, "tickets", "list", "--json", "--all").stdout)
+    assert len(listed) == 2, listed
+    owners = [t["number"] for t in listed if ticket_by(config, t["number"])["aliases"]]
+    first = next(t["number"] for t in listed if t["requester"] == "pat@customer.example")
+    assert owners == [first]
+    statuses = [row["status"] for row in json.loads(run_cli(config, "quarantine", "list", "--json").stdout)]
+    assert statuses == []

@@ -220,9 +220,10 @@ def test_the_help_topic_may_acknowledge_forwards(desk: Service) -> None:
     assert show(desk, tag_of(ack))["help_topic"] == "Outage"
 
 
-def test_a_forward_of_a_colleagues_forward_is_the_customers(desk: Service) -> None:
-    """Nested: Jerry forwarded Pat's mail to Jane, who forwards it in. Jerry's forward is looked through;
-    a forwarded block inside Pat's own mail (the innermost) is Pat's words and is never read."""
+def test_a_forward_of_a_colleagues_forward_is_refused(desk: Service) -> None:
+    """Nested: a block "From: Jerry (an agent)" over a block naming a customer. That From line is text
+    anyone can write: an attacker who sends Jane a mail with a forged "From: jerry" block over a victim's
+    address must not make the victim a requester when Jane forwards it in. Refused, and Jane is told."""
     body = """\
 ---------- Forwarded message ---------
 From: Jerry Sys <jerry@example.com>
@@ -232,28 +233,20 @@ Subject: Fwd: Drucker defekt
 Jane, yours?
 
 ---------- Forwarded message ---------
-From: Pät Cüstomer <pat@customer.example>
+From: Victim <victim@elsewhere.example>
 Date: Mon, Nov 23, 2026 at 10:05 AM
 Subject: Drucker defekt
-
-See what my colleague wrote:
-
----------- Forwarded message ---------
-From: Victim <victim@elsewhere.example>
-Date: Sun, Nov 22, 2026 at 9:00 AM
-Subject: Drucker
+Message-ID: <forged@elsewhere.example>
 
 Please mail me.
 """
     mid = send(desk, "jane@example.com", "Fwd: Fwd: Drucker defekt", body)
     trail = record(desk, mid)
-    assert trail["forwarded"]["original_sender"] == PAT
-    assert trail["forwarded"]["looked_through"] == ["jerry@example.com"]
-    number = trail["ticket"]
-    assert show(desk, number)["requester"] == PAT
-    assert "Please mail me." in show(desk, number)["messages"][0]["body"]  # Pat's words, kept whole
-    wait_mail(desk, "jane@example.com", "the mail you forwarded is ticket")
-    assert not mails_to(desk, "victim@elsewhere.example") and not mails_to(desk, PAT)
+    assert trail["status"] == "quarantined" and trail["ticket"] is None
+    assert "jerry@example.com, one of our agents" in trail["reason"]
+    wait_mail(desk, "jane@example.com", "jerry@example.com")  # forward_refused, with the reason
+    assert not mails_to(desk, "victim@elsewhere.example")
+    assert not sql_rows(desk.config, "SELECT id FROM ticket")
 
 
 # --------------------------------------------------------------------------- the attacker's tests

@@ -110,6 +110,9 @@ def test_merge_moves_the_thread_and_people_and_mail_to_either_number_lands_in_th
     assert survivor["requester"] == LEE and survivor["collaborators"] == [PAT]  # A's requester joins, once
     assert [m["from"] for m in survivor["messages"]] == [PAT, LEE, "jane@example.com"]
     assert survivor["messages"][-1]["kind"] == "note"  # the agent's words stay among the agents
+    # the received mails' records follow their messages: retention and forget find them through B
+    a_id = count(desk, f"SELECT id FROM ticket WHERE number = '{a}'")
+    assert count(desk, f"SELECT count(*) FROM inbound WHERE ticket_id = {a_id}") == 0
     assert f"  merged into         {b}" in run_cli(desk.config, "tickets", "show", a).stdout
     assert f"  merged from         {a}" in run_cli(desk.config, "tickets", "show", b).stdout
     listing = run_cli(desk.config, "tickets", "list").stdout
@@ -211,6 +214,8 @@ def test_split_makes_the_answered_message_and_the_senders_later_ones_a_ticket(de
         PAT, old["help_topic"], old["department"], old["priority"])
     assert new["subject"] == "Printer jams" and new["status"] == "open"
     assert (old["split_into"], new["split_from"]) == ([c], a)
+    c_id = count(desk, f"SELECT id FROM ticket WHERE number = '{c}'")  # the two mails' records moved with them
+    assert count(desk, f"SELECT count(*) FROM inbound WHERE ticket_id = {c_id} AND mail_from = '{PAT}'") == 2
     assert f"  split into          {c}" in run_cli(desk.config, "tickets", "show", a).stdout
     assert f"  split from          {a}" in run_cli(desk.config, "tickets", "show", c).stdout
 

@@ -40,6 +40,8 @@ def test_the_status_address_and_its_plus_forms() -> None:
     assert addressed(("Status@Example.com",), "status@example.com")
     assert addressed(("support@example.com", "status+x@example.com"), "status@example.com")
     assert not addressed(("support@example.com", "status@example.org"), "status@example.com")
+    # also sent to a support address: a request like any other, which must become a ticket
+    assert not addressed(("support+x@example.com", "status@example.com"), "status@example.com", ["support@example.com"])
 
 
 def _config(tmp_path: Path, extra: str) -> Path:
