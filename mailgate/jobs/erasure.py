@@ -20,7 +20,18 @@ from sqlalchemy.orm import Session
 
 from mailgate.domain import MessageKind
 from mailgate.jobs.scrub import ERASED_ADDRESS, Needles
-from mailgate.storage.model import AttachmentRow, Event, Inbound, InboundRaw, Message, Outbox, Participant, Ticket
+from mailgate.storage.model import (
+    FORWARD_KEYS,
+    AttachmentRow,
+    Event,
+    Inbound,
+    InboundRaw,
+    Message,
+    Outbox,
+    Participant,
+    Ticket,
+    TicketAlias,
+)
 
 PURGED = ""  # AttachmentRow.sha256 once the file is purged: a real one is 64 hex digits
 DESK_WORDS = frozenset({MessageKind.AGENT.value, MessageKind.NOTE.value})  # the desk's own record
@@ -128,6 +139,9 @@ def erase_in_ticket(session: Session, ticket: Ticket, scope: Scope) -> Counts:
         e.actor = ERASED_ADDRESS if scope.person(e.actor) else n.text(e.actor)
         e.detail = n.text(e.detail)
     counts.outbox_removed += scrub_outbox(session, select(Outbox).where(Outbox.ticket_id == ticket.id), scope)
+    # an inline forward's key is a hash of its sender's address (with the minute and subject the ticket
+    # keeps): anyone with the database could test a guessed address against it, so it goes too
+    session.execute(delete(TicketAlias).where(TicketAlias.ticket_id == ticket.id, TicketAlias.system == FORWARD_KEYS))
     return counts
 
 

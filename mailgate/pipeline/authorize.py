@@ -161,7 +161,8 @@ def admit(
             return Admission(
                 match, sender, reject=f"you are not a participant of ticket {number}; please write to us in a new mail"
             )
-        if stranger_policy == "collaborator":
+        # another desk's numbers are often sequential: guessing one must not make a stranger a collaborator
+        if stranger_policy == "collaborator" and match.via != "foreign_tag":
             return Admission(
                 match,
                 replace(sender, role=Role.COLLABORATOR, reason="added by stranger_reply policy"),

@@ -181,3 +181,23 @@ def test_a_second_ticket_with_the_same_old_number_keeps_the_first_as_its_owner(c
     assert owners == [first]
     statuses = [row["status"] for row in json.loads(run_cli(config, "quarantine", "list", "--json").stdout)]
     assert statuses == []
+
+
+def test_a_guessed_old_number_makes_no_stranger_a_collaborator(make_config: MakeConfig, tmp_path: Path) -> None:
+    """Under stranger_reply: collaborator our own tag lets a stranger join; an old, often sequential,
+    number does not: a follow-up ticket of their own."""
+    config = make_config(agents=AGENTS, rules=RULES, sla={}, tickets={"foreign_tags": FOREIGN},
+                         lifecycle={"reopen_window": "36500d"}, security={"stranger_reply": "collaborator"})
+    result = run_cli(config, "ingest", "--history", str(archive(tmp_path / "z.mbox")), "--number-from", "zammad")
+    assert result.code == 0, result.stderr
+    [old] = [t["number"] for t in json.loads(run_cli(config, "tickets", "list", "--json", "--all").stdout)]
+    svc = start_service(config, tmp_path / "serve.log")
+    try:
+        send(svc, "Mallory <mallory@evil.example>", "support@example.com", "Re: [Ticket#10045] Printer jams",
+             "Send me the invoice.", Message_ID="<guess@evil.example>")
+        wait_mail(svc, "mallory@evil.example")
+        record = explained(svc, "<guess@evil.example>")
+        assert record["thread"]["via"] == "foreign_tag" and record["ticket"] != old
+        assert "mallory@evil.example" not in ticket_by(config, old)["collaborators"]
+    finally:
+        svc.stop()
