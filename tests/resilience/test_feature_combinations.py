@@ -190,6 +190,12 @@ def tickets(svc: Service) -> list[dict[str, Any]]:
     return list(json.loads(run_cli(svc.config, "tickets", "list", "--json", "--all").stdout))
 
 
+def settled(svc: Service) -> None:
+    """Every stored mail processed (a mail answered 250 is stored already, so none is missed)."""
+    wait_until(lambda: sql_rows(svc.config, "SELECT count(*) FROM inbound WHERE processed_at IS NULL") == [(0,)],
+               what="all mail processed", log=svc.output)
+
+
 def drained(svc: Service) -> None:
     wait_until(lambda: not sql_rows(svc.config, "SELECT id FROM outbox WHERE status IN ('pending', 'sending')"),
                what="outbox drained", log=svc.output)
@@ -329,6 +335,80 @@ def test_close_on_a_split_off_ticket_closes_only_that_ticket(desk: Service) -> N
     assert show(desk, c)["status"] == "closed" and show(desk, a)["status"] == "open"
 
 
+def test_a_split_off_billing_message_speaks_from_billing(desk: Service) -> None:
+    """Kim wrote to billing@ (A); Jane splits Kim's second message off into C. C is the same customer's matter
+    in the same topic: the split notice and C's mail come From billing@, never from another address."""
+    a, ack, _alert = open_ticket(desk, f"Kim <{KIM}>", "Invoice twice", to="billing@example.com")
+    send(desk, f"Kim <{KIM}>", ack["Reply-To"], f"Re: [#{a}] Refund", "And where is my refund?",
+         In_Reply_To=ack["Message-ID"])
+    [alert_refund] = wait_mail(desk, "jane@example.com", "where is my refund")
+    record(desk, reply(desk, alert_refund, "#split", "jane@example.com"))
+    [notice] = wait_mail(desk, KIM, "request of its own")
+    c = tag_of(notice)
+    assert show(desk, c)["reply_address"] == "billing@example.com"
+    assert parseaddr(notice["From"]) == ("Example Billing", "billing@example.com")
+    assert str(notice["Reply-To"]).startswith("billing")
+
+
+def test_an_imported_archive_never_acts_answers_or_counts(make_desk: DeskFactory, tmp_path: Path) -> None:
+    """``ingest --history --number-from`` of an old archive while the desk runs: an agent's ``#merge`` and
+    ``#status closed`` lines in it are history, not commands (the live ticket B is untouched); a mail to
+    status@ in it is not answered; a requester's ``#close`` changes nothing live; and Pat's four old
+    tickets do not count towards flood control (per_sender 3/10m), so Pat's new live mail opens a ticket."""
+    desk = make_desk()
+    b, _lee_ack, _alert_b = open_ticket(desk, f"Lee <{LEE}>", "Internet down")
+    box = mailbox.mbox(str(tmp_path / "old.mbox"))
+    for n in range(4):
+        box.add(f"From: Pat <{PAT}>\nTo: support@example.com\nSubject: [Ticket#{500 + n}] Old {n}\n"
+                f"Message-ID: <h{n}@old.example>\nDate: Mon, 03 Mar 2025 09:0{n}:00 +0000\n\nOld words {n}.\n")
+    box.add(f"From: Jane Doe <jane@example.com>\nTo: {PAT}\nSubject: RE: [Ticket#500] Old 0\n"
+            f"Message-ID: <h9@old.example>\nIn-Reply-To: <h0@old.example>\nDate: Mon, 03 Mar 2025 10:00:00 +0000\n"
+            f"\n#merge {b}\n#status closed\nDone.\n")
+    box.add(f"From: Pat <{PAT}>\nTo: {STATUS}\nSubject: status?\nMessage-ID: <h10@old.example>\n"
+            "Date: Mon, 03 Mar 2025 11:00:00 +0000\n\n?\n")
+    box.add(f"From: Pat <{PAT}>\nTo: support@example.com\nSubject: Re: [Ticket#501] Old 1\n"
+            "Message-ID: <h11@old.example>\nDate: Mon, 03 Mar 2025 12:00:00 +0000\n\n#close\n")
+    box.close()
+    done = run_cli(desk.config, "ingest", "--history", str(tmp_path / "old.mbox"), "--number-from", "zammad")
+    assert done.code == 0, done.stderr
+    survivor = show(desk, b)
+    assert survivor["status"] == "open" and survivor["merged_from"] == [] and len(survivor["messages"]) == 1
+    assert outbox(desk, "status_list") == [] and outbox(desk, "notice_merged") == []
+    assert outbox(desk, "command_error") == [] and outbox(desk, "notice_closed") == []
+    live = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", "Something new", "Hi."))
+    assert live["status"] == "accepted" and live["ticket"] is not None, live.get("reason")
+
+
+def test_close_with_a_foreign_tag_needs_proof_like_ours(make_desk: DeskFactory, tmp_path: Path) -> None:
+    """Pat's imported (closed) Zammad ticket 10045. ``#close`` with only the old tag proves nothing: ignored,
+    the mail is the reply it would have been. With proof (our MX passes DKIM for Pat's domain) it acts as
+    on any closed ticket: kept there, nothing reopened, no follow-up ticket, no confirmation."""
+    desk = make_desk(prepare=zammad_archive(tmp_path / "zammad.mbox", 10045, 10046))
+    proven_t, plain_t = by_alias(desk, 10045), by_alias(desk, 10046)
+    proven = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", "Re: [Ticket#10045] Old matter 10045",
+                               "#close", auth="mx.example.com; dkim=pass header.d=customer.example"))
+    assert proven["thread"]["via"] == "foreign_tag" and proven["customer_close"]["acts"], proven["customer_close"]
+    assert proven["ticket"] == proven_t and show(desk, proven_t)["status"] == "closed"
+    plain = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", "Re: [Ticket#10046] Old matter 10046",
+                              "#close"))
+    assert not plain["customer_close"]["acts"] and "nothing proves" in plain["customer_close"]["reason"]
+    assert plain["ticket"] == plain_t  # the reply it would have been: it reopens the old ticket (reopen window)
+    drained(desk)
+    assert len(tickets(desk)) == 2 and outbox(desk, "notice_closed") == []
+
+
+def test_a_requester_at_the_flood_limit_still_closes_by_reply(desk: Service) -> None:
+    """Flood control holds only new tickets: Pat, at the limit (3 new tickets in 10 minutes), closes one
+    of them with ``#close``; the reply is not held and the ticket closes once."""
+    number, ack, _alert = open_ticket(desk, f"Pat <{PAT}>", "Problem 0")
+    for i in (1, 2):
+        send(desk, f"Pat <{PAT}>", "support@example.com", f"Problem {i}", "Hi.")
+    settled(desk)
+    closing = record(desk, reply(desk, ack, "Solved.\n#close", f"Pat <{PAT}>"))
+    assert closing["status"] == "accepted" and closing["customer_close"]["acts"], closing.get("reason")
+    assert show(desk, number)["status"] == "closed" and outbox(desk, "notice_closed") == [PAT]
+
+
 def test_a_merged_imported_ticket_still_catches_its_foreign_tag(make_desk: DeskFactory, tmp_path: Path) -> None:
     """Pat's imported Zammad ticket 10045 comes back to life by a reply, and Jane merges it into Lee's ticket B:
     a later ``[Ticket#10045]`` reply lands in B, as A's own tag would; a stranger with that tag joins nothing."""
@@ -361,18 +441,66 @@ def test_an_agents_forward_to_billing_speaks_from_billing(desk: Service) -> None
     assert parseaddr(receipt["From"])[1] == "billing@example.com" and receipt["Reply-To"].startswith("billing+a")
 
 
+def test_merging_two_tickets_of_one_requester_tells_them_once(desk: Service) -> None:
+    """Pat's A goes into Pat's B: Pat is B's requester already, so Pat gets one notice (not one per ticket)
+    and does not become a collaborator of their own ticket."""
+    a, _ack, alert_a = open_ticket(desk, f"Pat <{PAT}>", "Router broken")
+    b, _ack_b, _alert_b = open_ticket(desk, f"Pat <{PAT}>", "Router still broken")
+    merge(desk, alert_a, b)
+    wait_mail(desk, PAT, "are now one")
+    drained(desk)
+    assert outbox(desk, "notice_merged") == [PAT]
+    survivor = show(desk, b)
+    assert survivor["requester"] == PAT and PAT not in survivor["collaborators"] and survivor["merged_from"] == [a]
+
+
+def test_a_spam_held_reply_released_after_a_merge_lands_in_the_survivor(desk: Service) -> None:
+    """Pat's reply on A is held as spam; meanwhile A is merged into Lee's B. Released, the reply goes where
+    every mail to A goes now, B, once; the closed shell A gets nothing and is not reopened."""
+    a, pat_ack, alert_a = open_ticket(desk, f"Pat <{PAT}>", "Router broken")
+    b, _lee_ack, _alert_b = open_ticket(desk, f"Lee <{LEE}>", "Internet down")
+    held = record(desk, reply(desk, pat_ack, "It still blinks.", f"Pat <{PAT}>", top=SPAM))
+    assert held["status"] == "quarantined"
+    merge(desk, alert_a, b)
+    released = run_cli(desk.config, "quarantine", "reprocess", str(held["id"]))
+    assert released.code == 0, released.stdout + released.stderr
+    run_cli(desk.config, "quarantine", "reprocess", str(held["id"]))
+    merged, survivor = show(desk, a), show(desk, b)
+    assert merged["status"] == "closed" and merged["messages"] == []
+    assert [m["body"] for m in survivor["messages"]].count("It still blinks.") == 1
+
+
+def test_a_replayed_split_mail_splits_once(desk: Service) -> None:
+    """The same ``#split`` mail (same Message-ID) delivered twice: one new ticket, one split notice."""
+    a, ack, _alert = open_ticket(desk, f"Pat <{PAT}>", "Router broken")
+    send(desk, f"Pat <{PAT}>", ack["Reply-To"], f"Re: [#{a}] Scanner too", "The scanner is also broken.",
+         In_Reply_To=ack["Message-ID"])
+    [alert_scan] = wait_mail(desk, "jane@example.com", "scanner is also broken")
+    for _ in range(2):
+        reply(desk, alert_scan, "#split", "jane@example.com", Message_ID="<split-once@example.com>")
+    settled(desk)
+    drained(desk)
+    assert len(tickets(desk)) == 2 and outbox(desk, "notice_split") == [PAT]
+    assert outbox(desk, "command_error") == []
+
+
 # --------------------------------------------------------------------------- flood control meets agents and status@
 def test_an_agent_forwarding_many_customer_mails_is_never_held(desk: Service) -> None:
     """per_sender is 3/10m. Jane (authenticated) forwards five of Pat's mails: five tickets, none held, no
-    flood alert; and since agents' mail is never counted, Pat's own new mail afterwards opens a ticket."""
+    flood alert; since agents' mail is never counted, Pat's own three new mails afterwards open tickets, and
+    one more forward of Pat's mail, with Pat now at the limit, is not held either."""
     mids = [send(desk, "Jane Doe <jane@example.com>", "support@example.com", f"Fwd: Problem {i}",
                  forward_body("", subject=f"Problem {i}", when=f"Mon, Nov 23, 2026 at 10:0{i} AM"), auth=VOUCHED)
             for i in range(5)]
     records = [record(desk, mid) for mid in mids]
     assert [r["status"] for r in records] == ["accepted"] * 5, [r.get("reason") for r in records]
     assert all(r["forwarded"]["by"] == "jane@example.com" for r in records)
-    own = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", "My own problem", "Hi."))
-    assert own["status"] == "accepted" and own["ticket"] is not None, own.get("reason")
+    for i in range(3):  # Pat's own three new tickets: the forwards did not count against them
+        own = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", f"My own problem {i}", "Hi."))
+        assert own["status"] == "accepted" and own["ticket"] is not None, own.get("reason")
+    late = record(desk, send(desk, "Jane Doe <jane@example.com>", "support@example.com", "Fwd: Problem 9",
+                             forward_body("", subject="Problem 9", when="Mon, Nov 23, 2026 at 11:09 AM"), auth=VOUCHED))
+    assert late["status"] == "accepted", late.get("reason")  # Pat is at the limit now; the agent's forward is not held
     assert sql_rows(desk.config, "SELECT count(*) FROM inbound WHERE hold IS NOT NULL") == [(0,)]
     assert outbox(desk, "admin_alert") == []
 
@@ -423,15 +551,34 @@ def test_a_requesters_close_marked_spam_is_held_and_closes_once_released(desk: S
     assert outbox(desk, "notice_closed") == [PAT]
 
 
-def test_two_concurrent_releases_of_held_spam_make_one_ticket_and_one_ack(desk: Service) -> None:
+@pytest.mark.xfail(strict=True, reason="a mail to status@ is answered before the relay's spam verdict is read "
+                   "(pipeline/ingest.py: _not_for_a_ticket runs before spam.verdict), so spam gets a status list")
+def test_a_status_request_marked_spam_is_not_answered(desk: Service) -> None:
+    """Spam to status@ with a customer's address in From (what a spam run forging From looks like): the
+    relay's verdict holds it like any spam, so no automatic mail goes out in answer to it; no ticket either."""
+    open_ticket(desk, f"Pat <{PAT}>", "Router broken")
+    found = record(desk, send(desk, f"Pat <{PAT}>", STATUS, "Cheap pills", "Buy now.", top=SPAM))
+    assert found["ticket"] is None and len(tickets(desk)) == 1
+    drained(desk)
+    assert outbox(desk, "status_list") == [], found.get("status_request")
+
+
+@pytest.mark.parametrize("held_for", ["spam", "flood"])
+def test_two_concurrent_releases_of_a_held_mail_make_one_ticket_and_one_ack(desk: Service, held_for: str) -> None:
     """``quarantine reprocess ID`` run twice at once (two processes) on a held new mail: one ticket, one ack."""
-    held = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", "You won", "Click.", top=SPAM))
-    assert held["status"] == "quarantined"
+    before = 0
+    if held_for == "flood":  # per_sender 3/10m: Pat's 4th new mail is held
+        for i in range(3):
+            send(desk, f"Pat <{PAT}>", "support@example.com", f"Problem {i}", "Hi.")
+        before = 3
+    held = record(desk, send(desk, f"Pat <{PAT}>", "support@example.com", "You won", "Click.",
+                             top=SPAM if held_for == "spam" else ""))
+    assert held["status"] == "quarantined" and held_for in held["reason"], held["reason"]
     command = [sys.executable, "-m", "mailgate", "quarantine", "reprocess", str(held["id"]), "-c", str(desk.config)]
     procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outs = [p.communicate(timeout=PATIENCE) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert len(tickets(desk)) == 1 and outbox(desk, "ack_new") == [PAT]
+    assert len(tickets(desk)) == before + 1 and outbox(desk, "ack_new") == [PAT] * (before + 1)
 
 
 # --------------------------------------------------------------------------- forget after merge, split, import, forward
@@ -466,21 +613,26 @@ def test_forget_after_merge_split_import_and_forward_leaves_no_trace(make_desk: 
     assert show(desk, b)["requester"] == LEE
 
 
-def test_a_forward_of_a_forgotten_customers_mail_is_not_matched_by_the_erased_key(make_desk: DeskFactory) -> None:
-    """Forget replaces the address inside a forward's dedupe key, so the key holds no trace; the same
-    forward after that neither leaks the address back from old rows nor fails: it is stored (as a new
-    ticket or a duplicate), and Pat's address is only where the new mail put it."""
+def test_forget_drops_the_forward_key_made_from_the_persons_address(make_desk: DeskFactory) -> None:
+    """An inline forward is recognised again by a key made from its sender's address (a hash: no literal
+    trace for a dump to find, but a guessed address can be tested against it). ``forget`` removes the key
+    with everything else, so the same forward afterwards is not matched to the erased ticket: it opens a new
+    one, the only place Pat's address is found again."""
     desk = make_desk()
     first = record(desk, send(desk, "Jane Doe <jane@example.com>", "support@example.com", "Fwd: Printer broken",
                               forward_body(""), auth=VOUCHED))
+    keys = f"SELECT count(*) FROM ticket_alias WHERE system = 'forwarded' AND ticket_id = " \
+           f"(SELECT id FROM ticket WHERE number = '{first['ticket']}')"
+    assert sql_rows(desk.config, keys) == [(1,)]
     drained(desk)
     done = run_cli(desk.config, "forget", PAT)
     assert done.code == 0, done.stderr
-    assert not pat_traces(dump(desk.config))
+    assert not pat_traces(dump(desk.config)) and sql_rows(desk.config, keys) == [(0,)]
+    assert show(desk, str(first["ticket"]))["requester"] == "erased@erased.invalid"
     again = record(desk, send(desk, "Jane Doe <jane@example.com>", "support@example.com", "Fwd: Printer broken",
                               forward_body(""), auth=VOUCHED))
-    assert again["status"] in ("accepted", "duplicate"), again
-    assert first["ticket"] is not None and show(desk, str(first["ticket"]))["requester"] == "erased@erased.invalid"
+    assert again["status"] == "accepted" and again["ticket"] != first["ticket"], (again["status"], again["reason"])
+    assert show(desk, str(again["ticket"]))["requester"] == PAT
 
 
 def test_forget_clears_status_requests_and_flood_records_of_the_person(desk: Service) -> None:
@@ -515,16 +667,18 @@ def test_retention_of_a_merged_ticket_leaves_the_open_survivors_thread_alone(mak
         out = run_cli(desk.config, "retention", "run", "--dry-run", "--json")
         return out.code == 0 and k in json.loads(out.stdout)["tickets_anonymised"]["tickets"]
 
+    drained(desk)  # mail still to send keeps a ticket from being purged
     wait_until(planned, what="the closed ticket old enough for retention", log=desk.output)
     raw_before = sql_rows(desk.config, "SELECT count(*) FROM inbound_raw")[0][0]
     done = run_cli(desk.config, "retention", "run", "--json")
     assert done.code == 0, done.stderr
+    assert a in json.loads(done.stdout)["tickets_anonymised"]["tickets"]  # the merged shell was purged
     survivor = show(desk, b)
     assert survivor["status"] == "open" and survivor["requester"] == LEE and PAT in survivor["collaborators"]
     assert [m["body"] for m in survivor["messages"]][:2] == ["My router blinks red.", "No internet."]
     pat_mail = sql_rows(desk.config, "SELECT count(*) FROM inbound_raw r JOIN inbound i ON i.id = r.inbound_id "
                                      f"WHERE i.sender = '{PAT}'")[0][0]
-    assert pat_mail == 1, (raw_before, pat_mail, sql_rows(desk.config, "SELECT i.id, i.ticket_id, i.sender, i.status, r.inbound_id FROM inbound i LEFT JOIN inbound_raw r ON r.inbound_id = i.id"), done.stdout)
+    assert pat_mail == 1, (raw_before, pat_mail)
     late = record(desk, reply(desk, pat_ack, "Still blinking.", f"Pat <{PAT}>"))
     assert late["thread"]["ticket"] == b, late["thread"]
 
@@ -553,11 +707,12 @@ def test_an_attached_forward_of_a_merged_mail_names_the_survivor(desk: Service) 
 
 
 # --------------------------------------------------------------------------- foreign tags meet the collaborator policy
-def test_a_foreign_tag_gives_a_stranger_what_our_tag_gives_under_the_collaborator_policy(
+def test_a_foreign_tag_gives_a_stranger_no_more_than_our_tag_under_the_collaborator_policy(
     make_desk: DeskFactory, tmp_path: Path
 ) -> None:
-    """stranger_reply: collaborator. A stranger with an imported ticket's Zammad tag is admitted exactly as
-    another stranger with our tag of a twin imported ticket: same admission, same collaborator status."""
+    """stranger_reply: collaborator. Our tag of an imported ticket makes a stranger a collaborator, as the
+    policy says; the old desk's (often sequential) number gives less, as the README says: a follow-up ticket
+    of the stranger's own, not the imported ticket, and none of its words are mailed to the stranger."""
     desk = make_desk(prepare=zammad_archive(tmp_path / "zammad.mbox", 10045, 10046),
                      security={"stranger_reply": "collaborator"})
     theirs_t, ours_t = by_alias(desk, 10045), by_alias(desk, 10046)
@@ -566,30 +721,33 @@ def test_a_foreign_tag_gives_a_stranger_what_our_tag_gives_under_the_collaborato
     ours = record(desk, send(desk, "Trent <trent@evil.example>", "support@example.com",
                              f"Re: [#{ours_t}] Old matter 10046", "Add me."))
     assert theirs["thread"]["via"] == "foreign_tag" and ours["thread"]["via"] == "tag"
-    def shape(admission: dict[str, Any], stranger: str, ticket: str) -> dict[str, Any]:
-        """The admission with the stranger and the ticket named alike, so the two can be compared."""
-        return {k: {stranger: "STRANGER", ticket: "TICKET"}.get(str(v), v) for k, v in admission.items() if k != "via"}
-
-    assert shape(theirs["admission"], "erin@evil.example", theirs_t) == \
-        shape(ours["admission"], "trent@evil.example", ours_t), (theirs["admission"], ours["admission"])
-    assert ("erin@evil.example" in show(desk, theirs_t)["collaborators"]) == \
-        ("trent@evil.example" in show(desk, ours_t)["collaborators"])
+    assert ours["admission"] == {"joins_ticket": True, "adds_collaborator": "trent@evil.example"}, ours["admission"]
+    assert theirs["admission"] == {"joins_ticket": False, "follow_up_of": theirs_t}, theirs["admission"]
+    assert theirs["ticket"] != theirs_t and "erin@evil.example" not in show(desk, theirs_t)["collaborators"]
+    assert len(show(desk, theirs_t)["messages"]) == 1
+    drained(desk)
+    assert all("Old words" not in text_of(m) for m in mails_to(desk, "erin@evil.example"))
 
 
 # --------------------------------------------------------------------------- replays
 def test_a_replayed_merge_mail_has_one_effect(desk: Service) -> None:
-    """The same ``#merge`` mail (same Message-ID) delivered twice: one merge, one notice per customer, and
-    no "commands were not applied" mail for the replay."""
+    """The same ``#merge`` mail (same Message-ID) delivered twice over SMTP and once through ``mailgate
+    ingest``: one merge, one notice per customer, and no "commands were not applied" mail for the replays."""
     a, _ack, alert_a = open_ticket(desk, f"Pat <{PAT}>", "Router broken")
     b, _ack_b, _alert_b = open_ticket(desk, f"Lee <{LEE}>", "Internet down")
-    mid = merge(desk, alert_a, b, Message_ID="<merge-once@example.com>")
-    merge(desk, alert_a, b, Message_ID=mid)
+    _mid, raw = raw_mail("jane@example.com", alert_a["Reply-To"], f"Re: {alert_a['Subject']}", f"#merge {b}",
+                        Message_ID="<merge-once@example.com>", In_Reply_To=alert_a["Message-ID"])
+    for _ in range(2):
+        code, answer = smtp_deliver(desk.host, desk.port, raw, mail_from="jane@example.com",
+                                    rcpts=(alert_a["Reply-To"],))
+        assert code == 250, answer
+    piped = run_cli(desk.config, "ingest", stdin=raw)  # and once more through the pipe
+    assert piped.code == 0, piped.stderr
+    settled(desk)
     drained(desk)
     assert show(desk, a)["merged_into"] == b
     assert sorted(outbox(desk, "notice_merged")) == sorted([PAT, LEE])
     assert outbox(desk, "command_error") == [] and not mails_to(desk, "jane@example.com", "were not applied")
-    assert sql_rows(desk.config, "SELECT count(*) FROM inbound WHERE message_id = '<merge-once@example.com>'") \
-        in ([(1,)], [(2,)])
 
 
 def test_the_same_forward_by_smtp_and_then_by_pipe_is_one_ticket(desk: Service) -> None:
@@ -602,8 +760,7 @@ def test_the_same_forward_by_smtp_and_then_by_pipe_is_one_ticket(desk: Service) 
     first = record(desk, mid)
     piped = run_cli(desk.config, "ingest", stdin=raw)
     assert piped.code == 0, piped.stderr
-    wait_until(lambda: sql_rows(desk.config, "SELECT count(*) FROM inbound WHERE processed_at IS NULL") == [(0,)],
-               what="all mail processed", log=desk.output)
+    settled(desk)
     drained(desk)
     assert [t["number"] for t in tickets(desk)] == [first["ticket"]]
     assert outbox(desk, "forwarded") == ["jane@example.com"] and outbox(desk, "ack_new") == [PAT]
