@@ -314,6 +314,12 @@ def _not_for_a_ticket(store: Store, ctx: Context, parsed: ParsedMail, cls: Class
     support = [*intake.addresses, *([intake.notes_address] if intake.notes_address else [])]
     if intake.status_address and status_request.addressed(env.rcpt_tos or recipients(parsed, env),
                                                           intake.status_address, support):
+        verdict = spam.verdict(parsed, env, env.source, intake.spam)  # spam gets no automatic answer either
+        held = spam.hold_reason(verdict, intake.spam, agent=False)
+        if held is not None:
+            trail.spam(verdict)
+            store.update_inbound(spooled.id, {"hold": "spam"})  # listed by --spam; a release answers it
+            return _kept(store, spooled, now, held, parsed.message_id, trail)
         return _status_request(store, ctx, parsed, cls, who, spooled, now, trail)
     return None
 
