@@ -471,7 +471,7 @@ class MailboxPoller(Worker):
                           mailbox=mb.name, id=recorded.inbound_id, message_id=recorded.fields.get("message-id"),
                           mail_from=recorded.fields.get("from"), size=mail.size,
                           ms=round((time.monotonic() - started) * 1000, 1), reason=mail.reason, left_in=left_in)
-                self._alert(ctx, recorded, mail)
+            self._alert(ctx, recorded, mail)  # also for a record seen again: a crash may have come between
         if not present:
             return problem
         self._check_lease()

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from mailgate.storage.model import InboundRaw
 from tests.conftest import run_cli
-from tests.e2e.test_imap_intake import Run, append, count, imap_config, mail, mailbox, serve, wait_until
+from tests.e2e.test_imap_intake import Run, append, at_least, count, imap_config, mail, mailbox, serve, wait_until
 from tests.support.dovecot_fixture import DovecotServer
 
 __all__ = ["imap_config", "serve"]  # fixtures, used by name
@@ -97,7 +97,7 @@ def test_a_mail_over_the_limit_is_set_aside_and_the_mail_behind_it_is_fetched(
     run.config = raised
     run.start()
     move_back(dovecot, user, "Quarantine")
-    tickets = run.wait_tickets(4)
+    tickets = at_least(run.tickets, 4, "the big mail's ticket", run, timeout=120)
     assert "Scans" in {t.subject for t in tickets}
     wait_until(lambda: count(dovecot, user, "INBOX") == 0, "the big mail taken", run)
 
