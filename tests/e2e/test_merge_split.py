@@ -17,14 +17,12 @@ import pytest
 from tests.conftest import (
     MakeConfig,
     Service,
-    cli_json,
     run_cli,
     smtp_deliver,
     sql_rows,
     start_service,
-    wait_until,
 )
-from tests.support.outgoing import mails_to, text_of, wait_mail
+from tests.support.outgoing import mails_to, record, show, text_of, wait_mail
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}, {"name": "Jerry Sys", "email": "jerry@example.com"}],
@@ -52,20 +50,6 @@ def send(svc: Service, sender: str, to: str, subject: str, body: str, **headers:
     code, answer = smtp_deliver(svc.host, svc.port, raw, mail_from=sender.split("<")[-1].rstrip(">"), rcpts=(to,))
     assert code == 250, answer
     return mid
-
-
-def record(svc: Service, mid: str) -> dict[str, Any]:
-    """The explain record of a received mail, once it is processed."""
-    def done() -> int | None:
-        rows = sql_rows(svc.config, "SELECT id, message_id FROM inbound WHERE processed_at IS NOT NULL")
-        return next((row_id for row_id, found in rows if found == mid), None)
-
-    row_id = wait_until(done, what=f"mail {mid} processed", log=svc.output)
-    return dict(cli_json(svc.config, "explain", f"id:{row_id}"))
-
-
-def show(svc: Service, number: str) -> dict[str, Any]:
-    return dict(cli_json(svc.config, "tickets", "show", number))
 
 
 def open_ticket(svc: Service, sender: str, subject: str, body: str) -> tuple[str, EmailMessage, EmailMessage]:

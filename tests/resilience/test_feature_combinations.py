@@ -40,7 +40,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.support.dbdump import dump
-from tests.support.outgoing import mails_to, text_of, wait_mail
+from tests.support.outgoing import mails_to, show, text_of, wait_mail
 
 AGENTS = {
     "agents": [{"name": "Jane Doe", "email": "jane@example.com"}, {"name": "Jerry Sys", "email": "jerry@example.com"}],
@@ -154,10 +154,6 @@ def record(svc: Service, mid: str) -> dict[str, Any]:
     """The explain record of a received mail, once it is processed."""
     found = cli_json(svc.config, "explain", f"id:{inbound_id(svc, mid)}")
     return dict(found[0] if isinstance(found, list) else found)
-
-
-def show(svc: Service, number: str) -> dict[str, Any]:
-    return dict(cli_json(svc.config, "tickets", "show", number))
 
 
 def tag_of(mail: EmailMessage) -> str:
