@@ -73,35 +73,40 @@ def _create_ticket(
     w: Writer, parsed: ParsedMail, decision: RouteDecision, requester: Address | None, reply_address: str | None
 ) -> Ticket:
     """A new ticket; returned as a detached Ticket holding its values (the row is already written)."""
+    return insert_numbered(w, {
+        "subject": parsed.subject or "(no subject)",
+        "status": (decision.status or Status.OPEN).value,
+        "priority": decision.priority.value,
+        "help_topic": decision.help_topic,
+        "department": decision.department,
+        "assignee": decision.assignee,
+        "sla_plan": decision.sla_plan,
+        "requester_email": requester.email if requester else "",
+        "requester_name": requester.name if requester else "",
+        "created_at": w.now,
+        "updated_at": w.now,
+        "first_response_due": None,
+        "resolution_due": None,
+        "first_response_at": None,
+        "resolved_at": None,
+        "closed_at": None,
+        "overdue": False,
+        "conversation_index": _conversation_index(parsed),
+        "reply_address": reply_address,
+    })
+
+
+def insert_numbered(w: Writer, values: dict[str, object]) -> Ticket:
+    """Insert a ticket under a free random number (drawn again when taken, also concurrently); returned
+    as a detached Ticket holding its values. The one place a ticket number is allocated."""
     for _attempt in range(50):
         number = w.tag.new_number()
         if w.store.number_taken(number):
             continue
-        values: dict[str, object] = {
-            "number": number,
-            "subject": parsed.subject or "(no subject)",
-            "status": (decision.status or Status.OPEN).value,
-            "priority": decision.priority.value,
-            "help_topic": decision.help_topic,
-            "department": decision.department,
-            "assignee": decision.assignee,
-            "sla_plan": decision.sla_plan,
-            "requester_email": requester.email if requester else "",
-            "requester_name": requester.name if requester else "",
-            "created_at": w.now,
-            "updated_at": w.now,
-            "first_response_due": None,
-            "resolution_due": None,
-            "first_response_at": None,
-            "resolved_at": None,
-            "closed_at": None,
-            "overdue": False,
-            "conversation_index": _conversation_index(parsed),
-            "reply_address": reply_address,
-        }
-        ticket_id = _insert_ticket(w, values)
+        row = {**values, "number": number}
+        ticket_id = _insert_ticket(w, row)
         if ticket_id is not None:
-            return Ticket(id=ticket_id, **values)
+            return Ticket(id=ticket_id, **row)
     raise RuntimeError("could not allocate a free ticket number; widen tickets.number_format")
 
 

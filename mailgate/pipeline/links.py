@@ -22,10 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from sqlalchemy.exc import IntegrityError
-
 from mailgate.domain import Change, Command, MessageKind, ParsedMail, Role, Sender, Status, ThreadMatch, TicketLink
-from mailgate.pipeline.apply import Writer, event_row, store_message
+from mailgate.pipeline.apply import Writer, event_row, insert_numbered, store_message
 from mailgate.pipeline.apply_agent import apply_agent
 from mailgate.pipeline.commands import ALONE, AgentMail
 from mailgate.sla import timers as sla_timers
@@ -172,29 +170,12 @@ def _subject(entry: links.Entry, ticket: Ticket, w: Writer) -> str:
     return subject or ticket.subject
 
 
-def _new_ticket(w: Writer, values: dict[str, object]) -> Ticket:
-    """A free number, as a new ticket gets one; on PostgreSQL a number taken meanwhile is drawn again."""
-    session = w.store.session
-    for _attempt in range(50):
-        number = w.tag.new_number()
-        if w.store.number_taken(number):
-            continue
-        row = {**values, "number": number}
-        try:
-            with session.begin_nested():
-                ticket_id = w.store.add(Ticket, row)
-        except IntegrityError:
-            continue
-        return Ticket(id=ticket_id, **row)
-    raise RuntimeError("could not allocate a free ticket number; widen tickets.number_format")
-
-
 def _split(w: Writer, ticket: Ticket, first: links.Entry, parsed: ParsedMail, inbound_id: int, sender: Sender,
            mail: AgentMail) -> tuple[Change, Ticket]:
     session = w.store.session
     moving = [e for e in links.entries(session, ticket.id)
               if e.id >= first.id and e.from_email == first.from_email and e.kind == MessageKind.CUSTOMER.value]
-    new = _new_ticket(w, {
+    new = insert_numbered(w, {
         "subject": _subject(first, ticket, w), "status": Status.OPEN.value, "priority": ticket.priority,
         "help_topic": ticket.help_topic, "department": ticket.department, "assignee": None,
         "sla_plan": ticket.sla_plan, "requester_email": first.from_email, "requester_name": first.from_name,
