@@ -99,7 +99,7 @@ def shown(value: object) -> str:
     return "none" if value is None or value == "" else str(value)
 
 
-Source = Literal["smtp", "lmtp", "imap", "pipe", "reprocess"]
+Source = Literal["smtp", "lmtp", "imap", "pipe", "reprocess", "api", "form", "cli"]
 # A received mail's bytes. The listener and the pipeline process hand a big mail on in the buffer it
 # was read into (a bytearray) rather than copy it into bytes: nothing downstream changes it.
 RawMail = bytes | bytearray
@@ -175,7 +175,7 @@ class Classification:
 @dataclass(frozen=True, slots=True)
 class ThreadMatch:
     ticket_id: int | None
-    via: Literal["token", "tag", "foreign_tag", "in_reply_to", "references", "none"]
+    via: Literal["token", "tag", "foreign_tag", "in_reply_to", "references", "submission", "none"]
     number: str | None = None
     signed: bool = False  # found through our own signed reply address or Message-ID, not a guessable value
     merged: tuple[tuple[int, str], ...] = ()  # (id, number) of merged tickets the mail named, passed on the way

@@ -31,6 +31,7 @@ from mailgate.clock import FixedClock
 from mailgate.config import load_config
 from mailgate.daemon.context import build_context
 from mailgate.pipeline.ingest import Context
+from tests.support.browser import browser  # noqa: F401  (a fixture: pytest finds it by its name here)
 from tests.support.dovecot_fixture import DovecotServer, DovecotUnavailable
 
 # The ceiling for every wait on an event (a socket, a log line, a row, a process's exit). Waits end when

@@ -27,6 +27,8 @@ DEFAULT_CONFIG = "config/mailgate.yaml"
 # domain.Status's values, written out so that parsing a command line need not import the domain model
 # (a piped mail's ingest pays every import); tests/unit/test_cli_statuses.py keeps the two equal.
 STATUSES = ("open", "in_progress", "awaiting_reply", "resolved", "closed")
+PRIORITIES = ("low", "normal", "high", "emergency")
+STAFF_CHANNELS = ("phone", "in_person", "chat", "letter", "other")  # pipeline.submission.STAFF_CHANNELS
 
 
 def _ctx(args: argparse.Namespace, *, migrate: bool = True, check: bool = True) -> Any:
@@ -194,6 +196,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_tickets(args: argparse.Namespace) -> int:
     if args.tickets_command == "list":
         return _list_tickets(args)
+    if args.tickets_command == "open":
+        from mailgate.cli.open_ticket import run
+
+        return run(args, _ctx(args, check=False))
     from mailgate.cli.views import ticket_json, ticket_text
     from mailgate.storage.store import Store
 
@@ -555,6 +561,19 @@ def _parser() -> argparse.ArgumentParser:
     p = t_sub.add_parser("show", parents=[common], help="show one ticket with its messages")
     p.add_argument("number", help="the ticket number, with or without the # of the subject tag")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p = t_sub.add_parser("open", parents=[common], help="enter a ticket that came by phone, in person or by letter",
+                         description="enter a ticket for a customer; the text from stdin, --text, or $EDITOR")
+    p.add_argument("--requester", required=True, metavar='"NAME <EMAIL>"', help="the customer the ticket is for")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--agent", required=True, metavar="EMAIL", help="you: the agent entering it (agents.yaml)")
+    p.add_argument("--channel", default="phone", choices=STAFF_CHANNELS, help="how it reached you (default phone)")
+    p.add_argument("--priority", choices=PRIORITIES, help="instead of what the rules would choose")
+    p.add_argument("--topic", metavar="HELP_TOPIC", help="the help topic, instead of what the rules would choose")
+    p.add_argument("--field", action="append", default=[], metavar="NAME=VALUE", help="a custom field (repeatable)")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE", help="attach a file (repeatable)")
+    p.add_argument("--text", help="the text itself, instead of stdin or $EDITOR")
+    p.add_argument("--no-ack", action="store_true", help="do not send the customer the acknowledgment")
+    p.add_argument("--json", action="store_true", help="print {status, number, reason, message_id}")
 
     p = add("explain", cmd_explain, "what happened to a received mail, and why (from the record kept at intake)")
     p.add_argument("key", metavar="ID|MESSAGE-ID|TICKET",

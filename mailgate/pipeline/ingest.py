@@ -39,7 +39,7 @@ from mailgate.domain import (
 from mailgate.errors import LeaseLost, OverLimit, ParseError, Rejected, TempFail
 from mailgate.identity import Identity
 from mailgate.outbound.templates import Templates
-from mailgate.pipeline import bounce, customer_close, forward_intake, holds, links, spam, status_request
+from mailgate.pipeline import bounce, customer_close, forward_intake, holds, links, spam, status_request, submission
 from mailgate.pipeline import spool as spooling
 from mailgate.pipeline.apply import Intent, Writer, apply, choose_assignee
 from mailgate.pipeline.apply_agent import apply_agent
@@ -107,6 +107,7 @@ def _act(
     admission: Admission,
     who: Author,
     closing: customer_close.CloseRequest | None = None,
+    note: bool = False,
 ) -> tuple[Change, Ticket]:
     """apply, or apply_agent for an authenticated agent's mail to a ticket (commands parsed first),
     or the requester's own close (customer_close.py)."""
@@ -114,7 +115,7 @@ def _act(
     intent = Intent(
         admission.follow_up_of,
         admission.add_collaborator,
-        to_notes=bool(notes_address) and notes_address in recipients(parsed, env),
+        to_notes=note or (bool(notes_address) and notes_address in recipients(parsed, env)),
         requester=who.requester,
         also_cc=who.also_cc,
         # only a support address: notes@, status@ or outbound.from are ours too, but not to speak from
@@ -208,9 +209,14 @@ def _bounce(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: C
 
 
 def _threaded(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: Classification, env: Envelope,
-              spooled: Spooled, now: datetime, trail: Trail) -> ThreadMatch | Outcome:
-    """The ticket the mail belongs to (a bounce: only the one it proves to answer), recorded in the trail."""
-    if cls.kind is Kind.BOUNCE:
+              spooled: Spooled, now: datetime, trail: Trail,
+              channel: submission.Submission | None = None) -> ThreadMatch | Outcome:
+    """The ticket the mail belongs to (a bounce: only the one it proves to answer; another channel's
+    message: the ticket it names), recorded in the trail."""
+    named = submission.thread(store, channel) if channel is not None else None
+    if named is not None:
+        match = landed(store, named) if named.ticket_id is not None else named
+    elif cls.kind is Kind.BOUNCE:
         found = _bounce(store, ctx, raw, parsed, cls, env, spooled, now, trail)
         if isinstance(found, Outcome):
             return found
@@ -348,6 +354,25 @@ def _archived_agent(ctx: Context, sender: Sender) -> Sender:
     return sender
 
 
+def _placed(store: Store, ctx: Context, raw: RawMail, parsed: ParsedMail, cls: Classification, env: Envelope,
+            spooled: Spooled, now: datetime, channel: submission.Submission | None,
+            trail: Trail) -> tuple[ThreadMatch, Sender] | Outcome:
+    """The ticket the mail belongs to and who wrote it (``authorize.py``; another channel may vouch for an
+    agent), or the refusal of a channel's mail that names a ticket its author is no participant of."""
+    match = _threaded(store, ctx, raw, parsed, cls, env, spooled, now, trail, channel)
+    if isinstance(match, Outcome):
+        return match
+    sender = authorize(parsed, match, store, ctx.directory.names, ctx.identity,
+                       ctx.config.main.security.agent_authentication, recipients(parsed, env))
+    sender = submission.sender(channel, _archived_agent(ctx, sender), ctx.directory.names)
+    refused = submission.refusal(channel, match, sender, store, ctx.own_addresses, ctx.directory.names,
+                                 parsed.message_id, spooled.id)
+    if refused is None:
+        return match, sender
+    trail.sender(sender)
+    return _refused(store, ctx, parsed, cls, env, spooled, now, refused, _NO_ROUTE, trail)
+
+
 def _spool(store: Store, raw: RawMail, env: Envelope, pre: ParsedMail | None, replayed: int | None) -> Spooled:
     if replayed is not None:  # a kept mail replayed in place: its row and bytes are there already
         return Spooled(replayed, raw, stored=True)
@@ -404,13 +429,12 @@ def _process(
         return early
     if parsed.from_addr is None:  # answered and recognised by the address that did name the sender
         parsed = replace(parsed, from_addr=who.address)
-    match = _threaded(store, ctx, raw, parsed, cls, env, spooled, now, trail)
-    if isinstance(match, Outcome):
-        return match
-    sender = authorize(
-        parsed, match, store, ctx.directory.names, ctx.identity, security.agent_authentication, recipients(parsed, env)
-    )
-    sender = _archived_agent(ctx, sender)
+    released, origin = holds.released(store, replayed, env.source)
+    channel = submission.read(raw, origin)  # mail another channel composed (API, form, staff): what it vouches for
+    placed = _placed(store, ctx, raw, parsed, cls, env, spooled, now, channel, trail)
+    if isinstance(placed, Outcome):
+        return placed
+    match, sender = placed
     forward = forward_intake.judge(parsed, cls, match, sender, ctx.directory, ctx.own_addresses, store, ctx.history)
     stop = _forwarded(store, ctx, parsed, env, spooled, now, forward, trail)
     if stop is not None:
@@ -442,10 +466,11 @@ def _process(
     unproven = _unproven_commands(store, ctx, parsed, cls, sender, ticket, env, now, trail)
     if unproven is not None:
         return _kept(store, spooled, now, unproven, mid, trail)
-    released, origin = holds.released(store, replayed, env.source)
     verdict = spam.verdict(parsed, env, origin, ctx.config.main.intake.spam, released=released)
     trail.spam(verdict)
-    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain, verdict)
+    decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain, verdict,
+                     submission.chosen_topic(channel))
+    decision = submission.decided(channel, decision)
     decision = forward_intake.acknowledged(forward, decision, ctx.config.rules)  # a forward: acked if asked
     trail.forwarded(forward_intake.record(forward, decision))
     trail.routed(decision)
@@ -453,7 +478,7 @@ def _process(
     if refusal is not None:  # refused mail stays with its sender; we keep only the record
         return _refused(store, ctx, parsed, cls, env, spooled, now, refusal, decision, trail)
     aside = _set_aside(store, ctx, spooled, now, admission, sender, decision, verdict, released, mid, trail,
-                       by_agent=forward is not None)
+                       by_agent=forward is not None or submission.by_agent(channel))
     if isinstance(aside, Outcome):
         return aside
     decision = aside
@@ -462,8 +487,10 @@ def _process(
         decision = choose_assignee(store, decision, teams)
     sla = None if ctx.history else ctx.config.sla
     writer = Writer(store, ctx.tag, blobs, ctx.own_addresses, now, sla, ctx.config.main.lifecycle.satisfaction_question)
-    change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who, closing)
+    change, ticket = _act(writer, ctx, parsed, inbound_id, cls, decision, env, admission, who, closing,
+                          note=submission.is_note(channel))
     change = forward_intake.recorded(writer, change, forward, inbound_id)
+    submission.recorded(writer, change, channel)
     trail.acted(change)
     notes = (
         []

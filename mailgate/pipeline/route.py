@@ -39,9 +39,12 @@ def _body_topic(text: str, topics: dict[str, HelpTopic]) -> HelpTopic | None:
 
 
 def find_topic(
-    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None
+    parsed: ParsedMail, envelope: Envelope, rules: RulesFile, mailbox_topic: str | None, chosen: str | None = None
 ) -> tuple[HelpTopic | None, str]:
+    """``chosen``: the topic an API client or a staff member picked, taken before anything the mail says."""
     topics = {t.name: t for t in rules.help_topics}
+    if chosen is not None and chosen in topics:
+        return topics[chosen], "chosen"
     recipients = _recipients(parsed, envelope)
     for topic in rules.help_topics:
         if any(r in topic.recognise.addresses for r in recipients):
@@ -118,10 +121,11 @@ def route(
     compiled: CompiledRules,
     explain: bool = True,
     verdict: Verdict = NO_VERDICT,
+    chosen_topic: str | None = None,
 ) -> RouteDecision:
     """``explain``: trace every rule (``rules test``, dry runs); intake needs only the decision.
     ``verdict``: the trusted relay's (``mtaverdict.py``), for the ``spam``/``spam_score``/``dmarc`` fields."""
-    topic, via = find_topic(parsed, envelope, rules, mailbox_topic)
+    topic, via = find_topic(parsed, envelope, rules, mailbox_topic, chosen_topic)
     facts = _facts(parsed, envelope, topic.name if topic else None, compiled, verdict)
     matched, trace = compiled.evaluate(facts, explain)
     draft: Draft = {

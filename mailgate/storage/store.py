@@ -170,6 +170,11 @@ class Store:
             rows = fetch(conn, _DUPLICATE_NO_MID, {"sha256": sha256})
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def message_id_taken(self, message_id: str, inbound_id: int) -> bool:
+        """Whether another stored mail has this Message-ID (an API client's Idempotency-Key reused)."""
+        query = select(Inbound.id).where(Inbound.message_id == message_id, Inbound.id != inbound_id).limit(1)
+        return self.session.scalar(query) is not None
+
     def inbound(self, inbound_id: int) -> Inbound | None:
         return self.session.get(Inbound, inbound_id)
 

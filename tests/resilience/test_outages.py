@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -234,26 +234,23 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def fill(folder: Path) -> Path:
-    """Write a file until the filesystem says ENOSPC. The file is made beforehand (``reserve``): on a
-    loaded machine the daemon may fill the disk itself before this runs, and then not even an empty
-    file could be created."""
-    filler = folder / "filler"
-    with filler.open("ab") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return filler
+def fill(out: BinaryIO) -> None:
+    """Write to a file until the filesystem says ENOSPC. The file is opened beforehand, before the daemon
+    starts: on a loaded machine the daemon may fill the disk itself before this runs, and then even
+    opening an existing file can fail with ENOSPC on tmpfs."""
+    try:
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
 
 
 def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config: MakeConfig, tmp_path: Path) -> None:
     config = make_config(database={"url": f"sqlite:///{small_disk / 'mailgate.db'}"})
     piped = make_mail("Piped to a full disk", message_id="<piped-full@customer.example>")
-    with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed:
-        (small_disk / "filler").touch()
+    filler = small_disk / "filler"
+    with Supervisor(tmp_path / "serve.log") as sup, timed() as elapsed, filler.open("ab", buffering=0) as filling:
         # freed with the filler: room to recover whoever filled the disk. More than SQLite's WAL holds before
         # its automatic checkpoint (1000 pages, 4 MiB): a WAL that filled the disk needs that much room in
         # the database file to be checkpointed, and until it is, every write fails as "disk is full"
@@ -262,13 +259,14 @@ def test_full_state_disk_answers_451_and_recovers(small_disk: Path, make_config:
         daemon = sup.start(config)
         mta = sup.track(Mta(daemon.host, daemon.port, clients=2, feed=mail_factory("disk", size=20_000)).start())
         wait_until(lambda: len(mta.acked) >= 10, timeout=120, what="10 mails accepted", log=daemon.output)
-        filler = fill(small_disk)
+        fill(filling)
         full_at = time.monotonic()
         wait_until(lambda: refusals(mta.codes_since(full_at)) >= 5, timeout=120,
                    what="mail refused on a full disk", log=daemon.output)
         pipe_full = run_cli(config, "ingest", stdin=piped)
         during = mta.codes_since(full_at)
         alive_when_full = daemon.alive()
+        filling.truncate(0)  # an open file's blocks are not freed by unlinking it
         filler.unlink()
         reserve.unlink()
         freed_at = time.monotonic()
