@@ -146,6 +146,15 @@ class CrossCheck:
         if spam_topic is not None:
             where = ("intake", "spam", "action")
             self.need(spam_topic in self.topics, "main", where, f"unknown help topic '{spam_topic}'")
+        http = self.config.main.http
+        if http is not None and http.form.help_topic is not None:
+            self.need(http.form.help_topic in self.topics, "main", ("http", "form", "help_topic"),
+                      f"unknown help topic '{http.form.help_topic}'")
+        agents = {a.email for a in self.config.agents.agents}
+        for i, key in enumerate(http.api_keys if http is not None else []):
+            if key.agent is not None:
+                self.need(key.agent in agents, "main", ("http", "api_keys", i, "agent"),
+                          f"{key.agent} is not an agent in agents.yaml")
         for i, mb in enumerate(self.config.main.intake.imap):
             if mb.help_topic:
                 self.need(

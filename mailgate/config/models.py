@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from mailgate.config.fields import Duration, Email, Size, _Strict
+from mailgate.config.http import Http
 from mailgate.config.intake_policy import Flood, Spam
 from mailgate.config.side_files import AgentsFile, SlaFile
 from mailgate.domain import check_kinds
@@ -424,6 +425,7 @@ class MainFile(_Strict):
     cluster: Cluster = Cluster()
     logging: Logging = Logging()
     metrics: Metrics | None = None
+    http: Http | None = None  # the HTTP API, contact form and status page (config/http.py)
     # SIGTERM: how long serve may take to finish the mail it already took in and stop its processes,
     # before it stops them hard (under the unit's TimeoutStopSec=60s, after which systemd kills it all)
     drain_time: Duration = timedelta(seconds=25)

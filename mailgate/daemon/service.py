@@ -36,6 +36,9 @@ from mailgate.intake.local_socket import LocalIntake
 from mailgate.intake.smtp import Gate, IntakeHandler, protocol_class
 from mailgate.logformat import log_event
 from mailgate.pipeline.ingest import Context
+from mailgate.web.app import build_app
+from mailgate.web.runtime import Runtime
+from mailgate.web.server import HttpServer, bind
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,26 @@ async def _start_smtp(
     return await loop.create_server(connection, sock=sock)
 
 
+def _bind_http(config: Config) -> socket.socket | None:
+    http = config.main.http
+    if http is None:
+        return None
+    try:
+        return bind(http.host, http.port)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {http.listen} (http): {exc.strerror or exc}") from exc
+
+
+async def _start_http(holder: Holder, intake: LoggedWriter, sock: socket.socket | None) -> HttpServer | None:
+    http = holder.get().config.main.http
+    if http is None or sock is None:
+        return None
+    app = build_app(Runtime(holder.get, intake.submit_async), http.max_request_size, form=http.form.enabled)
+    server = HttpServer(app, sock)
+    await server.start()
+    return server
+
+
 def _smtp_limit(holder: Holder) -> int | None:
     """Piped mail has the listener's size limit, or none without a listener (as ``ingest`` alone)."""
     smtp = holder.get().config.main.intake.smtp
@@ -157,6 +180,7 @@ class _Parts:
 
     def __init__(self) -> None:
         self.metrics: MetricsServer | None = None
+        self.http: HttpServer | None = None
         self.server: asyncio.base_events.Server | None = None
         self.local: LocalIntake | None = None
         self.imap: ImapIntake | None = None
@@ -182,6 +206,9 @@ class _Parts:
         server, self.server = self.server, None
         if server is not None:
             server.close()
+        http, self.http = self.http, None
+        if http is not None:  # requests in flight are answered (their mail is stored) before the writer closes
+            await http.stop()
         local, self.local = self.local, None
         if local is not None:  # ingest stores mail itself from here on
             local.close()
@@ -251,19 +278,23 @@ async def serve(config_path: Path, clock: Clock | None = None) -> int:
     logformat.configure(config.main.logging.format, config.main.logging.level)
     sock = _bind(config)
     parts = _Parts()
+    http_sock = None
     try:
+        http_sock = _bind_http(config)
         ctx = build_context(config, clock or SystemClock())
         if config.main.metrics is not None:  # bound before the children start: a port in use fails at once
             parts.metrics = _start_metrics(config, ctx, parts)
         ctx.db.upgrade()
-        return await _run(config, ctx, sock, parts)
+        return await _run(config, ctx, sock, http_sock, parts)
     finally:
         await parts.stop()
-        if sock is not None:
-            sock.close()
+        for bound in (sock, http_sock):
+            if bound is not None:
+                bound.close()
 
 
-async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: _Parts) -> int:
+async def _run(config: Config, ctx: Context, sock: socket.socket | None, http_sock: socket.socket | None,
+               parts: _Parts) -> int:
     holder = Holder(ctx)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -302,6 +333,7 @@ async def _run(config: Config, ctx: Context, sock: socket.socket | None, parts: 
     coordinator = parts.coordinator = Coordinator(holder.get, imap)
     await asyncio.to_thread(coordinator.start)
     parts.server = await _start_smtp(holder, intake, ctx.clock, sock)
+    parts.http = await _start_http(holder, intake, http_sock)
     local = LocalIntake(config.state_dir, intake.submit_async, ctx.clock, lambda: _smtp_limit(holder))
     if await local.start():
         parts.local = local

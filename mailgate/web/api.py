@@ -1,0 +1,5 @@
+"""The HTTP API (to be filled)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The contact form and status page (to be filled)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
