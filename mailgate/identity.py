@@ -1,9 +1,11 @@
-"""Signed tokens in our own Message-IDs and loop header.
+"""Signed tokens in our own Message-IDs and loop header, and in the links and forms of our web pages.
 
 A Message-ID we generate names the ticket and (as a keyed hash) the
 recipient, signed with a secret only this installation knows. A reply that
 quotes it threads back even with the subject changed; our own mail coming
 back is recognised as a loop; and nobody can forge either without the key.
+The same key signs what a browser carries back to us (``sign_link``): a status page's link and a
+form's CSRF token.
 """
 
 from __future__ import annotations
@@ -121,6 +123,16 @@ class Identity:
         value = int(m.group(2))
         expected = self._sign("plus", kind, value, holder.lower(), length=10)
         return value if hmac.compare_digest(m.group(3), expected) else None
+
+    def sign_link(self, purpose: str, *parts: str | int) -> str:
+        """The signature of a token a browser carries (a status page's link, a form's CSRF token): keyed to
+        ``purpose`` as well, so a token made for one use is never accepted for another."""
+        return self._sign("link", purpose, *parts, length=32)
+
+    def verify_link(self, signature: str, purpose: str, *parts: str | int) -> bool:
+        # bytes, because compare_digest refuses non-ASCII str and the signature comes from strangers
+        given = signature.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.sign_link(purpose, *parts).encode())
 
     def signed_ids_in(self, text: str) -> list[SignedId]:
         """Our signed Message-IDs quoted anywhere in ``text`` (e.g. the headers a DSN sends back)."""

@@ -30,6 +30,7 @@ from mailgate.pipeline.thread import TicketTag
 from mailgate.rules.engine import CompiledRules
 from mailgate.storage.blobs import BlobStore
 from mailgate.storage.db import Database
+from mailgate.web import status_link
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def build_context(
             {t.name: t.notifications for t in config.rules.help_topics if t.notifications},
             main.lifecycle.satisfaction_question,
             {t.name: t.from_name for t in config.rules.help_topics if t.from_name},
+            status_link.maker(identity, main.http),
         ),
     )
 

@@ -469,7 +469,7 @@ def _process(
     verdict = spam.verdict(parsed, env, origin, ctx.config.main.intake.spam, released=released)
     trail.spam(verdict)
     decision = route(parsed, env, ctx.config.rules, ctx.mailbox_topic(env.mailbox), ctx.rules, explain, verdict,
-                     submission.chosen_topic(channel))
+                     submission.chosen_topic(channel), submission.channel_name(channel))
     decision = submission.decided(channel, decision)
     decision = forward_intake.acknowledged(forward, decision, ctx.config.rules)  # a forward: acked if asked
     trail.forwarded(forward_intake.record(forward, decision))

@@ -7,6 +7,7 @@ into the text and the row that the outbox sender will deliver.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -37,6 +38,9 @@ class NotifyContext:
     topic_overrides: dict[str, dict[str, bool]] | None = None  # help topic -> kind -> on/off
     ask_rating: bool = False  # the resolution notice asks for a 1-5 satisfaction rating
     from_names: dict[str, str] | None = None  # help topic -> display name of its tickets' mail
+    # (ticket number, requester, now) -> the signed link to the ticket's status page (``web/status_link.py``);
+    # None when the desk has no status page (``http.form.enabled`` off)
+    status_link: Callable[[str, str, datetime], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ def build(
     now: datetime,
 ) -> Notification:
     variables = template_context(ticket, nc.tag, item.to, trigger.support, trigger.message, trigger.change)
+    variables["status_url"] = status_url(nc, ticket, item.to.email, now)
     rendered = nc.templates.render(item.kind, variables)
     headers = {
         "Reply-To": reply_to(nc, trigger.support, ticket, item.to.email),
@@ -152,6 +157,13 @@ def _shown_to(identity: Identity, message_id: str, recipient: str) -> bool:
         return True
     signed = identity.verify_message_id(message_id)
     return signed is None or signed.recipient_hash == identity.recipient_hash(recipient)
+
+
+def status_url(nc: NotifyContext, ticket: Ticket, recipient: str, now: datetime) -> str | None:
+    """The status page's link, for the requester alone: it is signed for them and shows their thread."""
+    if nc.status_link is None or not ticket.requester_email or recipient.lower() != ticket.requester_email.lower():
+        return None
+    return nc.status_link(ticket.number, ticket.requester_email, now)
 
 
 def reply_to(nc: NotifyContext, support: str, ticket: Ticket, recipient: str) -> str:

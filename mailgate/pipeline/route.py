@@ -69,7 +69,8 @@ def find_topic(
 
 
 def _facts(
-    parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: CompiledRules, verdict: Verdict = NO_VERDICT
+    parsed: ParsedMail, envelope: Envelope, topic: str | None, rules: CompiledRules, verdict: Verdict = NO_VERDICT,
+    channel: str = "email",
 ) -> Facts:
     return Facts(
         sender=parsed.from_addr.email if parsed.from_addr else envelope.mail_from.lower(),
@@ -84,6 +85,7 @@ def _facts(
         spam=verdict.spam,
         spam_score=verdict.score,
         dmarc=verdict.dmarc,
+        channel=channel,
     )
 
 
@@ -122,11 +124,12 @@ def route(
     explain: bool = True,
     verdict: Verdict = NO_VERDICT,
     chosen_topic: str | None = None,
+    channel: str = "email",
 ) -> RouteDecision:
     """``explain``: trace every rule (``rules test``, dry runs); intake needs only the decision.
     ``verdict``: the trusted relay's (``mtaverdict.py``), for the ``spam``/``spam_score``/``dmarc`` fields."""
     topic, via = find_topic(parsed, envelope, rules, mailbox_topic, chosen_topic)
-    facts = _facts(parsed, envelope, topic.name if topic else None, compiled, verdict)
+    facts = _facts(parsed, envelope, topic.name if topic else None, compiled, verdict, channel)
     matched, trace = compiled.evaluate(facts, explain)
     draft: Draft = {
         "help_topic": None,

@@ -143,6 +143,11 @@ def refusal(sub: Submission | None, match: ThreadMatch, who: Sender, store: Stor
     return None
 
 
+def channel_name(sub: Submission | None) -> str:
+    """The rules' ``channel`` field."""
+    return sub.channel if sub is not None else "email"
+
+
 def chosen_topic(sub: Submission | None) -> str | None:
     return sub.help_topic if sub is not None else None
 

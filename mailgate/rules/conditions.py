@@ -50,6 +50,7 @@ TEXT_FIELDS = (
     "help_topic",
     "attachment_name",
     "dmarc",
+    "channel",  # email, api, form, or the staff channel of tickets open (phone, in_person, ...)
 )
 FLAG_FIELDS = ("has_attachment", "received.business_hours", "spam")
 NUMBER_FIELDS = ("spam_score",)

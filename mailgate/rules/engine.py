@@ -42,6 +42,7 @@ class Facts:
     spam: bool = False
     spam_score: float | None = None
     dmarc: str = "unknown"
+    channel: str = "email"  # how it came in: email, api, form, or a staff channel (pipeline/submission.py)
 
     def values(self, name: str) -> tuple[str, ...]:
         """The text values of a text field (several for recipient, attachment_name, a repeated header)."""
@@ -57,6 +58,7 @@ class Facts:
             "help_topic": (self.help_topic or "",),
             "attachment_name": tuple(a for a in self.attachments if a),
             "dmarc": (self.dmarc,),
+            "channel": (self.channel,),
         }
         return simple[name]
 

@@ -22,7 +22,8 @@ from mailgate.rules.conditions import Condition
 from mailgate.rules.regex import Pattern, PatternSet
 from mailgate.rules.schema import Rule, When
 
-SINGLE = frozenset({"sender", "sender_domain", "subject", "body", "body_full", "help_topic", "dmarc"})  # one each
+SINGLE = frozenset({"sender", "sender_domain", "subject", "body", "body_full", "help_topic", "dmarc",
+                    "channel"})  # one each
 _TEXT = SINGLE | {"recipient", "attachment_name"}
 
 

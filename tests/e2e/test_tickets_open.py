@@ -30,7 +30,9 @@ RULES = {
                     {"name": "Billing", "department": "Support", "sla": "standard", "priority": "low"}],
     "default_help_topic": "General",
     "rules": [{"name": "urgent-word", "when": {"all": [{"field": "subject", "op": "contains", "value": "URGENT"}]},
-               "then": {"priority": "high"}}],
+               "then": {"priority": "high"}},
+              {"name": "calls-to-jerry", "when": {"all": [{"field": "channel", "op": "equals", "value": "phone"}]},
+               "then": {"assignee": "jerry@example.com"}}],
 }
 SLA = {"sla_plans": {"standard": {"first_response": "4h", "resolution": "2d"}}}
 KEN = "ken@customer.example"
@@ -65,6 +67,7 @@ def test_a_phone_call_becomes_the_customers_ticket_and_the_ack_threads(desk: Ser
     ticket = show(desk, number)
     assert ticket["requester"] == KEN and ticket["subject"] == "Router blinks red"
     assert ticket["help_topic"] == "General" and ticket["sla_plan"] == "standard"
+    assert ticket["assignee"] == "jerry@example.com"  # the rules' channel field: phone calls go to Jerry
     assert [m["kind"] for m in ticket["messages"]] == ["customer"]
     assert "router blinks red" in ticket["messages"][0]["body"]
     assert ("channel", "jane@example.com", "phone by jane@example.com (cli)") in events(desk, number)
@@ -113,6 +116,7 @@ def test_the_text_comes_from_the_editor_when_stdin_is_a_terminal(desk: Service, 
     body = show(desk, number)["messages"][0]["body"]
     assert "Typed in the editor." in body and "comment line" not in body
     assert ("channel", "jerry@example.com", "in_person by jerry@example.com (cli)") in events(desk, number)
+    assert show(desk, number)["assignee"] is None  # in person, not by phone: the rule does not match
 
 
 @pytest.mark.parametrize(
@@ -165,6 +169,7 @@ def test_the_channel_header_sent_by_mail_from_outside_is_ignored(desk: Service) 
     theirs = ack["Subject"].split("[#")[1].split("]")[0]
     assert theirs != number
     assert show(desk, theirs)["priority"] == "normal"
+    assert show(desk, theirs)["assignee"] is None  # nor is it a phone call to the rules
     kens = show(desk, number)
     assert kens["status"] == "open" and len(kens["messages"]) == 1
     assert all("Jane, really" not in text_of(m) for m in mails_to(desk, KEN))
