@@ -143,6 +143,7 @@ def retrace(session: Session, row: Inbound, config_path: str) -> list[dict[str, 
     None when the bytes were not kept (a refused mail) or the configuration does not load."""
     from mailgate.domain import Envelope
     from mailgate.errors import MailgateError
+    from mailgate.pipeline import submission
     from mailgate.pipeline.parse import parse
     from mailgate.pipeline.route import route
     from mailgate.storage.store import Store
@@ -158,7 +159,9 @@ def retrace(session: Session, row: Inbound, config_path: str) -> list[dict[str, 
         return None
     env = Envelope(row.mail_from, tuple(row.rcpt_tos or ()), "pipe", row.received_at, row.peer, row.mailbox)
     topic = next((m.help_topic for m in config.main.intake.imap if m.name == row.mailbox), None)
-    decision = route(parsed, env, config.rules, topic, compiled, explain=True)
+    channel = submission.read(raw, row.source)  # the API's, the form's, staff's: as the pipeline saw it
+    decision = route(parsed, env, config.rules, topic, compiled, explain=True,
+                     chosen_topic=submission.chosen_topic(channel), channel=submission.channel_name(channel))
     return [{"rule": t.name, "matched": t.matched, "reason": t.reason} for t in decision.trace]
 
 
