@@ -93,12 +93,13 @@ class CrossCheck:
     def template(self, name: str, loc: tuple[str | int, ...]) -> None:
         folder = self.config.main.templates
         if folder is not None:
-            self.need(
-                (folder / f"{name}.txt.j2").is_file(),
-                "rules",
-                loc,
-                f"unknown template '{name}' (no {folder / (name + '.txt.j2')})",
-            )
+            for part in ("subject", "txt"):
+                self.need(
+                    (folder / f"{name}.{part}.j2").is_file(),
+                    "rules",
+                    loc,
+                    f"unknown template '{name}' (no {folder / f'{name}.{part}.j2'})",
+                )
 
     def numbered(self, key: str, items: list[_T]) -> list[tuple[int, _T]]:
         return list(zip(self.positions.get(key, range(len(items))), items, strict=True))

@@ -27,6 +27,7 @@ class Planned:
     to: Address
     automatic: bool  # machine-initiated: loop guard and rate limits apply
     auto_submitted: str | None  # RFC 3834 value, None for a human's words relayed
+    template: str = ""  # the templates to render, when not the kind's own (a help topic's ack_template)
 
 
 class Directory:
@@ -74,6 +75,7 @@ def for_inbound(
     directory: Directory,
     *,
     acknowledge: bool,
+    ack_template: str = "ack_new",
 ) -> list[Planned]:
     """Notifications caused by a received mail: a new ticket, a customer message, or an agent's action."""
     if change.link is not None and change.link.refused is None:
@@ -82,7 +84,7 @@ def for_inbound(
     if change.created:  # the acknowledgment goes to the requester alone (never to a Reply-To: see author.py)
         planned = []
         if acknowledge and not cls.automatic and ticket.requester.email:
-            planned.append(Planned("ack_new", ticket.requester, True, "auto-replied"))
+            planned.append(Planned("ack_new", ticket.requester, True, "auto-replied", ack_template))
         return planned + [Planned("alert_new", agent, True, "auto-generated") for agent in agents]
     if change.command_errors:
         return [Planned("command_error", directory.agent(sender.address), True, "auto-replied")]

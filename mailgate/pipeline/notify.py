@@ -69,6 +69,7 @@ def notify_mail(
         sender,
         nc.directory,
         acknowledge=not decision.no_autoreply,
+        ack_template=decision.ack_template,
     )
     support = support_address(parsed, env, nc.own, nc.default_support)
     message = {
