@@ -485,6 +485,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return EX_CONFIG if report.refused else EX_OK
 
 
+def cmd_api_key_new(args: argparse.Namespace) -> int:
+    from mailgate.cli.api_keys import run
+
+    return run(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error names what may be typed and where help is."""
 
@@ -628,6 +634,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", action="store_true", help="allow erasing an agent's address (their replies stay)")
     p.add_argument("--dry-run", action="store_true", help="say what it would do; change nothing")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    api_key = add("api-key", lambda a: EX_CONFIG, "keys of the HTTP API (http.api_keys)")
+    k_sub = api_key.add_subparsers(dest="api_key_command", required=True, metavar="COMMAND")
+    p = k_sub.add_parser("new", parents=[common], help="make a key: print it once, with the lines for mailgate.yaml")
+    p.add_argument("name", metavar="NAME", help="the client's name (letters, digits, '_', '.', '-')")
+    p.add_argument("--scopes", help="comma-separated: create, read, agent (default create,read; agent with --agent)")
+    p.add_argument("--agent", metavar="EMAIL", help="the agent the key acts as (with the agent scope)")
+    p.set_defaults(func=cmd_api_key_new)
 
     rules = add("rules", lambda a: EX_CONFIG, "routing rules")
     r_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

@@ -189,6 +189,8 @@ def compose(entry: Entry, to: str, domain: str, now: datetime, tag: str = "") ->
         maintype, _, subtype = (upload.content_type or "application/octet-stream").partition("/")
         msg.add_attachment(upload.data, maintype=maintype or "application", subtype=subtype or "octet-stream",
                            filename=_clean(upload.filename)[:200] or "attachment")
+    if entry.idempotency_key is not None and msg.is_multipart():  # a random boundary would make a retry differ
+        msg.set_boundary("=_" + hashlib.sha256(mid.encode()).hexdigest()[:40])
     return msg.as_bytes(policy=SMTP), mid
 
 

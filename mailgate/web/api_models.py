@@ -32,7 +32,7 @@ class _Request(BaseModel):
 
 
 class PersonIn(_Request):
-    email: str = Field(max_length=254, examples=["ken@customer.example"])
+    email: str = Field(max_length=254, examples=["ken@customer.example"], json_schema_extra={"format": "email"})
     name: str = Field("", max_length=200, examples=["Ken Adams"])
 
 
@@ -42,7 +42,8 @@ Someone = Annotated[str, Field(max_length=500, examples=["Ken Adams <ken@custome
 class AttachmentIn(_Request):
     filename: str = Field(max_length=255, examples=["invoice.pdf"])
     content_type: str = Field("application/octet-stream", max_length=255, pattern=CONTENT_TYPE)
-    content_base64: str = Field(description="the file's bytes in base64 (RFC 4648, with padding)")
+    content_base64: str = Field(description="the file's bytes in base64 (RFC 4648, with padding)",
+                                json_schema_extra={"format": "byte"})
 
 
 class NewTicket(_Request):
@@ -76,7 +77,8 @@ class NewMessage(_Request):
 
 class Created(BaseModel):
     number: str
-    status: Literal["created"]
+    status: Literal["created", "added"] = Field(
+        description="added only if the pipeline threaded it onto an existing ticket (a tagged subject is refused)")
     message_id: str
     url: str
 
@@ -147,6 +149,13 @@ def _multipart(model: type[BaseModel]) -> dict[str, Any]:
     text, booleans as true/false, and the files as repeated ``attachments`` parts."""
     schema = inline(model)
     props = schema["properties"]
+    for name, prop in props.items():  # a part is there or not: no null
+        kinds = [k for k in prop.pop("anyOf", []) if k != {"type": "null"}]
+        if prop.get("default", "") is None:
+            del prop["default"]
+        if kinds:
+            prop.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})
+        props[name] = prop
     for name in ("requester", "from"):
         if name in props:
             props[name] = {"type": "string", "maxLength": 500, "examples": ["Ken Adams <ken@customer.example>"]}
@@ -185,8 +194,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 POST_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    400: _problem("the body is not JSON or multipart that can be read, or a bad Idempotency-Key"),
+    400: _problem("the body is not JSON, or multipart that cannot be read"),
     413: _problem("the request is over http.max_request_size"),
     415: _problem("neither application/json nor multipart/form-data"),
 }
-NOT_FOUND = {404: _problem("no such ticket")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem("no such ticket")}

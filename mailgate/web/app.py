@@ -7,7 +7,10 @@ right status; a database outage is a 503 with ``Retry-After``, since nothing was
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,8 +33,9 @@ class BodyLimit:
     """Refuse a body over ``limit`` bytes with 413, by its Content-Length or while it streams in, so a
     large upload is never read whole into memory first."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, page: Callable[[], Response] | None = None) -> None:
         self.app, self.limit = app, limit
+        self.page = page  # the web pages' own 413 page, for a browser's post (paths outside /api/)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +53,9 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise problems.Problem(413, "too-large", self._detail())
+                    if message.get("more_body", False):
+                        await _drain(receive)
+                    raise problems.Problem(413, "too-large", self._detail(), headers={"Connection": "close"})
             return message
 
         await self.app(scope, counted, send)
@@ -58,8 +64,26 @@ class BodyLimit:
         return f"the request is larger than the {self.limit} bytes this server takes (http.max_request_size)"
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = problems.response(413, "too-large", self._detail(), headers={"Connection": "close"})
+        await _drain(receive)  # a client still sending when the connection closes sees a reset, not the answer
+        if self.page is not None and not str(scope.get("path", "")).startswith("/api/"):
+            answer = self.page()
+            answer.headers["Connection"] = "close"
+        else:
+            answer = problems.response(413, "too-large", self._detail(), headers={"Connection": "close"})
         await answer(scope, receive, send)
+
+
+async def _drain(receive: Receive, most: int = 64 * 2**20, seconds: float = 15.0) -> None:
+    """Read and drop a body (within bounds) before answering: a browser or HTTP client that is still
+    sending when the connection closes sees a connection error instead of the answer saying what was wrong."""
+    seen = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while seen <= most:
+                message = await receive()
+                seen += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
 
 
 def build_app(runtime: Runtime, max_request_size: int, *, form: bool) -> ASGIApp:
@@ -70,10 +94,13 @@ def build_app(runtime: Runtime, max_request_size: int, *, form: bool) -> ASGIApp
                   redoc_url=None, description="Tickets by HTTP: the same pipeline, rules, SLA and mail as email.")
     app.state.runtime = runtime
     app.include_router(api.router)
+    page: Callable[[], Response] | None = None
     if form:
         from mailgate.web import form as contact
+        from mailgate.web import render
 
         app.include_router(contact.router)
+        page = lambda: render.error(413)  # noqa: E731
 
     @app.exception_handler(problems.Problem)
     async def _problem(request: Request, exc: problems.Problem) -> Response:
@@ -113,7 +140,7 @@ def build_app(runtime: Runtime, max_request_size: int, *, form: bool) -> ASGIApp
     async def _health() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    return BodyLimit(app, max_request_size)
+    return BodyLimit(app, max_request_size, page)
 
 
 def app_of(asgi: Any) -> FastAPI:

@@ -1,8 +1,8 @@
 """Who is calling the API, and whether they may: the key, its rate, its scopes.
 
-In this order, before the body is read: a client address over its allowance of failed logins is
-refused (429) whatever it sends; a missing or unknown key is 401 and counts as a failed login; a
-known key over its rate is 429; a key without the scope the endpoint needs is 403. A key is sent as
+In this order, before the body is read: a missing or unknown key is 401 and counts as a failed login
+of the client's address, and once the address is over its allowance it is 429 instead; a known key
+over its rate is 429; a key without the scope the endpoint needs is 403. A key is sent as
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
 """
 
@@ -37,18 +37,17 @@ async def caller(request: Request,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
                  api_key: Annotated[str | None, Security(header_key)]) -> keys.Caller:
     limits = ratelimit.limits(request.app.state)
-    address = client_address(request)
-    wait = limits.failures.wait(address, ratelimit.FAILED_LOGINS)
-    if wait:
-        raise Problem(429, "too-many-failed-logins",
-                      "too many requests without a valid API key from this address; try again later",
-                      headers=retry_after(wait))
     presented = credentials.credentials if credentials is not None else api_key
     runtime: Runtime = request.app.state.runtime
     http = runtime.context().config.main.http
     found = keys.find(http.api_keys if http is not None else [], presented or "")
     if found is None:
-        limits.failures.take(address, ratelimit.FAILED_LOGINS)
+        address = client_address(request)
+        wait = limits.failures.take(address, ratelimit.FAILED_LOGINS)
+        if wait:
+            raise Problem(429, "too-many-failed-logins",
+                          "too many requests without a valid API key from this address; try again later",
+                          headers=retry_after(wait))
         said = "an unknown API key" if presented else "no API key (send Authorization: Bearer KEY)"
         raise Problem(401, "unauthorized", f"the request has {said}", headers=CHALLENGE)
     wait = limits.keys.take(found.name, found.rate)

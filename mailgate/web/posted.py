@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from fastapi import Request, UploadFile
+from fastapi import Request
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailgate.config.http import Http
@@ -84,6 +85,14 @@ async def uploads(posted: Posted, http: Http, field_name: str = "attachments") -
     if channel.attachments_total(out) > http.max_request_size:
         raise channel.Invalid(field_name, f"the files together are larger than {human_size(http.max_request_size)}")
     return tuple(out)
+
+
+def message(text: str, http: Http) -> str:
+    """A message's text, at most ``http.form.max_text`` characters."""
+    body = channel.body(text)
+    if len(body) > http.form.max_text:
+        raise channel.Invalid("body", f"at most {http.form.max_text} characters (this one has {len(body)})")
+    return body
 
 
 async def close(posted: Posted) -> None:

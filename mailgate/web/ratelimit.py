@@ -5,10 +5,12 @@ rate and then goes on at the rate; a request finding no token is told how long u
 (``Retry-After``). Each daemon counts on its own: two daemons behind one balancer allow twice the rate,
 which is what a limit against a runaway script needs, not an exact quota.
 
-Failed logins are counted per client address and, while that address is over its allowance, every
-request from it is refused, the right key included: otherwise the answer (429 or not) would tell a
-guesser when a guess was right. The number of buckets is bounded; the least recently used goes first,
-and a forgotten bucket is a full one, which errs towards letting a client in.
+Failed logins are counted per client address, and while an address is over its allowance its
+requests without a valid key are answered 429 without a look at the key. A valid key still works
+from there: behind a reverse proxy every client has the proxy's address, and someone sending junk
+must not lock the real clients out. That a right guess would get through is no help to a guesser:
+a key has 256 random bits. The number of buckets is bounded; the least recently used goes first, and
+a forgotten bucket is a full one, which errs towards letting a client in.
 """
 
 from __future__ import annotations
@@ -51,11 +53,6 @@ class Buckets:
             bucket.at = now
         self._buckets.move_to_end(name)
         return bucket
-
-    def wait(self, name: str, rung: Rung) -> float:
-        """Seconds until ``name`` has a token again; 0 when it has one now (nothing is taken)."""
-        bucket = self._refilled(name, rung)
-        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / _per_second(rung)
 
     def take(self, name: str, rung: Rung) -> float:
         """Take a token: 0 when there was one, else the seconds until there is (nothing taken)."""
