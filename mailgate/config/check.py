@@ -92,14 +92,13 @@ class CrossCheck:
 
     def template(self, name: str, loc: tuple[str | int, ...]) -> None:
         folder = self.config.main.templates
-        if folder is not None:
-            for part in ("subject", "txt"):
-                self.need(
-                    (folder / f"{name}.{part}.j2").is_file(),
-                    "rules",
-                    loc,
-                    f"unknown template '{name}' (no {folder / f'{name}.{part}.j2'})",
-                )
+        if folder is not None:  # without a .subject.j2 of its own it takes the acknowledgment's subject
+            self.need(
+                (folder / f"{name}.txt.j2").is_file(),
+                "rules",
+                loc,
+                f"unknown template '{name}' (no {folder / (name + '.txt.j2')})",
+            )
 
     def numbered(self, key: str, items: list[_T]) -> list[tuple[int, _T]]:
         return list(zip(self.positions.get(key, range(len(items))), items, strict=True))

@@ -85,8 +85,14 @@ class Templates:
             auto_reload=False,  # a reload (SIGHUP, file watch) builds new Templates; no stat() per render
         )
 
-    def render(self, kind: str, context: dict[str, Any]) -> Rendered:
-        subject = self.env.get_template(f"{kind}.subject.j2").render(context)
+    def render(self, kind: str, context: dict[str, Any], subject_of: str | None = None) -> Rendered:
+        """``subject_of``: the kind whose subject to use when ``kind`` has none (a canned reply's body)."""
+        try:
+            subject = self.env.get_template(f"{kind}.subject.j2").render(context)
+        except TemplateNotFound:
+            if subject_of is None:
+                raise
+            subject = self.env.get_template(f"{subject_of}.subject.j2").render(context)
         text = self.env.get_template(f"{kind}.txt.j2").render(context)
         try:
             html: str | None = self.env.get_template(f"{kind}.html.j2").render(context)

@@ -118,7 +118,7 @@ def build(
 ) -> Notification:
     variables = template_context(ticket, nc.tag, item.to, trigger.support, trigger.message, trigger.change)
     variables["status_url"] = status_url(nc, ticket, item.to.email, now)
-    rendered = nc.templates.render(item.template or item.kind, variables)
+    rendered = nc.templates.render(item.template or item.kind, variables, subject_of=item.kind)
     headers = {
         "Reply-To": reply_to(nc, trigger.support, ticket, item.to.email),
         "Thread-Topic": ticket.subject,

@@ -69,7 +69,7 @@ def notify_mail(
         sender,
         nc.directory,
         acknowledge=not decision.no_autoreply,
-        ack_template=decision.ack_template,
+        ack_template=decision.canned_reply or decision.ack_template,  # a rule's reply, else the topic's
     )
     support = support_address(parsed, env, nc.own, nc.default_support)
     message = {

@@ -1,5 +1,6 @@
 """A help topic's own acknowledgment (``ack_template``) is the one its customers get, by mail and by
-``tickets open``; other topics keep ``ack_new``. ``check-config`` names a template that is missing."""
+``tickets open``, and a rule's canned ``reply`` takes its place; other mail keeps ``ack_new``.
+``check-config`` names a template that is missing."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ RULES = {
          "ack_template": "ack_billing"},
     ],
     "default_help_topic": "General",
+    "rules": [{"name": "refunds", "when": {"all": [{"field": "subject", "op": "contains", "value": "voucher"}]},
+               "then": {"reply": "ack_billing"}}],
 }
 AGENTS = {"agents": [{"name": "Jane Doe", "email": "jane@example.com"}],
           "departments": [{"name": "Support", "members": ["jane@example.com"]}]}
@@ -55,6 +58,9 @@ def test_the_topics_acknowledgment_is_sent(desk: Service) -> None:
     assert "billing team answers within two days" in text_of(billing)
     [general] = wait_mail(desk, "sam@customer.example")
     assert "We received your request: Printer jam" in general["Subject"]
+    mail(desk, "lou@customer.example", "support@example.com", "My voucher")  # a rule's canned reply
+    [canned] = wait_mail(desk, "lou@customer.example")
+    assert "Billing got your note: My voucher" in canned["Subject"]
     done = run_cli(desk.config, "tickets", "open", "--requester", "ken@customer.example", "--subject", "Refund",
                    "--agent", "jane@example.com", "--topic", "Billing", stdin=b"Ken wants a refund.")
     assert done.code == 0, done.stderr
@@ -64,8 +70,16 @@ def test_the_topics_acknowledgment_is_sent(desk: Service) -> None:
 
 def test_check_config_names_a_missing_ack_template(make_config: MakeConfig, tmp_path: Path) -> None:
     folder = templates_with_billing(tmp_path / "tpl")
-    (folder / "ack_billing.subject.j2").unlink()
+    (folder / "ack_billing.txt.j2").unlink()
     config = make_config(rules=RULES, agents=AGENTS, templates=str(folder))
     done = run_cli(config, "check-config")
     assert done.code == 1
-    assert "unknown template 'ack_billing'" in done.stdout + done.stderr and "ack_billing.subject.j2" in done.stderr
+    assert "unknown template 'ack_billing'" in done.stderr and "ack_billing.txt.j2" in done.stderr, done.stderr
+
+
+def test_a_reply_template_without_a_subject_takes_the_acknowledgments(desk: Service, tmp_path: Path) -> None:
+    (tmp_path / "tpl" / "ack_billing.subject.j2").unlink()  # the daemon renders from this folder, per mail
+    mail(desk, "pat@customer.example", "billing@example.com", "Invoice lost")
+    [ack] = wait_mail(desk, "pat@customer.example")
+    assert "We received your request: Invoice lost" in ack["Subject"]
+    assert "billing team answers within two days" in text_of(ack)
