@@ -570,7 +570,7 @@ def _parser() -> argparse.ArgumentParser:
     p = t_sub.add_parser("open", parents=[common], help="enter a ticket that came by phone, in person or by letter",
                          description="enter a ticket for a customer; the text from stdin, --text, or $EDITOR")
     p.add_argument("--requester", required=True, metavar='"NAME <EMAIL>"', help="the customer the ticket is for")
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True, help="the ticket's subject, as a mail's would be")
     p.add_argument("--agent", required=True, metavar="EMAIL", help="you: the agent entering it (agents.yaml)")
     p.add_argument("--channel", default="phone", choices=STAFF_CHANNELS, help="how it reached you (default phone)")
     p.add_argument("--priority", choices=PRIORITIES, help="instead of what the rules would choose")

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailgate import logformat
 from mailgate.clock import Clock, SystemClock
@@ -36,9 +36,9 @@ from mailgate.intake.local_socket import LocalIntake
 from mailgate.intake.smtp import Gate, IntakeHandler, protocol_class
 from mailgate.logformat import log_event
 from mailgate.pipeline.ingest import Context
-from mailgate.web.app import build_app
-from mailgate.web.runtime import Runtime
-from mailgate.web.server import HttpServer, bind
+
+if TYPE_CHECKING:
+    from mailgate.web.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ def _bind_http(config: Config) -> socket.socket | None:
     http = config.main.http
     if http is None:
         return None
+    from mailgate.web.server import bind  # the HTTP stack is imported only by a daemon that serves HTTP
+
     try:
         return bind(http.host, http.port)
     except OSError as exc:
@@ -163,6 +165,10 @@ async def _start_http(holder: Holder, intake: LoggedWriter, sock: socket.socket 
     http = holder.get().config.main.http
     if http is None or sock is None:
         return None
+    from mailgate.web.app import build_app
+    from mailgate.web.runtime import Runtime
+    from mailgate.web.server import HttpServer
+
     app = build_app(Runtime(holder.get, intake.submit_async), http.max_request_size, form=http.form.enabled)
     server = HttpServer(app, sock)
     await server.start()

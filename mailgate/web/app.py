@@ -64,7 +64,9 @@ class BodyLimit:
         return f"the request is larger than the {self.limit} bytes this server takes (http.max_request_size)"
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _drain(receive)  # a client still sending when the connection closes sees a reset, not the answer
+        headers = dict(scope.get("headers") or [])
+        if headers.get(b"expect", b"").lower() != b"100-continue":  # that client waits: it has sent nothing
+            await _drain(receive)  # one still sending when the connection closes sees a reset, not the answer
         if self.page is not None and not str(scope.get("path", "")).startswith("/api/"):
             answer = self.page()
             answer.headers["Connection"] = "close"
