@@ -5,7 +5,8 @@
 - The tickets are the new-ticket mails of ``bench/corpus.py`` (deterministic from the seed). By
   SMTP each is sent as it is; by the API each becomes ``{requester, subject, body}`` (the From, the
   Subject and the plain text of the same mail).
-- Targets, each a separate server process on fresh loopback ports, run one after the other:
+- Targets, each a separate server process on fresh loopback ports, run one after the other (ratios:
+  d/c the API against SMTP, c/a and d/b each against its bare listener):
   (a) bare aiosmtpd answering 250;  (b) a bare FastAPI app on uvicorn answering 201 to the same JSON
   (its request model validated, nothing stored);  (c) ``mailgate serve`` (demo config, its own
   SQLite file) fed the mails by SMTP;  (d) a fresh ``mailgate serve`` fed the JSON by the API.
@@ -44,9 +45,10 @@ import yaml
 if __package__ in (None, ""):  # run as a file: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import bare_http
 from bench.common import REPO, db_path, demo_config, free_port, machine, stop_popen, wait_for_smtp
 from bench.corpus import generate
-from bench.smtp_intake import Figures, _percentile, bench_aiosmtpd, cpu_seconds, print_table, run_clients
+from bench.smtp_intake import Figures, _percentile, bench_aiosmtpd, cpu_seconds, run_clients
 
 TIMEOUT = 600
 
@@ -135,26 +137,6 @@ def run_http_clients(bodies_file: Path, port: int, key: str, clients: int, name:
                    _percentile(lat, 0.99) * 1e3, dict(result.codes), result.errors, result.cpu, server_cpu)
 
 
-def bare_http_main(port: int) -> None:
-    """What an API costs with nothing behind it: FastAPI validates the same model and answers 201."""
-    import uvicorn
-    from fastapi import FastAPI
-    from pydantic import BaseModel
-
-    class Ticket(BaseModel):
-        requester: str
-        subject: str
-        body: str
-
-    app = FastAPI()
-
-    @app.post("/api/v1/tickets", status_code=201)
-    async def create(ticket: Ticket) -> dict[str, str]:
-        return {"number": "000000", "status": "created"}
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
 def _wait_http(port: int, proc: Any, timeout: float = 60) -> None:
     import socket
 
@@ -173,7 +155,7 @@ def _wait_http(port: int, proc: Any, timeout: float = 60) -> None:
 
 def bench_bare_http(bodies_file: Path, clients: int) -> Figures:
     port = free_port()
-    proc = mp.get_context("spawn").Process(target=bare_http_main, args=(port,))
+    proc = mp.get_context("spawn").Process(target=bare_http.main, args=(port,))
     proc.start()
     try:
         _wait_http(port, proc)
@@ -263,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
             "d) mailgate by API", tmp / "d", key,
             lambda s, h, pid: run_http_clients(bodies_file, h, key, args.clients, "d", pid))
         rows += [smtp, api]
-        print_table(rows)
+        print(f"\n{'target':<24}{'sent':>6}{'ok':>6}{'seconds':>9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+              f"{'srv CPU ms/req':>16}{'cli CPU ms/req':>16}")
+        for f in rows:
+            per = 1e3 / max(1, f.sent)
+            print(f"{f.name:<24}{f.sent:>6}{f.ok:>6}{f.seconds:>9.2f}{f.rate:>8.0f}{f.p50_ms:>8.2f}{f.p99_ms:>8.2f}"
+                  f"{f.server_cpu * per:>16.2f}{f.client_cpu * per:>16.2f}")
         by = {f.name[0]: f for f in rows}
-        for num, den in (("d", "c"), ("d", "b"), ("c", "a")):
+        for num, den in (("d", "c"), ("c", "a"), ("d", "b")):
             wall = by[num].rate / by[den].rate if by[den].rate else 0.0
             per_cpu = (by[den].server_cpu / by[den].sent) / (by[num].server_cpu / by[num].sent or 1e-9)
             print(f"ratio {num}/{den} = {wall:.3f}   (per server CPU-second: {per_cpu:.3f})")
