@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from mailgate.config.fields import Duration, Email, Size, _Strict
+from mailgate.config.fields import Duration, Email, Size, _Listen, _Strict
 from mailgate.config.intake_policy import Rung, parse_rung
 
 Scope = Literal["create", "read", "agent"]
@@ -73,7 +73,7 @@ class ContactForm(_Strict):
     rate: RateLimit = Field(default_factory=lambda: parse_rung("10/10m"))  # per client address
 
 
-class Http(_Strict):
+class Http(_Listen):
     listen: str = "127.0.0.1:8025"
     # where customers reach this listener (a reverse proxy's https address); links in mail start with it
     public_url: str | None = None
@@ -81,14 +81,6 @@ class Http(_Strict):
     api_keys: list[ApiKey] = Field(default_factory=list)
     form: ContactForm = ContactForm()
     status_link_valid: Duration = timedelta(days=180)  # how long an acknowledgment's status link works
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise ValueError(f"listen must be HOST:PORT, got {value!r}")
-        return value
 
     @field_validator("public_url")
     @classmethod
@@ -105,14 +97,6 @@ class Http(_Strict):
                 raise ValueError(f"api_keys: {key.name} is listed twice (by name or by key)")
             seen |= {key.name, key.sha256}
         return self
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
     @property
     def base_url(self) -> str:

@@ -20,33 +20,13 @@ from pydantic import (
     model_validator,
 )
 
-from mailgate.config.fields import Duration, Email, Size, _Strict
+from mailgate.config.fields import Duration, Email, Size, _Listen, _Strict
 from mailgate.config.http import Http
 from mailgate.config.intake_policy import Flood, Spam
 from mailgate.config.side_files import AgentsFile, SlaFile
 from mailgate.domain import check_kinds
 from mailgate.rules.retention import Retention
 from mailgate.rules.schema import RulesFile
-
-
-class _Listen(_Strict):
-    listen: str
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise ValueError(f"listen must be HOST:PORT, got {value!r}")
-        return value
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class Metrics(_Listen):

@@ -29,7 +29,7 @@ from mailgate.pipeline.ingest import Context
 from mailgate.pipeline.submission import Submission
 from mailgate.web import csrf, posted, render, status_page
 from mailgate.web.runtime import Runtime, file
-from mailgate.web.site import peer, runtime, secure, settings, throttled
+from mailgate.web.site import peer, received, runtime, secure, settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -111,13 +111,9 @@ async def send(request: Request) -> Response:
     rt = runtime(request)
     ctx = rt.context()
     http = settings(ctx)
-    refused = throttled(request, http)
-    if refused is not None:
-        return refused
-    try:
-        sent = await posted.read(request, http)
-    except posted.Unreadable as exc:
-        return render.error(exc.status)
+    sent = await received(request, http)
+    if isinstance(sent, Response):
+        return sent
     try:
         return await _send(request, rt, ctx, http, sent)
     finally:

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from mailgate.config.http import Http
 from mailgate.pipeline.ingest import Context
-from mailgate.web import render
+from mailgate.web import posted, render
 from mailgate.web.runtime import Runtime
 from mailgate.web.throttle import Throttle
 
@@ -54,3 +54,14 @@ def throttled(request: Request, http: Http) -> Response | None:
         return None
     log.info("web form: %s posted more than %s; answered 429", peer(request) or "a client", rung.text)
     return render.error(429, headers={"Retry-After": str(int(wait) + 1)})
+
+
+async def received(request: Request, http: Http) -> posted.Posted | Response:
+    """A post's fields and files, or the page to answer instead: over the rate, or unreadable."""
+    refused = throttled(request, http)
+    if refused is not None:
+        return refused
+    try:
+        return await posted.read(request, http)
+    except posted.Unreadable as exc:
+        return render.error(exc.status)

@@ -24,7 +24,7 @@ from mailgate.pipeline.submission import Submission
 from mailgate.storage.store import Store
 from mailgate.web import csrf, posted, render, status_link, thread
 from mailgate.web.runtime import Runtime, file
-from mailgate.web.site import peer, runtime, secure, settings, throttled
+from mailgate.web.site import peer, received, runtime, secure, settings
 
 router = APIRouter(include_in_schema=False)
 
@@ -128,13 +128,9 @@ async def reply(request: Request, token: str) -> Response:
     rt = runtime(request)
     ctx = rt.context()
     http = settings(ctx)
-    refused = throttled(request, http)
-    if refused is not None:
-        return refused
-    try:
-        sent = await posted.read(request, http)
-    except posted.Unreadable as exc:
-        return render.error(exc.status)
+    sent = await received(request, http)
+    if isinstance(sent, Response):
+        return sent
     try:
         view = await _view(ctx, token)
         if view is None:
