@@ -446,9 +446,3 @@ class DatabaseLocked:
             self._release.set()
             self._thread.join(120)
             self._thread = None
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than cores, as most of a test's time is spent waiting on a daemon
-    it started (a whole suite on 2 cores used 45 of 62 CPU-minutes with two workers)."""
-    return min(4, (os.cpu_count() or 1) + 1)
